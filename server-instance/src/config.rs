@@ -1,0 +1,76 @@
+//! Configuration of the instance server: every flag has an env var, secrets come from files or
+//! env vars, and the defaults run on one machine.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "server-instance",
+    about = "croft instance server: hosts card matches over secure netcode"
+)]
+pub struct InstanceConfig {
+    /// UDP address of the first netcode socket; further shards use the following ports (port 0:
+    /// every shard gets an ephemeral port).
+    #[arg(long, env = "CROFT_INSTANCE_UDP", default_value = "127.0.0.1:5000")]
+    pub udp: SocketAddr,
+
+    /// The address clients are told to connect to, when it differs from `--udp` (NAT, pods).
+    #[arg(long, env = "CROFT_INSTANCE_PUBLIC_IP")]
+    pub public_ip: Option<std::net::IpAddr>,
+
+    /// Netcode sockets to open; each holds at most 1024 clients (512 matches).
+    #[arg(long, env = "CROFT_INSTANCE_SHARDS", default_value_t = 1)]
+    pub shards: usize,
+
+    /// Control, metrics and health HTTP address.
+    #[arg(long, env = "CROFT_INSTANCE_HTTP", default_value = "127.0.0.1:7100")]
+    pub http: SocketAddr,
+
+    /// File holding the netcode private key as 64 hex characters (else env CROFT_NETCODE_KEY).
+    #[arg(long, env = "CROFT_NETCODE_KEY_FILE")]
+    pub netcode_key_file: Option<PathBuf>,
+
+    /// File holding the service credential for the control API (else env CROFT_CONTROL_TOKEN).
+    #[arg(long, env = "CROFT_CONTROL_TOKEN_FILE")]
+    pub control_token_file: Option<PathBuf>,
+
+    /// Folder with the card data RON files.
+    #[arg(long, env = "CROFT_CARDS", default_value = "assets/cards")]
+    pub cards: PathBuf,
+
+    /// Matches this process hosts at most.
+    #[arg(long, env = "CROFT_INSTANCE_MAX_MATCHES", default_value_t = 500)]
+    pub max_matches: usize,
+
+    /// Simulation ticks per second.
+    #[arg(long, env = "CROFT_TICK_HZ", default_value_t = 20)]
+    pub tick_hz: u32,
+
+    /// Seconds a disconnected player has to come back before forfeiting.
+    #[arg(long, env = "CROFT_RECONNECT_GRACE_SECONDS", default_value_t = 30)]
+    pub grace_seconds: u32,
+
+    /// On SIGTERM, seconds running matches may take to finish before they are aborted.
+    #[arg(long, env = "CROFT_DRAIN_SECONDS", default_value_t = 60)]
+    pub drain_seconds: u32,
+
+    /// Bad messages a client may send before it is disconnected.
+    #[arg(long, env = "CROFT_BAD_MESSAGE_BUDGET", default_value_t = 8)]
+    pub bad_message_budget: u32,
+
+    /// Where finished matches (setup, input log, result) are appended as JSON lines.
+    #[arg(long, env = "CROFT_MATCH_LOG", default_value = "data/matches.jsonl")]
+    pub match_log: PathBuf,
+
+    /// Write the bound addresses here as JSON once the server is ready (for scripts and tests).
+    #[arg(long, env = "CROFT_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+pub const CONTROL_TOKEN_ENV: &str = "CROFT_CONTROL_TOKEN";
+
+/// The control credential must be long enough not to be guessed.
+pub const MIN_CONTROL_TOKEN_LEN: usize = 24;

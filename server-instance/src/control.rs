@@ -1,0 +1,346 @@
+//! The control interface matchmaking calls: create a match, read capacity, start draining.
+//! HTTP on its own port, guarded by a service credential; `/metrics`, `/healthz` and `/readyz`
+//! sit beside it without the credential.
+//!
+//! Requests are checked and the slot reserved right here on the async side, so a caller gets its
+//! answer without waiting for a game tick; the tick then spawns the match from the channel.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use shared_sim::GameData;
+use shared_sim::plugin::{MatchId, MatchSpec, UserId};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Most matches one netcode socket can seat (1024 clients, two per match).
+pub const MATCHES_PER_SHARD: usize = 512;
+
+/// What the async side tells the tick.
+#[derive(Debug)]
+pub enum ControlCommand {
+    Create { spec: MatchSpec, shard: usize },
+    Drain,
+}
+
+/// State shared by the control API and the Bevy app.
+pub struct ControlShared {
+    pub data: RwLock<Arc<GameData>>,
+    /// Live matches and the shard each is seated on.
+    pub live: Mutex<HashMap<MatchId, usize>>,
+    pub shard_addrs: Vec<SocketAddr>,
+    pub max_matches: usize,
+    pub draining: AtomicBool,
+    pub clients_connected: AtomicUsize,
+    token: String,
+}
+
+impl ControlShared {
+    pub fn new(
+        data: Arc<GameData>,
+        shard_addrs: Vec<SocketAddr>,
+        max_matches: usize,
+        token: String,
+    ) -> Self {
+        Self {
+            data: RwLock::new(data),
+            live: Mutex::new(HashMap::new()),
+            shard_addrs,
+            max_matches,
+            draining: AtomicBool::new(false),
+            clients_connected: AtomicUsize::new(0),
+            token,
+        }
+    }
+
+    pub fn release(&self, id: MatchId) {
+        if let Ok(mut live) = self.live.lock() {
+            live.remove(&id);
+        }
+    }
+
+    pub fn running(&self) -> usize {
+        self.live.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    fn capacity(&self) -> usize {
+        self.max_matches
+            .min(self.shard_addrs.len() * MATCHES_PER_SHARD)
+    }
+
+    pub fn data(&self) -> Arc<GameData> {
+        match self.data.read() {
+            Ok(d) => d.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let Some(given) = value.strip_prefix("Bearer ") else {
+            return false;
+        };
+        constant_time_eq(given.as_bytes(), self.token.as_bytes())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Clone)]
+struct ControlState {
+    shared: Arc<ControlShared>,
+    commands: UnboundedSender<ControlCommand>,
+}
+
+/// A match to create. Decks are card id lists, or names of starter decks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateMatchRequest {
+    pub match_id: MatchId,
+    pub players: [UserId; 2],
+    #[serde(default)]
+    pub decks: Option<[Vec<String>; 2]>,
+    #[serde(default)]
+    pub starter_decks: Option<[String; 2]>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateMatchResponse {
+    pub match_id: MatchId,
+    /// The UDP address the players' connect tokens must name.
+    pub server_addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Capacity {
+    pub max_matches: usize,
+    pub running: usize,
+    pub free: usize,
+    pub draining: bool,
+    pub clients_connected: usize,
+}
+
+/// JSON error body with a stable code; internal details are logged, never sent.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+pub fn router(shared: Arc<ControlShared>, commands: UnboundedSender<ControlCommand>) -> Router {
+    Router::new()
+        .route("/v1/matches", post(create_match))
+        .route("/v1/capacity", get(capacity))
+        .route("/v1/drain", post(drain))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(ControlState { shared, commands })
+}
+
+fn check_auth(state: &ControlState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if state.shared.authorized(headers) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid service credential is required",
+        ))
+    }
+}
+
+async fn capacity(
+    State(state): State<ControlState>,
+    headers: HeaderMap,
+) -> Result<Json<Capacity>, ApiError> {
+    check_auth(&state, &headers)?;
+    let s = &state.shared;
+    let running = s.running();
+    let draining = s.draining.load(Ordering::SeqCst);
+    Ok(Json(Capacity {
+        max_matches: s.capacity(),
+        running,
+        free: if draining {
+            0
+        } else {
+            s.capacity().saturating_sub(running)
+        },
+        draining,
+        clients_connected: s.clients_connected.load(Ordering::Relaxed),
+    }))
+}
+
+async fn drain(
+    State(state): State<ControlState>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    check_auth(&state, &headers)?;
+    state.shared.draining.store(true, Ordering::SeqCst);
+    let _ = state.commands.send(ControlCommand::Drain);
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn create_match(
+    State(state): State<ControlState>,
+    headers: HeaderMap,
+    body: Result<Json<CreateMatchRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<CreateMatchResponse>), ApiError> {
+    check_auth(&state, &headers)?;
+    let Json(req) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let shared = &state.shared;
+    if shared.draining.load(Ordering::SeqCst) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this instance is shutting down",
+        ));
+    }
+    let data = shared.data();
+    let decks = match (req.decks, req.starter_decks) {
+        (Some(decks), None) => decks,
+        (None, Some(names)) => {
+            let resolve = |name: &String| {
+                data.starter_deck(name)
+                    .map(|d| d.cards.clone())
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "unknown_deck",
+                            format!("no starter deck `{name}`"),
+                        )
+                    })
+            };
+            [resolve(&names[0])?, resolve(&names[1])?]
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_decks",
+                "give exactly one of `decks` and `starter_decks`",
+            ));
+        }
+    };
+    let seed = match req.seed {
+        Some(seed) => seed,
+        None => {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).map_err(|e| {
+                tracing::error!(error = %e, "no OS randomness for a match seed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            })?;
+            u64::from_le_bytes(b)
+        }
+    };
+    let spec = MatchSpec {
+        match_id: req.match_id,
+        players: req.players,
+        decks,
+        seed,
+    };
+    // Same checks the tick will run, so that a 201 means the match will exist.
+    shared_sim::plugin::CardMatch::new(data, &spec, 0, 1).map_err(|e| {
+        let code = match e {
+            shared_sim::plugin::CreateMatchError::Deck { .. } => "bad_deck",
+            _ => "bad_players",
+        };
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+    })?;
+    let shard = {
+        let mut live = shared.live.lock().map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        })?;
+        if live.contains_key(&spec.match_id) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "exists",
+                format!("match {} exists", spec.match_id),
+            ));
+        }
+        if live.len() >= shared.capacity() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "full",
+                "no free match slot",
+            ));
+        }
+        let mut per_shard = vec![0usize; shared.shard_addrs.len()];
+        for s in live.values() {
+            per_shard[*s] += 1;
+        }
+        let Some((shard, _)) = per_shard
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n < MATCHES_PER_SHARD)
+            .min_by_key(|(_, n)| **n)
+        else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "full",
+                "no free match slot",
+            ));
+        };
+        live.insert(spec.match_id, shard);
+        shard
+    };
+    let match_id = spec.match_id;
+    if state
+        .commands
+        .send(ControlCommand::Create { spec, shard })
+        .is_err()
+    {
+        shared.release(match_id);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the server is stopping",
+        ));
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateMatchResponse {
+            match_id,
+            server_addr: shared.shard_addrs[shard],
+        }),
+    ))
+}

@@ -1,0 +1,335 @@
+//! The instance server: a headless Bevy app that hosts many card matches in one process over
+//! secure netcode, created through an authenticated control API, with finished matches written
+//! to the match log by a background thread.
+
+pub mod config;
+pub mod control;
+pub mod net;
+pub mod persist;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bevy::app::ScheduleRunnerPlugin;
+use bevy::prelude::*;
+use serde::{Deserialize, Serialize};
+use shared_sim::GameData;
+use shared_sim::plugin::{
+    CardMatch, CommandKind, MatchCommand, MatchInbox, MatchOutbox, MatchOutput, MatchPlugin,
+    MatchSystems, spawn_match,
+};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+pub use config::InstanceConfig;
+use control::{ControlCommand, ControlShared};
+use net::{NetServer, NetSystems};
+use persist::RecordSink;
+
+/// Where a started server listens; written to `--ready-file` as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadyInfo {
+    pub http: SocketAddr,
+    pub udp: Vec<SocketAddr>,
+}
+
+#[derive(Resource)]
+struct Control {
+    shared: Arc<ControlShared>,
+    commands: UnboundedReceiver<ControlCommand>,
+}
+
+#[derive(Resource)]
+struct Drain {
+    seconds: u32,
+    deadline: Option<Instant>,
+    aborted: bool,
+}
+
+#[derive(Resource, Default)]
+struct TickTimer(Option<Instant>);
+
+/// Reads the control credential from its file or env var and refuses weak ones.
+pub fn load_control_token(file: Option<&Path>) -> anyhow::Result<String> {
+    let token = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading control token file {}", path.display()))?,
+        None => std::env::var(config::CONTROL_TOKEN_ENV).with_context(|| {
+            format!(
+                "no control credential: set {} or --control-token-file",
+                config::CONTROL_TOKEN_ENV
+            )
+        })?,
+    };
+    let token = token.trim().to_string();
+    if token.len() < config::MIN_CONTROL_TOKEN_LEN {
+        bail!(
+            "the control credential must be at least {} characters",
+            config::MIN_CONTROL_TOKEN_LEN
+        );
+    }
+    Ok(token)
+}
+
+/// Runs the server until it is drained (SIGTERM, Ctrl-C or `POST /v1/drain`).
+pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
+    telemetry::init_logging("server-instance");
+    let data = GameData::load_dir(&config.cards)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("loading card data from {}", config.cards.display()))?;
+    let key = token::NetcodeKey::load(config.netcode_key_file.as_deref())
+        .context("loading the netcode key")?;
+    let control_token = load_control_token(config.control_token_file.as_deref())?;
+    let net = NetServer::bind(
+        config.udp,
+        config.public_ip,
+        config.shards,
+        *key.bytes(),
+        Duration::from_secs(u64::from(config.grace_seconds)),
+        config.bad_message_budget,
+    )?;
+    let shared = Arc::new(ControlShared::new(
+        Arc::new(data),
+        net.public_addrs(),
+        config.max_matches,
+        control_token,
+    ));
+    let (tx, rx) = unbounded_channel();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("instance-control")
+        .enable_all()
+        .build()
+        .context("starting the control runtime")?;
+    let readiness = telemetry::Readiness::new(false);
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.http))
+        .with_context(|| format!("binding control HTTP {}", config.http))?;
+    let http_addr = listener.local_addr()?;
+    let app_router = control::router(shared.clone(), tx.clone())
+        .merge(telemetry::router(readiness.clone()))
+        .layer(axum::middleware::from_fn(telemetry::http_metrics));
+    runtime.spawn(async move {
+        if let Err(e) = axum::serve(listener, app_router).await {
+            tracing::error!(error = %e, "control HTTP server failed");
+        }
+    });
+    {
+        let shared = shared.clone();
+        let readiness = readiness.clone();
+        runtime.spawn(async move {
+            telemetry::shutdown_signal().await;
+            tracing::info!("shutdown requested: draining");
+            readiness.set(false);
+            shared.draining.store(true, Ordering::SeqCst);
+            let _ = tx.send(ControlCommand::Drain);
+        });
+    }
+    let writer = persist::start(config.match_log.clone())
+        .with_context(|| format!("opening match log {}", config.match_log.display()))?;
+    let ready = ReadyInfo {
+        http: http_addr,
+        udp: net.public_addrs(),
+    };
+    let mut app = build_app(&config, net, shared, rx, writer.sink.clone());
+    if let Some(path) = &config.ready_file {
+        std::fs::write(path, serde_json::to_vec(&ready)?)
+            .with_context(|| format!("writing ready file {}", path.display()))?;
+    }
+    tracing::info!(http = %ready.http, udp = ?ready.udp, "instance server ready");
+    readiness.set(true);
+    let exit = app.run();
+    drop(app);
+    drop(writer.sink);
+    let _ = writer.thread.join();
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!(?exit, "instance server stopped");
+    Ok(())
+}
+
+fn build_app(
+    config: &InstanceConfig,
+    net: NetServer,
+    shared: Arc<ControlShared>,
+    commands: UnboundedReceiver<ControlCommand>,
+    sink: RecordSink,
+) -> App {
+    let tick = Duration::from_secs_f64(1.0 / f64::from(config.tick_hz.max(1)));
+    let mut app = App::new();
+    app.add_plugins(MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(tick)))
+        .add_plugins(MatchPlugin {
+            tick_hz: config.tick_hz,
+            linger_seconds: 10,
+        })
+        .insert_resource(net)
+        .insert_resource(sink)
+        .insert_resource(Control { shared, commands })
+        .insert_resource(Drain {
+            seconds: config.drain_seconds,
+            deadline: None,
+            aborted: false,
+        })
+        .init_resource::<TickTimer>()
+        .configure_sets(PostUpdate, NetSystems::Send)
+        .add_systems(
+            PreUpdate,
+            (
+                apply_control_commands,
+                net::receive_system.in_set(NetSystems::Receive),
+            )
+                .chain(),
+        )
+        .add_systems(
+            FixedUpdate,
+            (
+                start_tick_timer.before(MatchSystems::Receive),
+                finish_tick_timer.after(MatchSystems::Broadcast),
+            ),
+        )
+        .add_systems(
+            PostUpdate,
+            (route_outbox, net::send_system, drain_system)
+                .chain()
+                .in_set(NetSystems::Send),
+        );
+    app
+}
+
+fn start_tick_timer(mut timer: ResMut<TickTimer>) {
+    timer.0 = Some(Instant::now());
+}
+
+fn finish_tick_timer(mut timer: ResMut<TickTimer>) {
+    if let Some(start) = timer.0.take() {
+        metrics::histogram!("croft_instance_tick_seconds").record(start.elapsed().as_secs_f64());
+    }
+}
+
+fn apply_control_commands(world: &mut World) {
+    let mut pending = Vec::new();
+    {
+        let mut control = world.resource_mut::<Control>();
+        while let Ok(cmd) = control.commands.try_recv() {
+            pending.push(cmd);
+        }
+    }
+    if pending.is_empty() {
+        return;
+    }
+    let shared = world.resource::<Control>().shared.clone();
+    for cmd in pending {
+        match cmd {
+            ControlCommand::Create { spec, shard } => {
+                let data = shared.data();
+                match spawn_match(world, data, &spec) {
+                    Ok(_) => {
+                        metrics::counter!("croft_instance_matches_started_total").increment(1);
+                        tracing::info!(
+                            event = "game_started",
+                            match_id = spec.match_id,
+                            players = ?spec.players,
+                            shard,
+                            "match created"
+                        );
+                    }
+                    Err(e) => {
+                        shared.release(spec.match_id);
+                        tracing::warn!(match_id = spec.match_id, error = %e, "match not created");
+                    }
+                }
+            }
+            ControlCommand::Drain => {
+                tracing::info!("draining: no new matches");
+            }
+        }
+    }
+}
+
+fn route_outbox(
+    mut outbox: ResMut<MatchOutbox>,
+    mut net: ResMut<NetServer>,
+    control: Res<Control>,
+    sink: Res<RecordSink>,
+) {
+    for output in outbox.0.drain(..) {
+        match output {
+            MatchOutput::ToPlayer { user_id, message } => {
+                if let shared_sim::protocol::ServerMessage::ActionRejected { reason, .. } = &message
+                {
+                    metrics::counter!("croft_instance_actions_rejected_total", "reason" => format!("{reason:?}"))
+                        .increment(1);
+                }
+                // A player who is away gets a snapshot when they return.
+                net.send(user_id, &message);
+            }
+            MatchOutput::Ended(record) => {
+                let reason = format!("{:?}", record.result.reason);
+                metrics::counter!("croft_instance_matches_ended_total", "reason" => reason.clone())
+                    .increment(1);
+                tracing::info!(
+                    event = "game_ended",
+                    match_id = record.match_id,
+                    winner = ?record.result.winner.map(|s| record.players[s.index()]),
+                    reason,
+                    turns = record.turns,
+                    inputs = record.log.len(),
+                    "match ended"
+                );
+                control.shared.release(record.match_id);
+                for user in record.players {
+                    net.away.remove(&(record.match_id, user));
+                }
+                if sink.0.send(*record).is_err() {
+                    tracing::error!("match log writer is gone; record lost");
+                }
+            }
+        }
+    }
+    let running = control.shared.running();
+    metrics::gauge!("croft_instance_matches_running").set(running as f64);
+    control
+        .shared
+        .clients_connected
+        .store(net.connected(), Ordering::Relaxed);
+}
+
+fn drain_system(
+    control: Res<Control>,
+    mut drain: ResMut<Drain>,
+    matches: Query<&CardMatch>,
+    mut inbox: ResMut<MatchInbox>,
+    mut net: ResMut<NetServer>,
+    mut exit: MessageWriter<AppExit>,
+) {
+    if !control.shared.draining.load(Ordering::SeqCst) {
+        return;
+    }
+    let now = Instant::now();
+    let seconds = u64::from(drain.seconds);
+    let deadline = *drain
+        .deadline
+        .get_or_insert(now + Duration::from_secs(seconds));
+    let running: Vec<&CardMatch> = matches.iter().filter(|m| !m.state.is_over()).collect();
+    if running.is_empty() {
+        net::disconnect_all(&mut net);
+        exit.write(AppExit::Success);
+        return;
+    }
+    if now >= deadline && !drain.aborted {
+        drain.aborted = true;
+        tracing::warn!(
+            matches = running.len(),
+            "drain deadline passed: aborting the rest"
+        );
+        for m in running {
+            inbox.0.push(MatchCommand {
+                match_id: m.id,
+                user_id: m.players[0],
+                kind: CommandKind::Abort,
+            });
+        }
+    }
+}

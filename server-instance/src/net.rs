@@ -1,0 +1,439 @@
+//! Secure netcode sockets and player sessions: accepts connect tokens, binds each client to its
+//! seat, decodes and checks every message before it reaches the match, and sends what the
+//! matches produced.
+//!
+//! One netcode server holds at most 1024 clients, so the instance opens several sockets
+//! ("shards") and keeps their renet servers side by side; bevy_renet's single-resource adapter
+//! cannot hold more than one, which is why this module drives renet directly.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bevy::prelude::*;
+use renet::{ClientId, RenetServer, ServerEvent};
+use renet_netcode::{NetcodeServerTransport, ServerAuthentication, ServerConfig};
+use shared_sim::plugin::{
+    CardMatch, CommandKind, MatchClock, MatchCommand, MatchId, MatchInbox, MatchIndex, UserId,
+};
+use shared_sim::protocol::{
+    Channel, ClientMessage, ErrorCode, PROTOCOL_ID, ServerMessage, TokenKind, TokenUserData,
+    connection_config,
+};
+use shared_sim::rules::Seat;
+
+/// Network systems, around the match simulation.
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NetSystems {
+    /// PreUpdate: read sockets, admit clients, decode messages into the match inbox.
+    Receive,
+    /// PostUpdate: encode the match outbox and write sockets.
+    Send,
+}
+
+pub struct Shard {
+    pub server: RenetServer,
+    pub transport: NetcodeServerTransport,
+    pub public_addr: SocketAddr,
+}
+
+/// The seat a connected client holds.
+#[derive(Debug, Clone, Copy)]
+pub struct PlayerSession {
+    pub shard: usize,
+    pub match_id: MatchId,
+    pub seat: Seat,
+    pub bad_messages: u32,
+}
+
+#[derive(Resource)]
+pub struct NetServer {
+    pub shards: Vec<Shard>,
+    /// Connected and admitted clients; the client id is the user id.
+    pub sessions: HashMap<ClientId, PlayerSession>,
+    /// Players who dropped mid-match, with the instant their grace period ends.
+    pub away: HashMap<(MatchId, UserId), Instant>,
+    pub grace: Duration,
+    pub bad_message_budget: u32,
+    last_update: Instant,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("socket setup failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl NetServer {
+    /// Binds `shards` sockets from `first` (consecutive ports, or ephemeral ports for port 0).
+    pub fn bind(
+        first: SocketAddr,
+        public_ip: Option<std::net::IpAddr>,
+        shards: usize,
+        private_key: [u8; 32],
+        grace: Duration,
+        bad_message_budget: u32,
+    ) -> Result<Self, NetError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for i in 0..shards.max(1) {
+            let mut addr = first;
+            if first.port() != 0 {
+                addr.set_port(first.port() + i as u16);
+            }
+            let socket = UdpSocket::bind(addr).map_err(|source| NetError::Bind { addr, source })?;
+            let local = socket.local_addr()?;
+            let mut public_addr = local;
+            if let Some(ip) = public_ip {
+                public_addr.set_ip(ip);
+            }
+            let config = ServerConfig {
+                current_time: now,
+                max_clients: 1024,
+                protocol_id: PROTOCOL_ID,
+                public_addresses: vec![public_addr],
+                authentication: ServerAuthentication::Secure { private_key },
+            };
+            let transport = NetcodeServerTransport::new(config, socket)?;
+            out.push(Shard {
+                server: RenetServer::new(connection_config()),
+                transport,
+                public_addr,
+            });
+        }
+        Ok(Self {
+            shards: out,
+            sessions: HashMap::new(),
+            away: HashMap::new(),
+            grace,
+            bad_message_budget,
+            last_update: Instant::now(),
+        })
+    }
+
+    pub fn public_addrs(&self) -> Vec<SocketAddr> {
+        self.shards.iter().map(|s| s.public_addr).collect()
+    }
+
+    pub fn connected(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.server.connected_clients())
+            .sum()
+    }
+
+    pub fn send(&mut self, user: UserId, message: &ServerMessage) -> bool {
+        let Some(session) = self.sessions.get(&user) else {
+            return false;
+        };
+        let shard = &mut self.shards[session.shard];
+        shard
+            .server
+            .send_message(user, Channel::Reliable, message.encode());
+        metrics::counter!("croft_instance_messages_sent_total").increment(1);
+        true
+    }
+
+    fn send_on(&mut self, shard: usize, client: ClientId, message: &ServerMessage) {
+        self.shards[shard]
+            .server
+            .send_message(client, Channel::Reliable, message.encode());
+        metrics::counter!("croft_instance_messages_sent_total").increment(1);
+    }
+
+    /// Sends an error, then disconnects the client once the message is flushed.
+    fn refuse(
+        &mut self,
+        shard: usize,
+        client: ClientId,
+        code: ErrorCode,
+        message: String,
+        reason: &'static str,
+    ) {
+        metrics::counter!("croft_instance_connections_refused_total", "reason" => reason)
+            .increment(1);
+        tracing::info!(client, reason, "refusing client");
+        self.send_on(shard, client, &ServerMessage::Error { code, message });
+        // Flush the error before the disconnect packet goes out.
+        let s = &mut self.shards[shard];
+        s.transport.send_packets(&mut s.server);
+        s.server.disconnect(client);
+        self.sessions.remove(&client);
+    }
+}
+
+/// Renet time step since the last receive.
+fn elapsed(net: &mut NetServer) -> Duration {
+    let now = Instant::now();
+    let dt = now - net.last_update;
+    net.last_update = now;
+    dt
+}
+
+pub fn receive_system(
+    mut net: ResMut<NetServer>,
+    clock: Res<MatchClock>,
+    index: Res<MatchIndex>,
+    matches: Query<&CardMatch>,
+    mut inbox: ResMut<MatchInbox>,
+) {
+    let dt = elapsed(&mut net);
+    let mut events = Vec::new();
+    for (i, shard) in net.shards.iter_mut().enumerate() {
+        shard.server.update(dt);
+        if let Err(e) = shard.transport.update(dt, &mut shard.server) {
+            metrics::counter!("croft_instance_transport_errors_total").increment(1);
+            tracing::warn!(shard = i, error = %e, "netcode transport error");
+        }
+        while let Some(event) = shard.server.get_event() {
+            events.push((i, event));
+        }
+    }
+    for (shard, event) in events {
+        match event {
+            ServerEvent::ClientConnected { client_id } => {
+                admit(&mut net, shard, client_id, &clock, &index, &matches);
+            }
+            ServerEvent::ClientDisconnected { client_id, reason } => {
+                tracing::info!(client_id, %reason, "client disconnected");
+                if let Some(session) = net.sessions.remove(&client_id) {
+                    left(&mut net, session, client_id, &index, &matches);
+                }
+            }
+        }
+    }
+    // Players whose grace period ran out forfeit.
+    let now = Instant::now();
+    let expired: Vec<(MatchId, UserId)> = net
+        .away
+        .iter()
+        .filter(|(_, until)| **until <= now)
+        .map(|(k, _)| *k)
+        .collect();
+    for (match_id, user_id) in expired {
+        net.away.remove(&(match_id, user_id));
+        tracing::info!(match_id, user_id, "reconnect grace over: forfeit");
+        inbox.0.push(MatchCommand {
+            match_id,
+            user_id,
+            kind: CommandKind::Forfeit,
+        });
+    }
+    read_messages(&mut net, &clock, &index, &matches, &mut inbox);
+}
+
+fn admit(
+    net: &mut NetServer,
+    shard: usize,
+    client_id: ClientId,
+    clock: &MatchClock,
+    index: &MatchIndex,
+    matches: &Query<&CardMatch>,
+) {
+    let user_data = net.shards[shard].transport.user_data(client_id);
+    let parsed = user_data.map(|d| TokenUserData::from_bytes(&d));
+    let data = match parsed {
+        Some(Ok(d)) if d.kind == TokenKind::Instance && d.user_id == client_id => d,
+        Some(Ok(_)) => {
+            return net.refuse(
+                shard,
+                client_id,
+                ErrorCode::BadToken,
+                "this token is not for an instance server".into(),
+                "token_kind",
+            );
+        }
+        Some(Err(e)) => {
+            return net.refuse(
+                shard,
+                client_id,
+                ErrorCode::BadToken,
+                e.to_string(),
+                "user_data",
+            );
+        }
+        None => {
+            return net.refuse(
+                shard,
+                client_id,
+                ErrorCode::BadToken,
+                "no user data".into(),
+                "user_data",
+            );
+        }
+    };
+    let found = index
+        .0
+        .get(&data.match_id)
+        .and_then(|e| matches.get(*e).ok());
+    let Some(m) = found else {
+        return net.refuse(
+            shard,
+            client_id,
+            ErrorCode::UnknownMatch,
+            format!("match {} is not hosted here", data.match_id),
+            "unknown_match",
+        );
+    };
+    let Some(seat) = m.seat_of(data.user_id) else {
+        return net.refuse(
+            shard,
+            client_id,
+            ErrorCode::UnknownMatch,
+            "you are not a player of this match".into(),
+            "not_a_player",
+        );
+    };
+    net.sessions.insert(
+        client_id,
+        PlayerSession {
+            shard,
+            match_id: m.id,
+            seat,
+            bad_messages: 0,
+        },
+    );
+    let returning = net.away.remove(&(m.id, data.user_id)).is_some();
+    tracing::info!(
+        user_id = data.user_id,
+        match_id = m.id,
+        ?seat,
+        returning,
+        "player joined"
+    );
+    net.send_on(
+        shard,
+        client_id,
+        &ServerMessage::Welcome {
+            user_id: data.user_id,
+            match_id: m.id,
+            seat,
+        },
+    );
+    net.send_on(
+        shard,
+        client_id,
+        &ServerMessage::Snapshot(m.snapshot_for(seat, clock)),
+    );
+    if returning {
+        let opponent = m.players[seat.other().index()];
+        net.send(opponent, &ServerMessage::OpponentReturned);
+    }
+}
+
+fn left(
+    net: &mut NetServer,
+    session: PlayerSession,
+    user: UserId,
+    index: &MatchIndex,
+    matches: &Query<&CardMatch>,
+) {
+    let Some(m) = index
+        .0
+        .get(&session.match_id)
+        .and_then(|e| matches.get(*e).ok())
+    else {
+        return;
+    };
+    if m.state.is_over() {
+        return;
+    }
+    net.away.insert((m.id, user), Instant::now() + net.grace);
+    let opponent = m.players[session.seat.other().index()];
+    let grace_seconds = net.grace.as_secs() as u32;
+    net.send(opponent, &ServerMessage::OpponentLeft { grace_seconds });
+}
+
+fn read_messages(
+    net: &mut NetServer,
+    clock: &MatchClock,
+    index: &MatchIndex,
+    matches: &Query<&CardMatch>,
+    inbox: &mut MatchInbox,
+) {
+    let clients: Vec<(ClientId, PlayerSession)> =
+        net.sessions.iter().map(|(c, s)| (*c, *s)).collect();
+    for (client, session) in clients {
+        loop {
+            let shard = &mut net.shards[session.shard];
+            let Some(bytes) = shard
+                .server
+                .receive_message(client, Channel::Reliable)
+                .or_else(|| shard.server.receive_message(client, Channel::Unreliable))
+            else {
+                break;
+            };
+            metrics::counter!("croft_instance_messages_received_total").increment(1);
+            match ClientMessage::decode(&bytes) {
+                Ok(ClientMessage::MatchAction { seq, action }) => inbox.0.push(MatchCommand {
+                    match_id: session.match_id,
+                    user_id: client,
+                    kind: CommandKind::Act { seq, action },
+                }),
+                Ok(ClientMessage::RequestSnapshot) => {
+                    if let Some(m) = index
+                        .0
+                        .get(&session.match_id)
+                        .and_then(|e| matches.get(*e).ok())
+                    {
+                        let snapshot = m.snapshot_for(session.seat, clock);
+                        net.send(client, &ServerMessage::Snapshot(snapshot));
+                    }
+                }
+                Err(e) => {
+                    let reason = match e.code() {
+                        ErrorCode::TooLarge => "too_large",
+                        _ => "malformed",
+                    };
+                    metrics::counter!("croft_instance_decode_errors_total", "reason" => reason)
+                        .increment(1);
+                    let Some(s) = net.sessions.get_mut(&client) else {
+                        break;
+                    };
+                    s.bad_messages += 1;
+                    let over = s.bad_messages > net.bad_message_budget;
+                    if over {
+                        net.refuse(
+                            session.shard,
+                            client,
+                            ErrorCode::TooManyErrors,
+                            "too many malformed messages".into(),
+                            "bad_messages",
+                        );
+                        break;
+                    }
+                    net.send(
+                        client,
+                        &ServerMessage::Error {
+                            code: e.code(),
+                            message: e.to_string(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
+
+pub fn send_system(mut net: ResMut<NetServer>) {
+    for shard in &mut net.shards {
+        shard.transport.send_packets(&mut shard.server);
+    }
+    let connected = net.connected();
+    metrics::gauge!("croft_instance_clients_connected").set(connected as f64);
+}
+
+/// Disconnects everyone (shutdown): they get the netcode disconnect packet right away.
+pub fn disconnect_all(net: &mut NetServer) {
+    for shard in &mut net.shards {
+        shard.transport.disconnect_all(&mut shard.server);
+    }
+    net.sessions.clear();
+}

@@ -1,0 +1,871 @@
+//! Game data that designers edit: cards, items, crops, recipes, starter decks and match rules,
+//! loaded from RON files and validated into a [`GameData`] the rules run against.
+//!
+//! Every problem is reported as a [`DataError`] naming the file, the entry and the field, and all
+//! problems in a folder are collected at once so a designer fixes them in one pass.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The files a data folder holds; each is required.
+pub const RULES_FILE: &str = "rules.ron";
+pub const CARDS_FILE: &str = "cards.ron";
+pub const ITEMS_FILE: &str = "items.ron";
+pub const CROPS_FILE: &str = "crops.ron";
+pub const RECIPES_FILE: &str = "recipes.ron";
+pub const DECKS_FILE: &str = "decks.ron";
+
+/// Upper bounds that keep every number the rules use small enough for `u8`/`i16` arithmetic.
+const MAX_COST: i32 = 10;
+const MAX_STAT: i32 = 99;
+const MAX_EFFECT_AMOUNT: i32 = 30;
+const MAX_DRAW: i32 = 5;
+
+// ---------------------------------------------------------------------------------------------
+// What the RON files contain.
+// ---------------------------------------------------------------------------------------------
+
+/// Match and deck-building rules (`rules.ron`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesDef {
+    pub starting_life: i32,
+    pub max_mana: i32,
+    pub deck_size: i32,
+    pub max_copies: i32,
+    /// Cards drawn before the first turn by the first and the second player.
+    pub opening_hand: (i32, i32),
+    pub hand_limit: i32,
+    pub board_limit: i32,
+    /// Seconds a player has for one turn before it ends by itself.
+    pub turn_seconds: i32,
+    /// After this many turns in total the match is a draw.
+    pub max_turns: i32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Keyword {
+    /// Can attack the turn it is played.
+    Haste,
+    /// Enemies must attack a Guard creature before anything else.
+    Guard,
+    /// Damage this creature deals heals its owner's hero by the same amount.
+    Lifesteal,
+    /// The first damage this creature would take is prevented.
+    Shield,
+}
+
+/// What a spell may be aimed at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpellTarget {
+    /// No target; effects apply to the caster (draw).
+    None,
+    /// Any hero or creature.
+    AnyCharacter,
+    /// Any creature on either board.
+    AnyCreature,
+    /// The enemy hero or an enemy creature.
+    EnemyCharacter,
+    /// The caster's hero or one of the caster's creatures.
+    FriendlyCharacter,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpellEffect {
+    Damage(i32),
+    Heal(i32),
+    Draw(i32),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CardKindDef {
+    Creature {
+        attack: i32,
+        health: i32,
+        #[serde(default)]
+        keywords: Vec<Keyword>,
+    },
+    Spell {
+        target: SpellTarget,
+        effects: Vec<SpellEffect>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardDef {
+    pub id: String,
+    pub name: String,
+    pub cost: i32,
+    pub kind: CardKindDef,
+    #[serde(default)]
+    pub text: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ItemCategory {
+    Seed,
+    Produce,
+    Material,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemDef {
+    pub id: String,
+    pub name: String,
+    pub category: ItemCategory,
+    #[serde(default = "default_stack")]
+    pub max_stack: i32,
+}
+
+fn default_stack() -> i32 {
+    99
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CropDef {
+    pub id: String,
+    /// The item planted.
+    pub seed: String,
+    /// The item harvested.
+    pub produce: String,
+    /// Growth stages before the crop is ripe.
+    pub stages: i32,
+    /// Farm ticks each stage takes.
+    pub ticks_per_stage: i32,
+    /// Waterings needed per stage; a stage without them does not advance.
+    pub water_per_stage: i32,
+    /// Ticks a ripe or thirsty crop survives unattended before it withers.
+    pub wither_ticks: i32,
+    /// Produce items a harvest yields.
+    pub yield_amount: i32,
+}
+
+/// What a recipe makes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RecipeOutput {
+    Card(String),
+    Item(String, i32),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipeDef {
+    pub id: String,
+    pub inputs: Vec<(String, i32)>,
+    pub output: RecipeOutput,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeckDef {
+    pub id: String,
+    pub name: String,
+    pub cards: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+// ---------------------------------------------------------------------------------------------
+
+/// One problem in one data file, naming the entry and the field where they are known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataError {
+    pub file: PathBuf,
+    /// The id of the card, item, crop, recipe or deck (or "rules").
+    pub entry: Option<String>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(entry) = &self.entry {
+            write!(f, ": `{entry}`")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, " field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a data folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataErrors(pub Vec<DataError>);
+
+impl fmt::Display for DataErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DataErrors {}
+
+struct Collector<'a> {
+    file: &'a Path,
+    errors: &'a mut Vec<DataError>,
+}
+
+impl Collector<'_> {
+    fn push(&mut self, entry: &str, field: Option<&str>, message: impl Into<String>) {
+        self.errors.push(DataError {
+            file: self.file.to_path_buf(),
+            entry: Some(entry.to_string()),
+            field: field.map(str::to_string),
+            message: message.into(),
+        });
+    }
+
+    fn range(&mut self, entry: &str, field: &str, value: i32, min: i32, max: i32) {
+        if value < min || value > max {
+            self.push(
+                entry,
+                Some(field),
+                format!("{value} is out of range {min}..={max}"),
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated, compiled data the rules use.
+// ---------------------------------------------------------------------------------------------
+
+/// Index of a card in [`GameData::cards`]; stable for the life of one `GameData`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CardIdx(pub u16);
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CardKind {
+    Creature {
+        attack: u8,
+        health: u8,
+        keywords: Vec<Keyword>,
+    },
+    Spell {
+        target: SpellTarget,
+        effects: Vec<SpellEffect>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Card {
+    pub id: String,
+    pub name: String,
+    pub cost: u8,
+    pub kind: CardKind,
+    pub text: String,
+}
+
+/// Match rules in the units the simulation uses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatchRules {
+    pub starting_life: i16,
+    pub max_mana: u8,
+    pub deck_size: usize,
+    pub max_copies: usize,
+    pub opening_hand: [usize; 2],
+    pub hand_limit: usize,
+    pub board_limit: usize,
+    pub turn_seconds: u32,
+    pub max_turns: u32,
+}
+
+/// All game data, validated. Shared read-only (`Arc<GameData>`) by every match that started
+/// with it, so a reload never changes the rules under a running match.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GameData {
+    pub rules: MatchRules,
+    pub cards: Vec<Card>,
+    pub card_index: HashMap<String, CardIdx>,
+    pub items: Vec<ItemDef>,
+    pub crops: Vec<CropDef>,
+    pub recipes: Vec<RecipeDef>,
+    pub starter_decks: Vec<DeckDef>,
+    /// A content hash of the source files: equal data, equal version.
+    pub version: u64,
+}
+
+impl GameData {
+    /// Loads and validates the six data files in `dir`, collecting every error.
+    pub fn load_dir(dir: &Path) -> Result<GameData, DataErrors> {
+        let read = |name: &str| -> Result<(PathBuf, String), DataError> {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path)
+                .map(|text| (path.clone(), text))
+                .map_err(|e| DataError {
+                    file: path,
+                    entry: None,
+                    field: None,
+                    message: format!("cannot read file: {e}"),
+                })
+        };
+        let mut errors = Vec::new();
+        let mut sources = Vec::new();
+        for name in [
+            RULES_FILE,
+            CARDS_FILE,
+            ITEMS_FILE,
+            CROPS_FILE,
+            RECIPES_FILE,
+            DECKS_FILE,
+        ] {
+            match read(name) {
+                Ok(src) => sources.push(src),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(DataErrors(errors));
+        }
+        let src = |i: usize| (sources[i].0.as_path(), sources[i].1.as_str());
+        GameData::from_sources(src(0), src(1), src(2), src(3), src(4), src(5))
+    }
+
+    /// Validates data given as `(path, text)` pairs; the paths only name files in errors.
+    pub fn from_sources(
+        rules: (&Path, &str),
+        cards: (&Path, &str),
+        items: (&Path, &str),
+        crops: (&Path, &str),
+        recipes: (&Path, &str),
+        decks: (&Path, &str),
+    ) -> Result<GameData, DataErrors> {
+        let mut errors = Vec::new();
+        let rules_def: Option<RulesDef> = parse(rules.0, rules.1, &mut errors);
+        let card_defs: Option<Vec<CardDef>> = parse(cards.0, cards.1, &mut errors);
+        let item_defs: Option<Vec<ItemDef>> = parse(items.0, items.1, &mut errors);
+        let crop_defs: Option<Vec<CropDef>> = parse(crops.0, crops.1, &mut errors);
+        let recipe_defs: Option<Vec<RecipeDef>> = parse(recipes.0, recipes.1, &mut errors);
+        let deck_defs: Option<Vec<DeckDef>> = parse(decks.0, decks.1, &mut errors);
+        let (
+            Some(rules_def),
+            Some(card_defs),
+            Some(item_defs),
+            Some(crop_defs),
+            Some(recipe_defs),
+            Some(deck_defs),
+        ) = (
+            rules_def,
+            card_defs,
+            item_defs,
+            crop_defs,
+            recipe_defs,
+            deck_defs,
+        )
+        else {
+            return Err(DataErrors(errors));
+        };
+
+        let match_rules = validate_rules(rules.0, &rules_def, &mut errors);
+        let (cards_out, card_index) = validate_cards(cards.0, &card_defs, &mut errors);
+        let item_ids = unique_ids(
+            items.0,
+            item_defs.iter().map(|i| i.id.as_str()),
+            &mut errors,
+        );
+        validate_items(items.0, &item_defs, &mut errors);
+        validate_crops(crops.0, &crop_defs, &item_ids, &mut errors);
+        validate_recipes(recipes.0, &recipe_defs, &item_ids, &card_index, &mut errors);
+        if let Some(rules) = &match_rules {
+            validate_decks(decks.0, &deck_defs, &card_index, rules, &mut errors);
+        }
+        if !errors.is_empty() {
+            return Err(DataErrors(errors));
+        }
+        let Some(match_rules) = match_rules else {
+            return Err(DataErrors(errors));
+        };
+        let version = fnv1a(
+            [rules.1, cards.1, items.1, crops.1, recipes.1, decks.1]
+                .iter()
+                .flat_map(|s| s.bytes().chain([0u8])),
+        );
+        Ok(GameData {
+            rules: match_rules,
+            cards: cards_out,
+            card_index,
+            items: item_defs,
+            crops: crop_defs,
+            recipes: recipe_defs,
+            starter_decks: deck_defs,
+            version,
+        })
+    }
+
+    pub fn card(&self, idx: CardIdx) -> &Card {
+        &self.cards[idx.0 as usize]
+    }
+
+    pub fn card_idx(&self, id: &str) -> Option<CardIdx> {
+        self.card_index.get(id).copied()
+    }
+
+    pub fn starter_deck(&self, id: &str) -> Option<&DeckDef> {
+        self.starter_decks.iter().find(|d| d.id == id)
+    }
+
+    /// Resolves and checks a deck (size, copies, known cards) against these rules.
+    pub fn resolve_deck(&self, cards: &[String]) -> Result<Vec<CardIdx>, DeckError> {
+        if cards.len() != self.rules.deck_size {
+            return Err(DeckError::WrongSize {
+                expected: self.rules.deck_size,
+                got: cards.len(),
+            });
+        }
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(cards.len());
+        for id in cards {
+            let idx = self
+                .card_idx(id)
+                .ok_or_else(|| DeckError::UnknownCard(id.clone()))?;
+            let n = counts.entry(id.as_str()).or_default();
+            *n += 1;
+            if *n > self.rules.max_copies {
+                return Err(DeckError::TooManyCopies {
+                    card: id.clone(),
+                    max: self.rules.max_copies,
+                });
+            }
+            out.push(idx);
+        }
+        Ok(out)
+    }
+}
+
+/// Why a deck cannot be played.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeckError {
+    #[error("deck has {got} cards, the rules require {expected}")]
+    WrongSize { expected: usize, got: usize },
+    #[error("unknown card `{0}`")]
+    UnknownCard(String),
+    #[error("more than {max} copies of `{card}`")]
+    TooManyCopies { card: String, max: usize },
+}
+
+fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Parses one file; on a syntax or shape error names the entry whose `id` precedes the error.
+fn parse<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+    errors: &mut Vec<DataError>,
+) -> Option<T> {
+    match ron::from_str::<T>(text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let line = e.span.start.line;
+            let col = e.span.start.col;
+            let entry = entry_before(text, line);
+            let message = e.code.to_string();
+            let field = field_in_message(&message);
+            errors.push(DataError {
+                file: path.to_path_buf(),
+                entry,
+                field,
+                message: format!("{message} (line {line}, column {col})"),
+            });
+            None
+        }
+    }
+}
+
+/// The last `id: "..."` at or before `line` (1-based): the entry a parse error sits in.
+fn entry_before(text: &str, line: usize) -> Option<String> {
+    let mut found = None;
+    for l in text.lines().take(line.max(1)) {
+        if let Some(pos) = l.find("id:") {
+            let rest = &l[pos + 3..];
+            if let Some(start) = rest.find('"') {
+                let rest = &rest[start + 1..];
+                if let Some(end) = rest.find('"') {
+                    found = Some(rest[..end].to_string());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// RON names the offending field between backticks ("missing field `cost`").
+fn field_in_message(message: &str) -> Option<String> {
+    if !(message.contains("field") || message.contains("Field")) {
+        return None;
+    }
+    let start = message.find('`')? + 1;
+    let end = start + message[start..].find('`')?;
+    Some(message[start..end].to_string())
+}
+
+fn unique_ids<'a>(
+    file: &Path,
+    ids: impl Iterator<Item = &'a str>,
+    errors: &mut Vec<DataError>,
+) -> HashSet<String> {
+    let mut c = Collector { file, errors };
+    let mut seen = HashSet::new();
+    for id in ids {
+        if id.is_empty() {
+            c.push(id, Some("id"), "id is empty");
+        } else if !seen.insert(id.to_string()) {
+            c.push(id, Some("id"), "duplicate id");
+        }
+    }
+    seen
+}
+
+fn validate_rules(file: &Path, r: &RulesDef, errors: &mut Vec<DataError>) -> Option<MatchRules> {
+    let before = errors.len();
+    let mut c = Collector { file, errors };
+    c.range("rules", "starting_life", r.starting_life, 1, 999);
+    c.range("rules", "max_mana", r.max_mana, 1, 20);
+    c.range("rules", "deck_size", r.deck_size, 1, 100);
+    c.range("rules", "max_copies", r.max_copies, 1, 100);
+    c.range("rules", "opening_hand.0", r.opening_hand.0, 0, 10);
+    c.range("rules", "opening_hand.1", r.opening_hand.1, 0, 10);
+    c.range("rules", "hand_limit", r.hand_limit, 1, 20);
+    c.range("rules", "board_limit", r.board_limit, 1, 12);
+    c.range("rules", "turn_seconds", r.turn_seconds, 1, 600);
+    c.range("rules", "max_turns", r.max_turns, 2, 1000);
+    if r.opening_hand.0.max(r.opening_hand.1) > r.hand_limit {
+        c.push("rules", Some("opening_hand"), "larger than hand_limit");
+    }
+    if errors.len() != before {
+        return None;
+    }
+    Some(MatchRules {
+        starting_life: r.starting_life as i16,
+        max_mana: r.max_mana as u8,
+        deck_size: r.deck_size as usize,
+        max_copies: r.max_copies as usize,
+        opening_hand: [r.opening_hand.0 as usize, r.opening_hand.1 as usize],
+        hand_limit: r.hand_limit as usize,
+        board_limit: r.board_limit as usize,
+        turn_seconds: r.turn_seconds as u32,
+        max_turns: r.max_turns as u32,
+    })
+}
+
+fn validate_cards(
+    file: &Path,
+    defs: &[CardDef],
+    errors: &mut Vec<DataError>,
+) -> (Vec<Card>, HashMap<String, CardIdx>) {
+    let ids = unique_ids(file, defs.iter().map(|c| c.id.as_str()), errors);
+    let _ = ids;
+    let mut c = Collector { file, errors };
+    let mut cards = Vec::with_capacity(defs.len());
+    let mut index = HashMap::new();
+    if defs.len() > usize::from(u16::MAX) {
+        c.push("cards", None, "too many cards");
+        return (cards, index);
+    }
+    for def in defs {
+        let id = def.id.as_str();
+        if def.name.trim().is_empty() {
+            c.push(id, Some("name"), "name is empty");
+        }
+        c.range(id, "cost", def.cost, 0, MAX_COST);
+        let kind = match &def.kind {
+            CardKindDef::Creature {
+                attack,
+                health,
+                keywords,
+            } => {
+                c.range(id, "attack", *attack, 0, MAX_STAT);
+                c.range(id, "health", *health, 1, MAX_STAT);
+                let mut seen = HashSet::new();
+                for k in keywords {
+                    if !seen.insert(*k) {
+                        c.push(id, Some("keywords"), format!("{k:?} listed twice"));
+                    }
+                }
+                CardKind::Creature {
+                    attack: (*attack).clamp(0, MAX_STAT) as u8,
+                    health: (*health).clamp(1, MAX_STAT) as u8,
+                    keywords: keywords.clone(),
+                }
+            }
+            CardKindDef::Spell { target, effects } => {
+                if effects.is_empty() {
+                    c.push(id, Some("effects"), "a spell needs at least one effect");
+                }
+                for e in effects {
+                    match e {
+                        SpellEffect::Damage(n) | SpellEffect::Heal(n) => {
+                            c.range(id, "effects", *n, 1, MAX_EFFECT_AMOUNT);
+                            if *target == SpellTarget::None {
+                                c.push(
+                                    id,
+                                    Some("target"),
+                                    "Damage and Heal need a target other than None",
+                                );
+                            }
+                        }
+                        SpellEffect::Draw(n) => c.range(id, "effects", *n, 1, MAX_DRAW),
+                    }
+                }
+                CardKind::Spell {
+                    target: *target,
+                    effects: effects.clone(),
+                }
+            }
+        };
+        if !index.contains_key(id) {
+            index.insert(id.to_string(), CardIdx(cards.len() as u16));
+            cards.push(Card {
+                id: def.id.clone(),
+                name: def.name.clone(),
+                cost: def.cost.clamp(0, MAX_COST) as u8,
+                kind,
+                text: def.text.clone(),
+            });
+        }
+    }
+    (cards, index)
+}
+
+fn validate_items(file: &Path, defs: &[ItemDef], errors: &mut Vec<DataError>) {
+    let mut c = Collector { file, errors };
+    for d in defs {
+        if d.name.trim().is_empty() {
+            c.push(&d.id, Some("name"), "name is empty");
+        }
+        c.range(&d.id, "max_stack", d.max_stack, 1, 9999);
+    }
+}
+
+fn validate_crops(
+    file: &Path,
+    defs: &[CropDef],
+    items: &HashSet<String>,
+    errors: &mut Vec<DataError>,
+) {
+    unique_ids(file, defs.iter().map(|d| d.id.as_str()), errors);
+    let mut c = Collector { file, errors };
+    for d in defs {
+        for (field, item) in [("seed", &d.seed), ("produce", &d.produce)] {
+            if !items.contains(item) {
+                c.push(&d.id, Some(field), format!("unknown item `{item}`"));
+            }
+        }
+        c.range(&d.id, "stages", d.stages, 1, 20);
+        c.range(&d.id, "ticks_per_stage", d.ticks_per_stage, 1, 1_000_000);
+        c.range(&d.id, "water_per_stage", d.water_per_stage, 0, 10);
+        c.range(&d.id, "wither_ticks", d.wither_ticks, 1, 10_000_000);
+        c.range(&d.id, "yield_amount", d.yield_amount, 1, 99);
+    }
+}
+
+fn validate_recipes(
+    file: &Path,
+    defs: &[RecipeDef],
+    items: &HashSet<String>,
+    cards: &HashMap<String, CardIdx>,
+    errors: &mut Vec<DataError>,
+) {
+    unique_ids(file, defs.iter().map(|d| d.id.as_str()), errors);
+    let mut c = Collector { file, errors };
+    for d in defs {
+        if d.inputs.is_empty() {
+            c.push(&d.id, Some("inputs"), "a recipe needs at least one input");
+        }
+        for (item, n) in &d.inputs {
+            if !items.contains(item) {
+                c.push(&d.id, Some("inputs"), format!("unknown item `{item}`"));
+            }
+            c.range(&d.id, "inputs", *n, 1, 999);
+        }
+        match &d.output {
+            RecipeOutput::Card(card) => {
+                if !cards.contains_key(card) {
+                    c.push(&d.id, Some("output"), format!("unknown card `{card}`"));
+                }
+            }
+            RecipeOutput::Item(item, n) => {
+                if !items.contains(item) {
+                    c.push(&d.id, Some("output"), format!("unknown item `{item}`"));
+                }
+                c.range(&d.id, "output", *n, 1, 999);
+            }
+        }
+    }
+}
+
+fn validate_decks(
+    file: &Path,
+    defs: &[DeckDef],
+    cards: &HashMap<String, CardIdx>,
+    rules: &MatchRules,
+    errors: &mut Vec<DataError>,
+) {
+    unique_ids(file, defs.iter().map(|d| d.id.as_str()), errors);
+    let mut c = Collector { file, errors };
+    if defs.is_empty() {
+        c.push("decks", None, "at least one starter deck is required");
+    }
+    for d in defs {
+        if d.cards.len() != rules.deck_size {
+            c.push(
+                &d.id,
+                Some("cards"),
+                format!(
+                    "deck has {} cards, rules.deck_size is {}",
+                    d.cards.len(),
+                    rules.deck_size
+                ),
+            );
+        }
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for card in &d.cards {
+            if !cards.contains_key(card) {
+                c.push(&d.id, Some("cards"), format!("unknown card `{card}`"));
+            }
+            *counts.entry(card.as_str()).or_default() += 1;
+        }
+        let mut over: Vec<_> = counts
+            .into_iter()
+            .filter(|(_, n)| *n > rules.max_copies)
+            .collect();
+        over.sort();
+        for (card, n) in over {
+            c.push(
+                &d.id,
+                Some("cards"),
+                format!(
+                    "{n} copies of `{card}`, rules.max_copies is {}",
+                    rules.max_copies
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped data under `assets/cards` must always load.
+    pub(crate) fn shipped_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/cards")
+    }
+
+    #[test]
+    fn shipped_data_loads() {
+        let data = GameData::load_dir(&shipped_dir()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(data.cards.len() >= 30, "only {} cards", data.cards.len());
+        assert!(data.starter_decks.len() >= 2);
+        for deck in &data.starter_decks {
+            data.resolve_deck(&deck.cards)
+                .unwrap_or_else(|e| panic!("{}: {e}", deck.id));
+        }
+        let creatures = data
+            .cards
+            .iter()
+            .filter(|c| matches!(c.kind, CardKind::Creature { .. }))
+            .count();
+        assert!(creatures > 0 && creatures < data.cards.len());
+    }
+
+    fn load_with(cards: &str, decks: &str) -> Result<GameData, DataErrors> {
+        let dir = shipped_dir();
+        let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap();
+        let (rules, items, crops, recipes) = (
+            read(RULES_FILE),
+            read(ITEMS_FILE),
+            read(CROPS_FILE),
+            read(RECIPES_FILE),
+        );
+        GameData::from_sources(
+            (Path::new("rules.ron"), &rules),
+            (Path::new("cards.ron"), cards),
+            (Path::new("items.ron"), &items),
+            (Path::new("crops.ron"), &crops),
+            (Path::new("recipes.ron"), &recipes),
+            (Path::new("decks.ron"), decks),
+        )
+    }
+
+    fn shipped_cards() -> String {
+        std::fs::read_to_string(shipped_dir().join(CARDS_FILE)).unwrap()
+    }
+    fn shipped_decks() -> String {
+        std::fs::read_to_string(shipped_dir().join(DECKS_FILE)).unwrap()
+    }
+
+    #[test]
+    fn negative_cost_names_card_and_field() {
+        let cards = shipped_cards().replacen("cost: 1,", "cost: -3,", 1);
+        let errs = load_with(&cards, &shipped_decks()).unwrap_err();
+        let e = errs
+            .0
+            .iter()
+            .find(|e| e.field.as_deref() == Some("cost"))
+            .expect("a cost error");
+        assert_eq!(e.file, Path::new("cards.ron"));
+        assert!(e.entry.is_some());
+        assert!(e.message.contains("-3"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_id_is_reported() {
+        let cards = shipped_cards();
+        let dup = cards.replacen("[", "[\n(id: \"ember_fox\", name: \"Copy\", cost: 1, kind: Creature(attack: 1, health: 1)),", 1);
+        let errs = load_with(&dup, &shipped_decks()).unwrap_err();
+        assert!(
+            errs.0
+                .iter()
+                .any(|e| e.entry.as_deref() == Some("ember_fox") && e.message == "duplicate id"),
+            "{errs}"
+        );
+    }
+
+    #[test]
+    fn unknown_card_in_deck_names_deck() {
+        let decks = shipped_decks().replacen("\"ember_fox\"", "\"no_such_card\"", 1);
+        let errs = load_with(&shipped_cards(), &decks).unwrap_err();
+        let e = errs
+            .0
+            .iter()
+            .find(|e| e.message.contains("no_such_card"))
+            .expect("unknown card error");
+        assert_eq!(e.field.as_deref(), Some("cards"));
+        assert_eq!(e.file, Path::new("decks.ron"));
+    }
+
+    #[test]
+    fn missing_field_names_entry_and_field() {
+        let broken = "[\n (id: \"a\", name: \"A\", cost: 1, kind: Creature(attack: 1, health: 1)),\n (id: \"b\", name: \"B\", kind: Creature(attack: 1, health: 1)),\n]";
+        let errs = load_with(broken, &shipped_decks()).unwrap_err();
+        let e = &errs.0[0];
+        assert_eq!(e.entry.as_deref(), Some("b"), "{e}");
+        assert_eq!(e.field.as_deref(), Some("cost"), "{e}");
+    }
+
+    #[test]
+    fn bad_ron_is_an_error_with_position() {
+        let errs = load_with("[ (id: \"a\", name: ", &shipped_decks()).unwrap_err();
+        assert!(errs.0[0].message.contains("line"), "{}", errs);
+    }
+}

@@ -1,0 +1,334 @@
+//! The wire protocol every server, bot and client SDK shares: message enums, channels, the
+//! protocol id, the connect-token user data, and a codec that never panics on what it is given.
+//!
+//! Encoding is postcard (see `docs/PROTOCOL.md` for the byte layout). Any change to a message
+//! type here, or to the types it carries from [`crate::rules`], must bump [`PROTOCOL_VERSION`].
+
+use std::time::Duration;
+
+use renet::{ChannelConfig, ConnectionConfig, SendType};
+use serde::{Deserialize, Serialize};
+
+use crate::rules::{Action, ActionError, MatchEvent, Seat};
+use crate::view::MatchSnapshot;
+
+/// Bumped whenever any message layout changes.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The netcode protocol id: ASCII "CROFT" then the version, so that clients of another protocol
+/// version are refused at the handshake instead of sending messages the server misreads.
+pub const PROTOCOL_ID: u64 = 0x4352_4F46_5400_0000 | PROTOCOL_VERSION as u64;
+
+/// Client messages larger than this are rejected before decoding.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 1024;
+
+/// The channels, in priority order. Channel ids go on the wire as their `u8`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// Everything a match needs: reliable and ordered.
+    Reliable = 0,
+    /// Reserved for high-rate state that may be dropped (common-area movement).
+    Unreliable = 1,
+}
+
+impl From<Channel> for u8 {
+    fn from(c: Channel) -> u8 {
+        c as u8
+    }
+}
+
+impl Channel {
+    pub fn channels_config() -> Vec<ChannelConfig> {
+        vec![
+            ChannelConfig {
+                channel_id: Channel::Reliable.into(),
+                max_memory_usage_bytes: 1024 * 1024,
+                send_type: SendType::ReliableOrdered {
+                    resend_time: Duration::from_millis(200),
+                },
+            },
+            ChannelConfig {
+                channel_id: Channel::Unreliable.into(),
+                max_memory_usage_bytes: 256 * 1024,
+                send_type: SendType::Unreliable,
+            },
+        ]
+    }
+}
+
+/// The renet configuration both ends must agree on.
+pub fn connection_config() -> ConnectionConfig {
+    ConnectionConfig {
+        available_bytes_per_tick: 60_000,
+        server_channels_config: Channel::channels_config(),
+        client_channels_config: Channel::channels_config(),
+    }
+}
+
+/// Messages a client sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// An action in the client's match. `seq` is chosen by the client and echoed in the answer.
+    MatchAction { seq: u32, action: Action },
+    /// Ask for a full [`ServerMessage::Snapshot`] (after a reconnect or if the client is unsure).
+    RequestSnapshot,
+}
+
+/// Why the server refuses a client or a message outside the match rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The bytes did not decode as a `ClientMessage`.
+    Malformed,
+    /// Larger than [`MAX_CLIENT_MESSAGE_BYTES`].
+    TooLarge,
+    /// The connect token's user data is not valid for this server.
+    BadToken,
+    /// The token names a match this server does not host or a player not in it.
+    UnknownMatch,
+    /// The message is not allowed in the client's current state.
+    NotAllowed,
+    /// Too many bad messages; the server disconnects the client.
+    TooManyErrors,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+/// Messages the server sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// First message after the connection is accepted: who you are and where you sit.
+    Welcome {
+        user_id: u64,
+        match_id: u64,
+        seat: Seat,
+    },
+    /// The whole match as this player may see it.
+    Snapshot(MatchSnapshot),
+    /// What happened since the last message, in order (redacted for this player).
+    Events(Vec<MatchEvent>),
+    ActionAccepted {
+        seq: u32,
+    },
+    ActionRejected {
+        seq: u32,
+        reason: ActionError,
+    },
+    /// The opponent dropped; they forfeit unless they return within `grace_seconds`.
+    OpponentLeft {
+        grace_seconds: u32,
+    },
+    OpponentReturned,
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("{0} trailing bytes after the message")]
+    TrailingBytes(usize),
+}
+
+impl DecodeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::TooLarge(_) => ErrorCode::TooLarge,
+            _ => ErrorCode::Malformed,
+        }
+    }
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], limit: usize) -> Result<T, DecodeError> {
+    if bytes.len() > limit {
+        return Err(DecodeError::TooLarge(bytes.len()));
+    }
+    let (value, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    Ok(value)
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain types into a Vec cannot fail: no maps with non-string keys, no
+    // sequences of unknown length.
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+impl ClientMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes, MAX_CLIENT_MESSAGE_BYTES)
+    }
+}
+
+impl ServerMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes, usize::MAX)
+    }
+}
+
+/// Netcode carries 256 bytes of user data inside the encrypted connect token; servers trust it
+/// because only the token service (holding the private key) can produce it.
+pub const USER_DATA_BYTES: usize = 256;
+const USER_DATA_FORMAT: u8 = 1;
+
+/// Which kind of server a connect token is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A session on a connection server.
+    Connection = 1,
+    /// A seat in one match on an instance server.
+    Instance = 2,
+}
+
+/// What the token service binds into a connect token: the layout is byte 0 format (1), byte 1
+/// kind, bytes 2..10 user id (u64 LE), bytes 10..18 match id (u64 LE, 0 for `Connection`),
+/// bytes 18..34 session id, the rest zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenUserData {
+    pub kind: TokenKind,
+    pub user_id: u64,
+    pub match_id: u64,
+    pub session_id: [u8; 16],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UserDataError {
+    #[error("unknown user-data format {0}")]
+    Format(u8),
+    #[error("unknown token kind {0}")]
+    Kind(u8),
+    #[error("user id is zero")]
+    NoUser,
+}
+
+impl TokenUserData {
+    pub fn to_bytes(&self) -> [u8; USER_DATA_BYTES] {
+        let mut out = [0u8; USER_DATA_BYTES];
+        out[0] = USER_DATA_FORMAT;
+        out[1] = self.kind as u8;
+        out[2..10].copy_from_slice(&self.user_id.to_le_bytes());
+        out[10..18].copy_from_slice(&self.match_id.to_le_bytes());
+        out[18..34].copy_from_slice(&self.session_id);
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8; USER_DATA_BYTES]) -> Result<Self, UserDataError> {
+        if bytes[0] != USER_DATA_FORMAT {
+            return Err(UserDataError::Format(bytes[0]));
+        }
+        let kind = match bytes[1] {
+            1 => TokenKind::Connection,
+            2 => TokenKind::Instance,
+            k => return Err(UserDataError::Kind(k)),
+        };
+        let mut u = [0u8; 8];
+        u.copy_from_slice(&bytes[2..10]);
+        let user_id = u64::from_le_bytes(u);
+        if user_id == 0 {
+            return Err(UserDataError::NoUser);
+        }
+        u.copy_from_slice(&bytes[10..18]);
+        let match_id = u64::from_le_bytes(u);
+        let mut session_id = [0u8; 16];
+        session_id.copy_from_slice(&bytes[18..34]);
+        Ok(Self {
+            kind,
+            user_id,
+            match_id,
+            session_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Target;
+
+    #[test]
+    fn round_trip_and_documented_bytes() {
+        let m = ClientMessage::MatchAction {
+            seq: 300,
+            action: Action::Attack {
+                attacker: 5,
+                target: Target::Hero(Seat::Second),
+            },
+        };
+        let bytes = m.encode();
+        // variant 0, seq 300 as LEB128 (0xAC 0x02), Attack = variant 1, attacker 5,
+        // Target::Hero = variant 0, Seat::Second = variant 1. Mirrors docs/PROTOCOL.md.
+        assert_eq!(bytes, vec![0x00, 0xAC, 0x02, 0x01, 0x05, 0x00, 0x01]);
+        assert_eq!(ClientMessage::decode(&bytes).unwrap(), m);
+        let play = ClientMessage::MatchAction {
+            seq: 1,
+            action: Action::PlayCard {
+                card: "ab".into(),
+                target: None,
+            },
+        };
+        assert_eq!(play.encode(), vec![0, 1, 0, 2, b'a', b'b', 0]);
+        assert_eq!(ClientMessage::RequestSnapshot.encode(), vec![1]);
+    }
+
+    #[test]
+    fn garbage_never_panics_and_is_typed() {
+        assert!(matches!(
+            ClientMessage::decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            ClientMessage::decode(&[]),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            ClientMessage::decode(&[0, 1]),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            ClientMessage::decode(&[1, 0]),
+            Err(DecodeError::TrailingBytes(1))
+        ));
+        let big = vec![0u8; MAX_CLIENT_MESSAGE_BYTES + 1];
+        assert_eq!(
+            ClientMessage::decode(&big).unwrap_err().code(),
+            ErrorCode::TooLarge
+        );
+        // A string length far past the end of the buffer.
+        assert!(ClientMessage::decode(&[0, 1, 0, 0xff, 0xff, 0x03, b'a']).is_err());
+    }
+
+    #[test]
+    fn user_data_round_trip_and_rejects() {
+        let d = TokenUserData {
+            kind: TokenKind::Instance,
+            user_id: 42,
+            match_id: 7,
+            session_id: [9; 16],
+        };
+        let bytes = d.to_bytes();
+        assert_eq!(TokenUserData::from_bytes(&bytes).unwrap(), d);
+        let mut bad = bytes;
+        bad[1] = 9;
+        assert_eq!(TokenUserData::from_bytes(&bad), Err(UserDataError::Kind(9)));
+        let zero = [0u8; USER_DATA_BYTES];
+        assert_eq!(
+            TokenUserData::from_bytes(&zero),
+            Err(UserDataError::Format(0))
+        );
+    }
+}
