@@ -69,8 +69,3 @@ pub struct InstanceConfig {
     #[arg(long, env = "CROFT_READY_FILE")]
     pub ready_file: Option<PathBuf>,
 }
-
-pub const CONTROL_TOKEN_ENV: &str = "CROFT_CONTROL_TOKEN";
-
-/// The control credential must be long enough not to be guessed.
-pub const MIN_CONTROL_TOKEN_LEN: usize = 24;

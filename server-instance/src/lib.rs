@@ -8,12 +8,11 @@ pub mod net;
 pub mod persist;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -52,28 +51,6 @@ struct Drain {
 #[derive(Resource, Default)]
 struct TickTimer(Option<Instant>);
 
-/// Reads the control credential from its file or env var and refuses weak ones.
-pub fn load_control_token(file: Option<&Path>) -> anyhow::Result<String> {
-    let token = match file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading control token file {}", path.display()))?,
-        None => std::env::var(config::CONTROL_TOKEN_ENV).with_context(|| {
-            format!(
-                "no control credential: set {} or --control-token-file",
-                config::CONTROL_TOKEN_ENV
-            )
-        })?,
-    };
-    let token = token.trim().to_string();
-    if token.len() < config::MIN_CONTROL_TOKEN_LEN {
-        bail!(
-            "the control credential must be at least {} characters",
-            config::MIN_CONTROL_TOKEN_LEN
-        );
-    }
-    Ok(token)
-}
-
 /// Runs the server until it is drained (SIGTERM, Ctrl-C or `POST /v1/drain`).
 pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
     telemetry::init_logging("server-instance");
@@ -82,7 +59,7 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         .with_context(|| format!("loading card data from {}", config.cards.display()))?;
     let key = token::NetcodeKey::load(config.netcode_key_file.as_deref())
         .context("loading the netcode key")?;
-    let control_token = load_control_token(config.control_token_file.as_deref())?;
+    let control_token = token::load_control_token(config.control_token_file.as_deref())?;
     let net = NetServer::bind(
         config.udp,
         config.public_ip,

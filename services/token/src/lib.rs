@@ -122,6 +122,62 @@ impl NetcodeKey {
 }
 
 #[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read secret file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("no {what}: set {env} or pass its file")]
+    Missing {
+        what: &'static str,
+        env: &'static str,
+    },
+    #[error("the {what} must be at least {min} characters")]
+    Weak { what: &'static str, min: usize },
+}
+
+/// A text secret (service credential, admin credential) from a mounted file or an env var,
+/// trimmed, refused when shorter than `min_len`.
+pub fn load_secret(
+    file: Option<&Path>,
+    env: &'static str,
+    what: &'static str,
+    min_len: usize,
+) -> Result<String, SecretError> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+            path: path.display().to_string(),
+            source,
+        })?,
+        None => std::env::var(env).map_err(|_| SecretError::Missing { what, env })?,
+    };
+    let text = text.trim().to_string();
+    if text.len() < min_len {
+        return Err(SecretError::Weak { what, min: min_len });
+    }
+    Ok(text)
+}
+
+/// The service credential instance servers require on their control API.
+pub const CONTROL_TOKEN_ENV: &str = "CROFT_CONTROL_TOKEN";
+pub const MIN_CONTROL_TOKEN_LEN: usize = 24;
+
+pub fn load_control_token(file: Option<&Path>) -> Result<String, SecretError> {
+    load_secret(
+        file,
+        CONTROL_TOKEN_ENV,
+        "control credential",
+        MIN_CONTROL_TOKEN_LEN,
+    )
+}
+
+/// A random credential of 32 bytes as 64 hex characters.
+pub fn generate_secret() -> Result<String, KeyError> {
+    Ok(NetcodeKey::generate()?.to_hex())
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum MintError {
     #[error("cannot mint a connect token: {0}")]
     Netcode(String),

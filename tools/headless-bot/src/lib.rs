@@ -1,1 +1,490 @@
+//! The client side of the croft protocol without an engine: a netcode connection, a match view
+//! kept current from server events, a simple legal playing policy, and a driver that runs one
+//! or thousands of players from one thread. The bot binary and the test suites use it; the
+//! Godot bindings will wrap the same core.
 
+pub mod dev;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use renet::RenetClient;
+use renet_netcode::{ClientAuthentication, ConnectToken, NetcodeClientTransport};
+use shared_sim::GameData;
+use shared_sim::protocol::{Channel, ClientMessage, ErrorCode, ServerMessage, connection_config};
+use shared_sim::rules::{Action, MatchResult, Seat};
+use shared_sim::view::MatchSnapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("netcode: {0}")]
+    Netcode(String),
+}
+
+/// One secure netcode connection carrying croft messages.
+pub struct Connection {
+    client: RenetClient,
+    transport: NetcodeClientTransport,
+    last: Instant,
+}
+
+impl Connection {
+    pub fn connect(token: ConnectToken) -> Result<Self, ClientError> {
+        let bind = if token.server_addresses[0].is_some_and(|a| a.is_ipv6()) {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        };
+        let socket = UdpSocket::bind(bind)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let transport = NetcodeClientTransport::new(
+            now,
+            ClientAuthentication::Secure {
+                connect_token: token,
+            },
+            socket,
+        )
+        .map_err(|e| ClientError::Netcode(e.to_string()))?;
+        Ok(Self {
+            client: RenetClient::new(connection_config()),
+            transport,
+            last: Instant::now(),
+        })
+    }
+
+    /// Reads the socket and advances timers. Returns an error once the connection is gone.
+    pub fn update(&mut self) -> Result<(), ClientError> {
+        let now = Instant::now();
+        let dt = now - self.last;
+        self.last = now;
+        self.client.update(dt);
+        self.transport
+            .update(dt, &mut self.client)
+            .map_err(|e| ClientError::Netcode(e.to_string()))
+    }
+
+    pub fn send(&mut self, message: &ClientMessage) {
+        self.client
+            .send_message(Channel::Reliable, message.encode());
+    }
+
+    /// Sends raw bytes as a message (tests of the server's decoding use this).
+    pub fn send_raw(&mut self, bytes: Vec<u8>) {
+        self.client.send_message(Channel::Reliable, bytes);
+    }
+
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        self.transport
+            .send_packets(&mut self.client)
+            .map_err(|e| ClientError::Netcode(e.to_string()))
+    }
+
+    pub fn receive(&mut self) -> Option<Result<ServerMessage, shared_sim::protocol::DecodeError>> {
+        self.client
+            .receive_message(Channel::Reliable)
+            .map(|bytes| ServerMessage::decode(&bytes))
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.is_connected()
+    }
+
+    pub fn is_disconnected(&self) -> bool {
+        self.client.is_disconnected()
+    }
+
+    pub fn disconnect(&mut self) {
+        self.transport.disconnect();
+    }
+}
+
+/// Mints a fresh connect token for a player of a match (reconnects need one).
+pub trait TokenSource {
+    fn instance_token(&self, user_id: u64, match_id: u64) -> anyhow::Result<ConnectToken>;
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Pacing {
+    /// Delay before each move, measured from the event that made it possible.
+    pub think: Duration,
+    /// Fraction of `think` to vary it by, up and down.
+    pub jitter: f64,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Self {
+            think: Duration::from_millis(100),
+            jitter: 0.2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlayerState {
+    Connecting,
+    Playing,
+    Finished(MatchResult),
+    Failed(String),
+}
+
+/// Counters and latencies one player gathered.
+#[derive(Debug, Clone, Default)]
+pub struct PlayerStats {
+    pub moves_sent: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub reconnects: u64,
+    pub server_errors: u64,
+    /// Move sent -> accepted or rejected, in microseconds.
+    pub ack_latencies_us: Vec<u64>,
+}
+
+/// One player in one match.
+pub struct MatchPlayer {
+    pub user_id: u64,
+    pub match_id: u64,
+    pub seat: Option<Seat>,
+    pub view: Option<MatchSnapshot>,
+    pub state: PlayerState,
+    pub stats: PlayerStats,
+    conn: Option<Connection>,
+    data: Arc<GameData>,
+    pacing: Pacing,
+    next_seq: u32,
+    in_flight: HashMap<u32, Instant>,
+    next_move_at: Option<Instant>,
+    last_rejected: bool,
+    rng: u64,
+    reconnects_left: u32,
+}
+
+impl MatchPlayer {
+    pub fn new(
+        user_id: u64,
+        match_id: u64,
+        token: ConnectToken,
+        data: Arc<GameData>,
+        pacing: Pacing,
+    ) -> Result<Self, ClientError> {
+        Ok(Self {
+            user_id,
+            match_id,
+            seat: None,
+            view: None,
+            state: PlayerState::Connecting,
+            stats: PlayerStats::default(),
+            conn: Some(Connection::connect(token)?),
+            data,
+            pacing,
+            next_seq: 1,
+            in_flight: HashMap::new(),
+            next_move_at: None,
+            last_rejected: false,
+            rng: user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ match_id,
+            reconnects_left: 3,
+        })
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(
+            self.state,
+            PlayerState::Finished(_) | PlayerState::Failed(_)
+        )
+    }
+
+    /// Drops the connection as if the network failed (tests of reconnecting use this).
+    pub fn drop_connection(&mut self) {
+        if let Some(mut c) = self.conn.take() {
+            c.disconnect();
+        }
+    }
+
+    fn schedule_move(&mut self, now: Instant) {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let unit = (self.rng % 10_000) as f64 / 10_000.0; // 0..1
+        let factor = 1.0 + self.pacing.jitter * (2.0 * unit - 1.0);
+        self.next_move_at = Some(now + self.pacing.think.mul_f64(factor.max(0.0)));
+    }
+
+    /// Advances this player: network in, decisions, network out.
+    pub fn poll(&mut self, tokens: &dyn TokenSource) {
+        if self.is_done() {
+            return;
+        }
+        let now = Instant::now();
+        if self.conn.is_none() {
+            self.reconnect(tokens);
+            return;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if let Err(e) = conn.update() {
+            tracing::debug!(user = self.user_id, error = %e, "connection lost");
+            self.conn = None;
+            return;
+        }
+        while let Some(msg) = self.conn.as_mut().and_then(|c| c.receive()) {
+            match msg {
+                Ok(msg) => self.handle(msg, now),
+                Err(e) => {
+                    self.state = PlayerState::Failed(format!("undecodable server message: {e}"));
+                    return;
+                }
+            }
+        }
+        if self.is_done() {
+            if let Some(c) = self.conn.as_mut() {
+                let _ = c.flush();
+                c.disconnect();
+            }
+            return;
+        }
+        if self.in_flight.is_empty()
+            && let (Some(at), Some(view)) = (self.next_move_at, self.view.as_ref())
+            && now >= at
+            && view.is_my_turn()
+        {
+            let action = if self.last_rejected {
+                Action::EndTurn
+            } else {
+                policy::choose_action(&self.data, view)
+            };
+            self.send_action(action, now);
+        }
+        if let Some(conn) = self.conn.as_mut()
+            && let Err(e) = conn.flush()
+        {
+            tracing::debug!(user = self.user_id, error = %e, "send failed");
+            self.conn = None;
+        }
+    }
+
+    pub fn send_action(&mut self, action: Action, now: Instant) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(conn) = self.conn.as_mut() {
+            conn.send(&ClientMessage::MatchAction { seq, action });
+            self.in_flight.insert(seq, now);
+            self.stats.moves_sent += 1;
+            self.next_move_at = None;
+        }
+    }
+
+    /// Sends raw bytes on the match channel (abuse tests).
+    pub fn send_raw(&mut self, bytes: Vec<u8>) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.send_raw(bytes);
+            let _ = conn.flush();
+        }
+    }
+
+    fn reconnect(&mut self, tokens: &dyn TokenSource) {
+        if self.reconnects_left == 0 {
+            self.state = PlayerState::Failed("connection lost and reconnects used up".into());
+            return;
+        }
+        self.reconnects_left -= 1;
+        self.stats.reconnects += 1;
+        let conn = tokens
+            .instance_token(self.user_id, self.match_id)
+            .map_err(|e| e.to_string())
+            .and_then(|t| Connection::connect(t).map_err(|e| e.to_string()));
+        match conn {
+            Ok(c) => {
+                self.conn = Some(c);
+                self.in_flight.clear();
+                self.state = PlayerState::Connecting;
+            }
+            Err(e) => self.state = PlayerState::Failed(format!("reconnect failed: {e}")),
+        }
+    }
+
+    fn handle(&mut self, msg: ServerMessage, now: Instant) {
+        match msg {
+            ServerMessage::Welcome { seat, match_id, .. } => {
+                self.seat = Some(seat);
+                self.match_id = match_id;
+                self.state = PlayerState::Playing;
+            }
+            ServerMessage::Snapshot(s) => {
+                if let Some(result) = s.result {
+                    self.state = PlayerState::Finished(result);
+                }
+                self.view = Some(s);
+                self.schedule_move(now);
+            }
+            ServerMessage::Events(events) => {
+                if let Some(view) = self.view.as_mut() {
+                    let mut turn_began = false;
+                    for e in &events {
+                        view.apply(e);
+                        if let shared_sim::rules::MatchEvent::TurnStarted { seat, .. } = e {
+                            turn_began |= Some(*seat) == self.seat;
+                        }
+                    }
+                    let result = view.result;
+                    if turn_began {
+                        self.last_rejected = false;
+                        self.schedule_move(now);
+                    }
+                    if let Some(result) = result {
+                        self.state = PlayerState::Finished(result);
+                    }
+                }
+            }
+            ServerMessage::ActionAccepted { seq } => {
+                if self.acked(seq, now) {
+                    self.stats.accepted += 1;
+                }
+                self.last_rejected = false;
+            }
+            ServerMessage::ActionRejected { seq, reason } => {
+                tracing::debug!(user = self.user_id, ?reason, "action rejected");
+                if self.acked(seq, now) {
+                    self.stats.rejected += 1;
+                }
+                self.last_rejected = true;
+            }
+            ServerMessage::OpponentLeft { .. } | ServerMessage::OpponentReturned => {}
+            ServerMessage::Error { code, message } => {
+                self.stats.server_errors += 1;
+                tracing::debug!(user = self.user_id, ?code, message, "server error");
+                if matches!(
+                    code,
+                    ErrorCode::BadToken | ErrorCode::UnknownMatch | ErrorCode::TooManyErrors
+                ) {
+                    self.state = PlayerState::Failed(format!("refused: {code:?}: {message}"));
+                }
+            }
+        }
+    }
+
+    /// Records the answer to a move; false if it was not one of ours in flight.
+    fn acked(&mut self, seq: u32, now: Instant) -> bool {
+        let Some(sent) = self.in_flight.remove(&seq) else {
+            return false;
+        };
+        self.stats
+            .ack_latencies_us
+            .push(now.duration_since(sent).as_micros() as u64);
+        self.schedule_move(now);
+        true
+    }
+}
+
+/// Totals over many players.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub players: usize,
+    pub finished: usize,
+    pub failed: usize,
+    pub wins: usize,
+    pub losses: usize,
+    pub draws: usize,
+    pub moves: u64,
+    pub rejected: u64,
+    pub reconnects: u64,
+    pub ack_p50_us: u64,
+    pub ack_p99_us: u64,
+    pub failures: Vec<String>,
+}
+
+impl Summary {
+    pub fn of(players: &[MatchPlayer]) -> Self {
+        let mut s = Summary {
+            players: players.len(),
+            ..Default::default()
+        };
+        let mut lat = Vec::new();
+        for p in players {
+            s.moves += p.stats.moves_sent;
+            s.rejected += p.stats.rejected;
+            s.reconnects += p.stats.reconnects;
+            lat.extend_from_slice(&p.stats.ack_latencies_us);
+            match &p.state {
+                PlayerState::Finished(r) => {
+                    s.finished += 1;
+                    match r.winner {
+                        None => s.draws += 1,
+                        Some(w) if Some(w) == p.seat => s.wins += 1,
+                        Some(_) => s.losses += 1,
+                    }
+                }
+                PlayerState::Failed(why) => {
+                    s.failed += 1;
+                    s.failures.push(format!("user {}: {why}", p.user_id));
+                }
+                _ => {}
+            }
+        }
+        lat.sort_unstable();
+        s.ack_p50_us = percentile(&lat, 0.50);
+        s.ack_p99_us = percentile(&lat, 0.99);
+        s
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "players {} finished {} failed {} | wins {} losses {} draws {} | moves {} rejected {} reconnects {} | ack p50 {:.2} ms p99 {:.2} ms",
+            self.players,
+            self.finished,
+            self.failed,
+            self.wins,
+            self.losses,
+            self.draws,
+            self.moves,
+            self.rejected,
+            self.reconnects,
+            self.ack_p50_us as f64 / 1000.0,
+            self.ack_p99_us as f64 / 1000.0
+        )
+    }
+}
+
+pub fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Polls every player until all are done or `deadline` passes.
+pub fn run_until_done(
+    players: &mut [MatchPlayer],
+    tokens: &dyn TokenSource,
+    deadline: Duration,
+    poll_every: Duration,
+) {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        let mut all_done = true;
+        for p in players.iter_mut() {
+            p.poll(tokens);
+            all_done &= p.is_done();
+        }
+        if all_done {
+            return;
+        }
+        std::thread::sleep(poll_every);
+    }
+    for p in players.iter_mut() {
+        if !p.is_done() {
+            p.state = PlayerState::Failed("timed out before the match ended".into());
+        }
+    }
+}
