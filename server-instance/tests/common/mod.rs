@@ -1,0 +1,159 @@
+//! Starts the real `server-instance` binary on loopback ports for end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use headless_bot::dev::DevMatchmaker;
+use server_instance::ReadyInfo;
+use shared_sim::GameData;
+use token::{ConnectTokenIssuer, NetcodeKey};
+
+pub fn cards_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/cards")
+}
+
+pub fn game_data() -> Arc<GameData> {
+    Arc::new(GameData::load_dir(&cards_dir()).expect("shipped data loads"))
+}
+
+pub struct Instance {
+    child: Child,
+    pub ready: ReadyInfo,
+    pub dir: PathBuf,
+    pub key: NetcodeKey,
+    pub control_token: String,
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+impl Instance {
+    pub fn start(extra: &[&str]) -> Instance {
+        let dir = std::env::temp_dir().join(format!(
+            "croft-it-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = NetcodeKey::generate().unwrap();
+        key.write_file(&dir.join("netcode.key")).unwrap();
+        let control_token = token::generate_secret().unwrap();
+        std::fs::write(dir.join("control.token"), &control_token).unwrap();
+        let ready_file = dir.join("ready.json");
+        let child = Command::new(env!("CARGO_BIN_EXE_server-instance"))
+            .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .arg("--netcode-key-file")
+            .arg(dir.join("netcode.key"))
+            .arg("--control-token-file")
+            .arg(dir.join("control.token"))
+            .arg("--cards")
+            .arg(cards_dir())
+            .arg("--match-log")
+            .arg(dir.join("matches.jsonl"))
+            .arg("--ready-file")
+            .arg(&ready_file)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("server-instance starts");
+        let mut instance = Instance {
+            child,
+            ready: ReadyInfo {
+                http: "0.0.0.0:0".parse().unwrap(),
+                udp: vec![],
+            },
+            dir,
+            key,
+            control_token,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "server did not become ready");
+            if let Some(status) = instance.child.try_wait().unwrap() {
+                panic!("server exited during start-up: {status}");
+            }
+            if let Ok(bytes) = std::fs::read(&ready_file)
+                && let Ok(info) = serde_json::from_slice::<ReadyInfo>(&bytes)
+            {
+                instance.ready = info;
+                return instance;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn control_url(&self) -> String {
+        format!("http://{}", self.ready.http)
+    }
+
+    pub fn issuer(&self) -> ConnectTokenIssuer {
+        ConnectTokenIssuer::new(self.key.clone())
+    }
+
+    pub fn matchmaker(&self, first_match_id: u64) -> DevMatchmaker {
+        DevMatchmaker::new(
+            self.control_url(),
+            self.control_token.clone(),
+            self.issuer(),
+            first_match_id,
+        )
+        .unwrap()
+    }
+
+    pub fn http(&self) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
+    pub fn match_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("matches.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("match log lines are JSON"))
+            .collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

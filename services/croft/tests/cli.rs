@@ -1,0 +1,145 @@
+//! The `croft` binary's commands as an operator runs them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn croft() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_croft"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn check(dir: &Path) -> (bool, String, String) {
+    let out = croft().args(["cards", "check"]).arg(dir).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cards_check_accepts_the_shipped_data() {
+    let (ok, stdout, stderr) =
+        check(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"));
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("ok: "), "{stdout}");
+}
+
+#[test]
+fn cards_check_names_file_card_and_field_and_fails() {
+    let (ok, _, stderr) = check(&fixture("cards-broken"));
+    assert!(!ok);
+    assert!(
+        stderr.contains("cards.ron: `broken_cost` field `cost`: -2 is out of range"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`dup_card` field `id`: duplicate id"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("decks.ron: `starter_grove` field `cards`: unknown card `ghost_card`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn cards_check_reports_bad_ron_and_missing_fields() {
+    let (ok, _, stderr) = check(&fixture("cards-bad-ron"));
+    assert!(!ok);
+    assert!(stderr.contains("cards.ron: `half_written`"), "{stderr}");
+    assert!(stderr.contains("line "), "{stderr}");
+    let (ok, _, stderr) = check(&fixture("cards-missing-field"));
+    assert!(!ok);
+    assert!(stderr.contains("`no_cost_card` field `cost`"), "{stderr}");
+}
+
+#[test]
+fn cards_check_on_a_missing_folder_fails_clearly() {
+    let (ok, _, stderr) = check(Path::new("/nonexistent/cards"));
+    assert!(!ok);
+    assert!(stderr.contains("cannot read file"), "{stderr}");
+}
+
+#[test]
+fn croft_up_plays_a_match_with_two_bots() {
+    let dir = std::env::temp_dir().join(format!("croft-up-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = croft()
+        .arg("up")
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--cards")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"))
+        .args(["--matches", "2", "--think-ms", "10"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("players 4 finished 4 failed 0"), "{stdout}");
+    let log = std::fs::read_to_string(dir.join("matches.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dev_token_refuses_a_weak_key() {
+    let dir = std::env::temp_dir().join(format!("croft-key-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let weak = dir.join("weak.key");
+    std::fs::write(&weak, "00".repeat(32)).unwrap();
+    let out = croft()
+        .args([
+            "dev-token",
+            "--server",
+            "127.0.0.1:5000",
+            "--user",
+            "1",
+            "--match",
+            "1",
+            "--netcode-key-file",
+        ])
+        .arg(&weak)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("all zeros"));
+    let good = dir.join("good.key");
+    assert!(
+        croft()
+            .arg("keygen")
+            .arg("--out")
+            .arg(&good)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = croft()
+        .args([
+            "dev-token",
+            "--server",
+            "127.0.0.1:5000",
+            "--user",
+            "1",
+            "--match",
+            "1",
+            "--netcode-key-file",
+        ])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(token::decode_token(token.trim()).unwrap().client_id, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
