@@ -39,6 +39,8 @@ pub struct ControlShared {
     pub max_matches: usize,
     pub draining: AtomicBool,
     pub clients_connected: AtomicUsize,
+    /// Cleared when draining starts, so orchestrators stop routing here.
+    pub readiness: telemetry::Readiness,
     token: String,
 }
 
@@ -48,6 +50,7 @@ impl ControlShared {
         shard_addrs: Vec<SocketAddr>,
         max_matches: usize,
         token: String,
+        readiness: telemetry::Readiness,
     ) -> Self {
         Self {
             data: RwLock::new(data),
@@ -56,8 +59,14 @@ impl ControlShared {
             max_matches,
             draining: AtomicBool::new(false),
             clients_connected: AtomicUsize::new(0),
+            readiness,
             token,
         }
+    }
+
+    pub fn start_draining(&self) {
+        self.readiness.set(false);
+        self.draining.store(true, Ordering::SeqCst);
     }
 
     pub fn release(&self, id: MatchId) {
@@ -207,7 +216,7 @@ async fn drain(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     check_auth(&state, &headers)?;
-    state.shared.draining.store(true, Ordering::SeqCst);
+    state.shared.start_draining();
     let _ = state.commands.send(ControlCommand::Drain);
     Ok(StatusCode::ACCEPTED)
 }

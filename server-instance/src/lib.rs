@@ -18,7 +18,7 @@ use bevy::prelude::*;
 use serde::{Deserialize, Serialize};
 use shared_sim::GameData;
 use shared_sim::plugin::{
-    CardMatch, CommandKind, MatchCommand, MatchInbox, MatchOutbox, MatchOutput, MatchPlugin,
+    CardMatch, CommandKind, MatchCommand, MatchInbox, MatchIndex, MatchOutbox, MatchOutput, MatchPlugin,
     MatchSystems, spawn_match,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
@@ -68,11 +68,13 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         Duration::from_secs(u64::from(config.grace_seconds)),
         config.bad_message_budget,
     )?;
+    let readiness = telemetry::Readiness::new(false);
     let shared = Arc::new(ControlShared::new(
         Arc::new(data),
         net.public_addrs(),
         config.max_matches,
         control_token,
+        readiness.clone(),
     ));
     let (tx, rx) = unbounded_channel();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -81,7 +83,6 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the control runtime")?;
-    let readiness = telemetry::Readiness::new(false);
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.http))
         .with_context(|| format!("binding control HTTP {}", config.http))?;
@@ -96,12 +97,10 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
     });
     {
         let shared = shared.clone();
-        let readiness = readiness.clone();
         runtime.spawn(async move {
             telemetry::shutdown_signal().await;
             tracing::info!("shutdown requested: draining");
-            readiness.set(false);
-            shared.draining.store(true, Ordering::SeqCst);
+            shared.start_draining();
             let _ = tx.send(ControlCommand::Drain);
         });
     }
@@ -201,6 +200,7 @@ fn apply_control_commands(world: &mut World) {
         match cmd {
             ControlCommand::Create { spec, shard } => {
                 let data = shared.data();
+                evict_ended_match(world, spec.match_id);
                 match spawn_match(world, data, &spec) {
                     Ok(_) => {
                         metrics::counter!("croft_instance_matches_started_total").increment(1);
@@ -222,6 +222,20 @@ fn apply_control_commands(world: &mut World) {
                 tracing::info!("draining: no new matches");
             }
         }
+    }
+}
+
+/// A finished match lingers for late messages; a new match reusing its id replaces it.
+fn evict_ended_match(world: &mut World, id: shared_sim::MatchId) {
+    let Some(entity) = world.resource::<MatchIndex>().0.get(&id).copied() else {
+        return;
+    };
+    let ended = world
+        .get::<CardMatch>(entity)
+        .is_some_and(|m| m.state.is_over());
+    if ended {
+        world.resource_mut::<MatchIndex>().0.remove(&id);
+        world.despawn(entity);
     }
 }
 

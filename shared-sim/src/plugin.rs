@@ -410,7 +410,7 @@ fn remove_finished(
     matches: Query<(Entity, &CardMatch)>,
 ) {
     // Checked once a second: lingering matches cost nothing in between.
-    if clock.tick % u64::from(clock.tick_hz) != 0 {
+    if !clock.tick.is_multiple_of(u64::from(clock.tick_hz)) {
         return;
     }
     for (entity, m) in &matches {

@@ -437,7 +437,7 @@ fn full_hand_burns_the_draw() {
 /// sometimes deliberately wrong (wrong seat, bad ids).
 fn pick_action(s: &MatchState, choice: (u8, u8, u8)) -> (Seat, Action) {
     let (kind, a, b) = choice;
-    let seat = if kind % 13 == 0 {
+    let seat = if kind.is_multiple_of(13) {
         s.active.other()
     } else {
         s.active
@@ -453,7 +453,7 @@ fn pick_action(s: &MatchState, choice: (u8, u8, u8)) -> (Seat, Action) {
                     .flat_map(|p| p.board.iter().map(|c| Target::Creature(c.id))),
             )
             .collect();
-        if b % 17 == 0 {
+        if b.is_multiple_of(17) {
             Target::Creature(9999)
         } else {
             all[b as usize % all.len()]
@@ -463,8 +463,8 @@ fn pick_action(s: &MatchState, choice: (u8, u8, u8)) -> (Seat, Action) {
         0..=3 if !me.hand.is_empty() => {
             let c = data().card(me.hand[a as usize % me.hand.len()]);
             let target = match &c.kind {
-                CardKind::Creature { .. } => (b % 11 == 0).then(|| target_of(b)),
-                CardKind::Spell { .. } => (b % 7 != 0).then(|| target_of(b)),
+                CardKind::Creature { .. } => (b.is_multiple_of(11)).then(|| target_of(b)),
+                CardKind::Spell { .. } => (!b.is_multiple_of(7)).then(|| target_of(b)),
             };
             Action::PlayCard {
                 card: c.id.clone(),
@@ -473,7 +473,7 @@ fn pick_action(s: &MatchState, choice: (u8, u8, u8)) -> (Seat, Action) {
         }
         4..=6 if !me.board.is_empty() => {
             let attacker = me.board[a as usize % me.board.len()].id;
-            let target = if enemy.board.is_empty() || b % 3 == 0 {
+            let target = if enemy.board.is_empty() || b.is_multiple_of(3) {
                 Target::Hero(seat.other())
             } else {
                 target_of(b)

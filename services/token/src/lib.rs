@@ -261,7 +261,8 @@ fn now() -> Duration {
         .unwrap_or_default()
 }
 
-/// A connect token as clients receive it: the netcode token bytes (2048) in standard base64.
+/// A connect token as clients receive it: the netcode token bytes (1172 for one IPv4 server
+/// address) in standard base64.
 pub fn encode_token(token: &ConnectToken) -> String {
     let mut bytes = Vec::with_capacity(2048);
     // Writing into a Vec cannot fail.
