@@ -33,8 +33,8 @@ pub enum ControlCommand {
 /// State shared by the control API and the Bevy app.
 pub struct ControlShared {
     pub data: RwLock<Arc<GameData>>,
-    /// Live matches and the shard each is seated on.
-    pub live: Mutex<HashMap<MatchId, usize>>,
+    /// Live matches: the shard each is seated on and its players.
+    pub live: Mutex<HashMap<MatchId, (usize, [UserId; 2])>>,
     pub shard_addrs: Vec<SocketAddr>,
     pub max_matches: usize,
     pub draining: AtomicBool,
@@ -66,6 +66,8 @@ impl ControlShared {
 
     pub fn start_draining(&self) {
         self.readiness.set(false);
+        // Under the slot lock, so no create can pass its draining check and reserve after.
+        let _live = self.live.lock();
         self.draining.store(true, Ordering::SeqCst);
     }
 
@@ -299,6 +301,13 @@ async fn create_match(
                 "internal error",
             )
         })?;
+        if shared.draining.load(Ordering::SeqCst) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "draining",
+                "this instance is shutting down",
+            ));
+        }
         if live.contains_key(&spec.match_id) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -313,8 +322,19 @@ async fn create_match(
                 "no free match slot",
             ));
         }
+        if let Some(busy) = spec
+            .players
+            .iter()
+            .find(|p| live.values().any(|(_, players)| players.contains(p)))
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "player_busy",
+                format!("user {busy} is already in a match here"),
+            ));
+        }
         let mut per_shard = vec![0usize; shared.shard_addrs.len()];
-        for s in live.values() {
+        for (s, _) in live.values() {
             per_shard[*s] += 1;
         }
         let Some((shard, _)) = per_shard
@@ -329,7 +349,7 @@ async fn create_match(
                 "no free match slot",
             ));
         };
-        live.insert(spec.match_id, shard);
+        live.insert(spec.match_id, (shard, spec.players));
         shard
     };
     let match_id = spec.match_id;

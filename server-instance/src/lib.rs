@@ -18,8 +18,8 @@ use bevy::prelude::*;
 use serde::{Deserialize, Serialize};
 use shared_sim::GameData;
 use shared_sim::plugin::{
-    CardMatch, CommandKind, MatchCommand, MatchInbox, MatchIndex, MatchOutbox, MatchOutput, MatchPlugin,
-    MatchSystems, spawn_match,
+    CardMatch, CommandKind, MatchCommand, MatchInbox, MatchIndex, MatchOutbox, MatchOutput,
+    MatchPlugin, MatchSystems, spawn_match,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
@@ -41,11 +41,14 @@ struct Control {
     commands: UnboundedReceiver<ControlCommand>,
 }
 
+/// How long a new match waits for a player beyond the reconnect grace: a connect token's lifetime.
+const NO_SHOW_EXTRA: Duration = Duration::from_secs(60);
+
 #[derive(Resource)]
 struct Drain {
     seconds: u32,
     deadline: Option<Instant>,
-    aborted: bool,
+    aborted: std::collections::HashSet<shared_sim::MatchId>,
 }
 
 #[derive(Resource, Default)]
@@ -53,7 +56,7 @@ struct TickTimer(Option<Instant>);
 
 /// Runs the server until it is drained (SIGTERM, Ctrl-C or `POST /v1/drain`).
 pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
-    telemetry::init_logging("server-instance");
+    telemetry::init_logging("server-instance", telemetry::LogTarget::Stdout);
     let data = GameData::load_dir(&config.cards)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading card data from {}", config.cards.display()))?;
@@ -146,7 +149,7 @@ fn build_app(
         .insert_resource(Drain {
             seconds: config.drain_seconds,
             deadline: None,
-            aborted: false,
+            aborted: Default::default(),
         })
         .init_resource::<TickTimer>()
         .configure_sets(PostUpdate, NetSystems::Send)
@@ -203,6 +206,16 @@ fn apply_control_commands(world: &mut World) {
                 evict_ended_match(world, spec.match_id);
                 match spawn_match(world, data, &spec) {
                     Ok(_) => {
+                        // Players who never show up forfeit like players who drop.
+                        let mut net = world.resource_mut::<NetServer>();
+                        let until = Instant::now() + net.grace + NO_SHOW_EXTRA;
+                        for user in spec.players {
+                            let away = net::Away {
+                                until,
+                                joined_before: false,
+                            };
+                            net.away.insert((spec.match_id, user), away);
+                        }
                         metrics::counter!("croft_instance_matches_started_total").increment(1);
                         tracing::info!(
                             event = "game_started",
@@ -247,14 +260,18 @@ fn route_outbox(
 ) {
     for output in outbox.0.drain(..) {
         match output {
-            MatchOutput::ToPlayer { user_id, message } => {
+            MatchOutput::ToPlayer {
+                match_id,
+                user_id,
+                message,
+            } => {
                 if let shared_sim::protocol::ServerMessage::ActionRejected { reason, .. } = &message
                 {
                     metrics::counter!("croft_instance_actions_rejected_total", "reason" => format!("{reason:?}"))
                         .increment(1);
                 }
                 // A player who is away gets a snapshot when they return.
-                net.send(user_id, &message);
+                net.send_in_match(match_id, user_id, &message);
             }
             MatchOutput::Ended(record) => {
                 let reason = format!("{:?}", record.result.reason);
@@ -304,23 +321,22 @@ fn drain_system(
         .deadline
         .get_or_insert(now + Duration::from_secs(seconds));
     let running: Vec<&CardMatch> = matches.iter().filter(|m| !m.state.is_over()).collect();
-    if running.is_empty() {
+    // `running()` counts reservations too: a match accepted but not yet spawned keeps us up.
+    if running.is_empty() && control.shared.running() == 0 {
         net::disconnect_all(&mut net);
         exit.write(AppExit::Success);
         return;
     }
-    if now >= deadline && !drain.aborted {
-        drain.aborted = true;
-        tracing::warn!(
-            matches = running.len(),
-            "drain deadline passed: aborting the rest"
-        );
+    if now >= deadline {
         for m in running {
-            inbox.0.push(MatchCommand {
-                match_id: m.id,
-                user_id: m.players[0],
-                kind: CommandKind::Abort,
-            });
+            if drain.aborted.insert(m.id) {
+                tracing::warn!(match_id = m.id, "drain deadline passed: aborting");
+                inbox.0.push(MatchCommand {
+                    match_id: m.id,
+                    user_id: m.players[0],
+                    kind: CommandKind::Abort,
+                });
+            }
         }
     }
 }

@@ -37,6 +37,13 @@ pub struct Shard {
     pub public_addr: SocketAddr,
 }
 
+#[derive(Debug, Clone, Copy)]
+pub struct Away {
+    pub until: Instant,
+    /// False until the player first joins: their arrival is not a "return".
+    pub joined_before: bool,
+}
+
 /// The seat a connected client holds.
 #[derive(Debug, Clone, Copy)]
 pub struct PlayerSession {
@@ -51,8 +58,9 @@ pub struct NetServer {
     pub shards: Vec<Shard>,
     /// Connected and admitted clients; the client id is the user id.
     pub sessions: HashMap<ClientId, PlayerSession>,
-    /// Players who dropped mid-match, with the instant their grace period ends.
-    pub away: HashMap<(MatchId, UserId), Instant>,
+    /// Players not connected to their running match: dropped ones until their grace period
+    /// ends, and ones who have not joined yet until the grace plus a token's lifetime.
+    pub away: HashMap<(MatchId, UserId), Away>,
     pub grace: Duration,
     pub bad_message_budget: u32,
     last_update: Instant,
@@ -86,7 +94,16 @@ impl NetServer {
         for i in 0..shards.max(1) {
             let mut addr = first;
             if first.port() != 0 {
-                addr.set_port(first.port() + i as u16);
+                let port = u16::try_from(i)
+                    .ok()
+                    .and_then(|i| first.port().checked_add(i))
+                    .ok_or_else(|| {
+                        NetError::Io(std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            "shard ports run past 65535",
+                        ))
+                    })?;
+                addr.set_port(port);
             }
             let socket = UdpSocket::bind(addr).map_err(|source| NetError::Bind { addr, source })?;
             let local = socket.local_addr()?;
@@ -129,6 +146,19 @@ impl NetServer {
             .sum()
     }
 
+    /// Sends to `user` only if their connection is bound to `match_id`.
+    pub fn send_in_match(
+        &mut self,
+        match_id: MatchId,
+        user: UserId,
+        message: &ServerMessage,
+    ) -> bool {
+        match self.sessions.get(&user) {
+            Some(s) if s.match_id == match_id => self.send(user, message),
+            _ => false,
+        }
+    }
+
     pub fn send(&mut self, user: UserId, message: &ServerMessage) -> bool {
         let Some(session) = self.sessions.get(&user) else {
             return false;
@@ -148,7 +178,8 @@ impl NetServer {
         metrics::counter!("croft_instance_messages_sent_total").increment(1);
     }
 
-    /// Sends an error, then disconnects the client once the message is flushed.
+    /// Sends an error, then disconnects the client once the message is flushed. Session
+    /// bookkeeping is the caller's: a client id may hold a session on another shard.
     fn refuse(
         &mut self,
         shard: usize,
@@ -165,7 +196,6 @@ impl NetServer {
         let s = &mut self.shards[shard];
         s.transport.send_packets(&mut s.server);
         s.server.disconnect(client);
-        self.sessions.remove(&client);
     }
 }
 
@@ -203,7 +233,12 @@ pub fn receive_system(
             }
             ServerEvent::ClientDisconnected { client_id, reason } => {
                 tracing::info!(client_id, %reason, "client disconnected");
-                if let Some(session) = net.sessions.remove(&client_id) {
+                if net
+                    .sessions
+                    .get(&client_id)
+                    .is_some_and(|s| s.shard == shard)
+                    && let Some(session) = net.sessions.remove(&client_id)
+                {
                     left(&mut net, session, client_id, &index, &matches);
                 }
             }
@@ -214,7 +249,7 @@ pub fn receive_system(
     let expired: Vec<(MatchId, UserId)> = net
         .away
         .iter()
-        .filter(|(_, until)| **until <= now)
+        .filter(|(_, away)| away.until <= now)
         .map(|(k, _)| *k)
         .collect();
     for (match_id, user_id) in expired {
@@ -237,6 +272,16 @@ fn admit(
     index: &MatchIndex,
     matches: &Query<&CardMatch>,
 ) {
+    if net.sessions.contains_key(&client_id) {
+        // Already seated through another socket: one connection per user per instance.
+        return net.refuse(
+            shard,
+            client_id,
+            ErrorCode::NotAllowed,
+            "already connected".into(),
+            "duplicate",
+        );
+    }
     let user_data = net.shards[shard].transport.user_data(client_id);
     let parsed = user_data.map(|d| TokenUserData::from_bytes(&d));
     let data = match parsed {
@@ -300,7 +345,10 @@ fn admit(
             bad_messages: 0,
         },
     );
-    let returning = net.away.remove(&(m.id, data.user_id)).is_some();
+    let returning = net
+        .away
+        .remove(&(m.id, data.user_id))
+        .is_some_and(|a| a.joined_before);
     tracing::info!(
         user_id = data.user_id,
         match_id = m.id,
@@ -324,7 +372,7 @@ fn admit(
     );
     if returning {
         let opponent = m.players[seat.other().index()];
-        net.send(opponent, &ServerMessage::OpponentReturned);
+        net.send_in_match(m.id, opponent, &ServerMessage::OpponentReturned);
     }
 }
 
@@ -342,13 +390,21 @@ fn left(
     else {
         return;
     };
-    if m.state.is_over() {
+    if m.state.is_over() || m.seat_of(user) != Some(session.seat) {
         return;
     }
-    net.away.insert((m.id, user), Instant::now() + net.grace);
+    let away = Away {
+        until: Instant::now() + net.grace,
+        joined_before: true,
+    };
+    net.away.insert((m.id, user), away);
     let opponent = m.players[session.seat.other().index()];
     let grace_seconds = net.grace.as_secs() as u32;
-    net.send(opponent, &ServerMessage::OpponentLeft { grace_seconds });
+    net.send_in_match(
+        m.id,
+        opponent,
+        &ServerMessage::OpponentLeft { grace_seconds },
+    );
 }
 
 fn read_messages(
@@ -378,11 +434,11 @@ fn read_messages(
                     kind: CommandKind::Act { seq, action },
                 }),
                 Ok(ClientMessage::RequestSnapshot) => {
-                    if let Some(m) = index
+                    let found = index
                         .0
                         .get(&session.match_id)
-                        .and_then(|e| matches.get(*e).ok())
-                    {
+                        .and_then(|e| matches.get(*e).ok());
+                    if let Some(m) = found.filter(|m| m.seat_of(client) == Some(session.seat)) {
                         let snapshot = m.snapshot_for(session.seat, clock);
                         net.send(client, &ServerMessage::Snapshot(snapshot));
                     }
@@ -407,6 +463,10 @@ fn read_messages(
                             "too many malformed messages".into(),
                             "bad_messages",
                         );
+                        // Kicked like a drop: the grace period and forfeit rules apply.
+                        if let Some(session) = net.sessions.remove(&client) {
+                            left(net, session, client, index, matches);
+                        }
                         break;
                     }
                     net.send(

@@ -433,6 +433,18 @@ fn sigterm_drains_then_aborts_and_records_and_the_control_api_guards_itself() {
     let mut players = players_for(&inst, &mm, [61, 62], slow);
     let r = http.post(&url).bearer_auth(&inst.control_token).json(&serde_json::json!({"match_id": 400, "players": [1, 2], "starter_decks": ["starter_ember", "starter_grove"]})).send().unwrap();
     assert_eq!(r.status(), 409);
+    // A player already seated here cannot be put in a second match.
+    let r = http
+        .post(&url)
+        .bearer_auth(&inst.control_token)
+        .json(&serde_json::json!({"match_id": 402, "players": [61, 99], "starter_decks": ["starter_ember", "starter_grove"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["error"]["code"],
+        "player_busy"
+    );
 
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(10) && players.iter().any(|p| p.seat.is_none()) {

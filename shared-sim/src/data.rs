@@ -551,6 +551,13 @@ fn validate_rules(file: &Path, r: &RulesDef, errors: &mut Vec<DataError>) -> Opt
     if r.opening_hand.0.max(r.opening_hand.1) > r.hand_limit {
         c.push("rules", Some("opening_hand"), "larger than hand_limit");
     }
+    if r.deck_size <= r.opening_hand.0.max(r.opening_hand.1) {
+        c.push(
+            "rules",
+            Some("deck_size"),
+            "must be larger than the opening hand",
+        );
+    }
     if errors.len() != before {
         return None;
     }

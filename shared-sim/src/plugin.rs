@@ -132,7 +132,10 @@ pub struct MatchRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MatchOutput {
+    /// A message for one player about one match; a server delivers it only if that player's
+    /// connection is bound to that match.
     ToPlayer {
+        match_id: MatchId,
         user_id: UserId,
         message: ServerMessage,
     },
@@ -303,6 +306,7 @@ fn receive_commands(
 fn reply_unknown(outbox: &mut MatchOutbox, cmd: &MatchCommand) {
     if let CommandKind::Act { .. } = cmd.kind {
         outbox.0.push(MatchOutput::ToPlayer {
+            match_id: cmd.match_id,
             user_id: cmd.user_id,
             message: ServerMessage::Error {
                 code: ErrorCode::UnknownMatch,
@@ -374,12 +378,16 @@ fn broadcast_outcomes(
     mut outbox: ResMut<MatchOutbox>,
 ) {
     for mut m in &mut matches {
-        if m.replies.is_empty() && m.events.is_empty() {
+        if m.replies.is_empty()
+            && m.events.is_empty()
+            && (m.ended_at.is_some() || !m.state.is_over())
+        {
             continue;
         }
         let m = &mut *m;
         for (seat, message) in m.replies.drain(..) {
             outbox.0.push(MatchOutput::ToPlayer {
+                match_id: m.id,
                 user_id: m.players[seat.index()],
                 message,
             });
@@ -388,6 +396,7 @@ fn broadcast_outcomes(
             for seat in Seat::BOTH {
                 let events = m.events.iter().map(|e| e.redacted_for(seat)).collect();
                 outbox.0.push(MatchOutput::ToPlayer {
+                    match_id: m.id,
                     user_id: m.players[seat.index()],
                     message: ServerMessage::Events(events),
                 });

@@ -67,7 +67,7 @@ fn secret_file(path: &Path, make: impl FnOnce() -> anyhow::Result<String>) -> an
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
-    telemetry::init_logging("croft-up");
+    telemetry::init_logging("croft-up", telemetry::LogTarget::Stderr);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let key_file = args.data_dir.join("netcode.key");
@@ -80,6 +80,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         Arc::new(shared_sim::GameData::load_dir(&args.cards).map_err(|e| anyhow::anyhow!("{e}"))?);
 
     let exe = std::env::current_exe().context("locating the croft binary")?;
+    let log_path = args.data_dir.join("instance.log");
+    let instance_log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
     let child = Command::new(exe)
         .arg("instance")
         .arg("--udp")
@@ -96,6 +99,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .arg(args.data_dir.join("matches.jsonl"))
         .arg("--ready-file")
         .arg(&ready_file)
+        .stdout(instance_log)
         .spawn()
         .context("starting the instance server")?;
     let mut child = ChildGuard(child);

@@ -16,16 +16,35 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global log subscriber once; later calls do nothing. `RUST_LOG` filters (default
-/// `info`). Logs go to stderr so that a binary's stdout stays free for its own output.
-pub fn init_logging(service: &'static str) {
+/// Where a process writes its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Servers: stdout, collected by the platform.
+    Stdout,
+    /// Command-line tools whose stdout carries their own output.
+    Stderr,
+}
+
+/// Installs the global log subscriber once; later calls do nothing. JSON lines, or
+/// human-readable text when the target is a terminal. `RUST_LOG` filters (default `info`).
+pub fn init_logging(service: &'static str, target: LogTarget) {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let terminal = match target {
+            LogTarget::Stdout => std::io::stdout().is_terminal(),
+            LogTarget::Stderr => std::io::stderr().is_terminal(),
+        };
+        let writer = move || -> Box<dyn std::io::Write> {
+            match target {
+                LogTarget::Stdout => Box::new(std::io::stdout()),
+                LogTarget::Stderr => Box::new(std::io::stderr()),
+            }
+        };
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr);
-        let result = if std::io::stderr().is_terminal() {
+            .with_writer(writer);
+        let result = if terminal {
             builder.try_init()
         } else {
             builder

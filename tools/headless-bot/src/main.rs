@@ -44,7 +44,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    telemetry::init_logging("headless-bot");
+    telemetry::init_logging("headless-bot", telemetry::LogTarget::Stderr);
     let args = Args::parse();
     let summary = play(&args)?;
     println!("{summary}");

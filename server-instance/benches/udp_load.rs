@@ -1,0 +1,207 @@
+//! R concurrent matches over real UDP on loopback, played by bots from this one process against
+//! the release `server-instance` binary. Each move is sent 100 ms (+-20%) after the player's
+//! previous event. Prints moves/s, server CPU microseconds per move, move-to-ack p50/p99 and
+//! server memory per match.
+//!
+//! cargo bench -p server-instance --bench udp_load -- [matches] [seconds] [think_ms]
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use headless_bot::dev::DevMatchmaker;
+use headless_bot::{MatchPlayer, Pacing, percentile};
+use server_instance::ReadyInfo;
+use shared_sim::GameData;
+use telemetry::ProcessStats;
+
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let matches: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(200);
+    let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(30);
+    let think_ms: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100);
+
+    let dir = std::env::temp_dir().join(format!("croft-udp-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let key = token::NetcodeKey::generate()?;
+    key.write_file(&dir.join("netcode.key"))?;
+    let control = token::generate_secret()?;
+    std::fs::write(dir.join("control.token"), &control)?;
+    let cards = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/cards");
+    let shards = (matches * 2).div_ceil(1000).max(1);
+    let ready_file = dir.join("ready.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_server-instance"))
+        .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .arg("--shards")
+        .arg(shards.to_string())
+        .arg("--max-matches")
+        .arg((matches * 2).to_string())
+        .arg("--netcode-key-file")
+        .arg(dir.join("netcode.key"))
+        .arg("--control-token-file")
+        .arg(dir.join("control.token"))
+        .arg("--cards")
+        .arg(&cards)
+        .arg("--match-log")
+        .arg(dir.join("matches.jsonl"))
+        .arg("--ready-file")
+        .arg(&ready_file)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let server = Server(child);
+    let pid = server.0.id().to_string();
+    let ready: ReadyInfo = loop {
+        if let Ok(b) = std::fs::read(&ready_file)
+            && let Ok(r) = serde_json::from_slice(&b)
+        {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = ProcessStats::read_pid(&pid).expect("server stats");
+
+    let data = Arc::new(GameData::load_dir(&cards).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let mm = DevMatchmaker::new(
+        format!("http://{}", ready.http),
+        control,
+        token::ConnectTokenIssuer::new(key),
+        1,
+    )?;
+    let pacing = Pacing {
+        think: Duration::from_millis(think_ms),
+        jitter: 0.2,
+    };
+    let new_match = |users: [u64; 2]| -> anyhow::Result<Vec<MatchPlayer>> {
+        let (id, tokens) = mm.create_match(users, ["starter_ember", "starter_grove"])?;
+        let mut out = Vec::new();
+        for (u, t) in users.into_iter().zip(tokens) {
+            out.push(MatchPlayer::new(u, id, t, data.clone(), pacing)?);
+        }
+        Ok(out)
+    };
+    let mut slots: Vec<Vec<MatchPlayer>> = Vec::with_capacity(matches);
+    for i in 0..matches as u64 {
+        slots.push(new_match([10_000 + 2 * i, 10_001 + 2 * i])?);
+    }
+    // Warm-up: everyone connected and playing.
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_secs(3) {
+        for p in slots.iter_mut().flatten() {
+            p.poll(&mm);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let loaded = ProcessStats::read_pid(&pid).expect("server stats");
+    let bot_start = ProcessStats::read().expect("own stats");
+    let acks_before: u64 = slots
+        .iter()
+        .flatten()
+        .map(|p| p.stats.ack_latencies_us.len() as u64)
+        .sum();
+    let mut lat_start: Vec<usize> = slots
+        .iter()
+        .flatten()
+        .map(|p| p.stats.ack_latencies_us.len())
+        .collect();
+
+    let start = Instant::now();
+    let mut finished_matches = 0u64;
+    let mut acks_retired = 0u64;
+    let mut latencies = Vec::new();
+    let poll_every = Duration::from_millis(5);
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let loop_start = Instant::now();
+        for slot in slots.iter_mut() {
+            for p in slot.iter_mut() {
+                p.poll(&mm);
+            }
+        }
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if slot.iter().all(|p| p.is_done()) {
+                finished_matches += 1;
+                let users = [slot[0].user_id, slot[1].user_id];
+                for (j, p) in slot.iter().enumerate() {
+                    let from = lat_start[i * 2 + j].min(p.stats.ack_latencies_us.len());
+                    latencies.extend_from_slice(&p.stats.ack_latencies_us[from..]);
+                    acks_retired += p.stats.ack_latencies_us.len() as u64;
+                }
+                *slot = new_match(users)?;
+                lat_start[i * 2] = 0;
+                lat_start[i * 2 + 1] = 0;
+            }
+        }
+        if let Some(rest) = poll_every.checked_sub(loop_start.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let end = ProcessStats::read_pid(&pid).expect("server stats");
+    let bot_end = ProcessStats::read().expect("own stats");
+    for (i, p) in slots.iter().flatten().enumerate() {
+        latencies.extend_from_slice(
+            &p.stats.ack_latencies_us[lat_start[i].min(p.stats.ack_latencies_us.len())..],
+        );
+    }
+    let acks_now: u64 = acks_retired
+        + slots
+            .iter()
+            .flatten()
+            .map(|p| p.stats.ack_latencies_us.len() as u64)
+            .sum::<u64>();
+    let moves = acks_now - acks_before;
+    latencies.sort_unstable();
+    let cpu = end.cpu_seconds - loaded.cpu_seconds;
+    let failed = slots
+        .iter()
+        .flatten()
+        .filter(|p| matches!(p.state, headless_bot::PlayerState::Failed(_)))
+        .count();
+    println!(
+        "udp_load: {matches} concurrent matches ({} bots, {shards} netcode socket(s)), think {think_ms} ms +-20%, {elapsed:.1} s measured",
+        matches * 2
+    );
+    println!(
+        "  moves acknowledged {moves} ({:.0}/s), matches finished {finished_matches}, failed bots {failed}",
+        moves as f64 / elapsed
+    );
+    println!(
+        "  server CPU {:.2} s ({:.1}% of a core) = {:.1} us per move",
+        cpu,
+        100.0 * cpu / elapsed,
+        cpu * 1e6 / moves.max(1) as f64
+    );
+    println!(
+        "  move -> ack p50 {:.2} ms p99 {:.2} ms",
+        percentile(&latencies, 0.5) as f64 / 1e3,
+        percentile(&latencies, 0.99) as f64 / 1e3
+    );
+    println!(
+        "  server RSS idle {} MiB, loaded {} MiB: {:.1} KiB per match",
+        idle.resident_bytes >> 20,
+        loaded.resident_bytes >> 20,
+        (loaded.resident_bytes.saturating_sub(idle.resident_bytes)) as f64
+            / matches as f64
+            / 1024.0
+    );
+    println!(
+        "  bot process CPU {:.1}% of a core",
+        100.0 * (bot_end.cpu_seconds - bot_start.cpu_seconds) / elapsed
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
