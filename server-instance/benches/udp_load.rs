@@ -120,6 +120,8 @@ fn main() -> anyhow::Result<()> {
 
     let start = Instant::now();
     let mut finished_matches = 0u64;
+    let mut create_retries = 0u64;
+    let mut failed_bots = 0usize;
     let mut acks_retired = 0u64;
     let mut latencies = Vec::new();
     let poll_every = Duration::from_millis(5);
@@ -132,14 +134,25 @@ fn main() -> anyhow::Result<()> {
         }
         for (i, slot) in slots.iter_mut().enumerate() {
             if slot.iter().all(|p| p.is_done()) {
+                // The server may not have released the match yet: try again next round.
+                let Ok(next) = new_match([slot[0].user_id, slot[1].user_id]) else {
+                    create_retries += 1;
+                    continue;
+                };
+                if slot
+                    .iter()
+                    .any(|p| matches!(p.state, headless_bot::PlayerState::Failed(_)))
+                {
+                    failed_bots += 1;
+                }
                 finished_matches += 1;
-                let users = [slot[0].user_id, slot[1].user_id];
+
                 for (j, p) in slot.iter().enumerate() {
                     let from = lat_start[i * 2 + j].min(p.stats.ack_latencies_us.len());
                     latencies.extend_from_slice(&p.stats.ack_latencies_us[from..]);
                     acks_retired += p.stats.ack_latencies_us.len() as u64;
                 }
-                *slot = new_match(users)?;
+                *slot = next;
                 lat_start[i * 2] = 0;
                 lat_start[i * 2 + 1] = 0;
             }
@@ -165,17 +178,18 @@ fn main() -> anyhow::Result<()> {
     let moves = acks_now - acks_before;
     latencies.sort_unstable();
     let cpu = end.cpu_seconds - loaded.cpu_seconds;
-    let failed = slots
-        .iter()
-        .flatten()
-        .filter(|p| matches!(p.state, headless_bot::PlayerState::Failed(_)))
-        .count();
+    let failed = failed_bots
+        + slots
+            .iter()
+            .flatten()
+            .filter(|p| matches!(p.state, headless_bot::PlayerState::Failed(_)))
+            .count();
     println!(
         "udp_load: {matches} concurrent matches ({} bots, {shards} netcode socket(s)), think {think_ms} ms +-20%, {elapsed:.1} s measured",
         matches * 2
     );
     println!(
-        "  moves acknowledged {moves} ({:.0}/s), matches finished {finished_matches}, failed bots {failed}",
+        "  moves acknowledged {moves} ({:.0}/s), matches finished {finished_matches}, failed bots {failed}, create retries {create_retries}",
         moves as f64 / elapsed
     );
     println!(

@@ -49,6 +49,12 @@ pub struct InstanceConfig {
     #[arg(long, env = "CROFT_TICK_HZ", default_value_t = 20)]
     pub tick_hz: u32,
 
+    /// Times per second the sockets are drained (at least the tick rate). Packets are only sent
+    /// on simulation ticks, so this costs receive calls, not extra packets; draining often keeps
+    /// the kernel's UDP buffer from overflowing under load.
+    #[arg(long, env = "CROFT_NET_HZ", default_value_t = 100)]
+    pub net_hz: u32,
+
     /// Seconds a disconnected player has to come back before forfeiting.
     #[arg(long, env = "CROFT_RECONNECT_GRACE_SECONDS", default_value_t = 30)]
     pub grace_seconds: u32,

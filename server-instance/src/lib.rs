@@ -136,9 +136,9 @@ fn build_app(
     commands: UnboundedReceiver<ControlCommand>,
     sink: RecordSink,
 ) -> App {
-    let tick = Duration::from_secs_f64(1.0 / f64::from(config.tick_hz.max(1)));
+    let frame = Duration::from_secs_f64(1.0 / f64::from(config.net_hz.max(config.tick_hz).max(1)));
     let mut app = App::new();
-    app.add_plugins(MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(tick)))
+    app.add_plugins(MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(frame)))
         .add_plugins(MatchPlugin {
             tick_hz: config.tick_hz,
             linger_seconds: 10,

@@ -482,7 +482,13 @@ fn read_messages(
     }
 }
 
-pub fn send_system(mut net: ResMut<NetServer>) {
+/// Flushes packets once per simulation tick: renet repeats pending acks on every flush, so
+/// flushing on every (more frequent) receive frame would multiply packets without news.
+pub fn send_system(mut net: ResMut<NetServer>, clock: Res<MatchClock>, mut last_tick: Local<u64>) {
+    if clock.tick == *last_tick {
+        return;
+    }
+    *last_tick = clock.tick;
     for shard in &mut net.shards {
         shard.transport.send_packets(&mut shard.server);
     }

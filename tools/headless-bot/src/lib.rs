@@ -31,7 +31,12 @@ pub struct Connection {
     client: RenetClient,
     transport: NetcodeClientTransport,
     last: Instant,
+    last_flush: Instant,
 }
+
+/// How often a connection flushes when it has nothing new to send: renet repeats pending acks
+/// on every flush, so flushing on every poll would flood the server with ack packets.
+pub const IDLE_FLUSH_EVERY: Duration = Duration::from_millis(50);
 
 impl Connection {
     pub fn connect(token: ConnectToken) -> Result<Self, ClientError> {
@@ -56,6 +61,7 @@ impl Connection {
             client: RenetClient::new(connection_config()),
             transport,
             last: Instant::now(),
+            last_flush: Instant::now(),
         })
     }
 
@@ -80,7 +86,17 @@ impl Connection {
         self.client.send_message(Channel::Reliable, bytes);
     }
 
+    /// Flushes now if `urgent` (a new message waits) or the idle interval has passed.
+    pub fn flush_if_due(&mut self, urgent: bool) -> Result<(), ClientError> {
+        if urgent || self.last_flush.elapsed() >= IDLE_FLUSH_EVERY {
+            self.flush()
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn flush(&mut self) -> Result<(), ClientError> {
+        self.last_flush = Instant::now();
         self.transport
             .send_packets(&mut self.client)
             .map_err(|e| ClientError::Netcode(e.to_string()))
@@ -250,6 +266,7 @@ impl MatchPlayer {
             }
             return;
         }
+        let mut urgent = false;
         if self.in_flight.is_empty()
             && let (Some(at), Some(view)) = (self.next_move_at, self.view.as_ref())
             && now >= at
@@ -261,9 +278,10 @@ impl MatchPlayer {
                 policy::choose_action(&self.data, view)
             };
             self.send_action(action, now);
+            urgent = true;
         }
         if let Some(conn) = self.conn.as_mut()
-            && let Err(e) = conn.flush()
+            && let Err(e) = conn.flush_if_due(urgent)
         {
             tracing::debug!(user = self.user_id, error = %e, "send failed");
             self.conn = None;
