@@ -55,6 +55,10 @@ pub struct InstanceConfig {
     #[arg(long, env = "CROFT_NET_HZ", default_value_t = 100)]
     pub net_hz: u32,
 
+    /// A client with nothing new is flushed (acks, keep-alive) at most this often, in ms.
+    #[arg(long, env = "CROFT_IDLE_FLUSH_MS", default_value_t = 250)]
+    pub idle_flush_ms: u32,
+
     /// Seconds a disconnected player has to come back before forfeiting.
     #[arg(long, env = "CROFT_RECONNECT_GRACE_SECONDS", default_value_t = 30)]
     pub grace_seconds: u32,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod net;
 pub mod persist;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,6 +71,7 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         *key.bytes(),
         Duration::from_secs(u64::from(config.grace_seconds)),
         config.bad_message_budget,
+        (u64::from(config.idle_flush_ms) * u64::from(config.tick_hz) / 1000).max(1),
     )?;
     let readiness = telemetry::Readiness::new(false);
     let shared = Arc::new(ControlShared::new(

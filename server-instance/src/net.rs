@@ -6,13 +6,13 @@
 //! ("shards") and keeps their renet servers side by side; bevy_renet's single-resource adapter
 //! cannot hold more than one, which is why this module drives renet directly.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bevy::prelude::*;
 use renet::{ClientId, RenetServer, ServerEvent};
-use renet_netcode::{NetcodeServerTransport, ServerAuthentication, ServerConfig};
+use renetcode::{ServerAuthentication, ServerConfig};
 use shared_sim::plugin::{
     CardMatch, CommandKind, MatchClock, MatchCommand, MatchId, MatchInbox, MatchIndex, UserId,
 };
@@ -31,9 +31,11 @@ pub enum NetSystems {
     Send,
 }
 
+use crate::transport::NetcodeSocket;
+
 pub struct Shard {
     pub server: RenetServer,
-    pub transport: NetcodeServerTransport,
+    pub transport: NetcodeSocket,
     pub public_addr: SocketAddr,
 }
 
@@ -63,6 +65,13 @@ pub struct NetServer {
     pub away: HashMap<(MatchId, UserId), Away>,
     pub grace: Duration,
     pub bad_message_budget: u32,
+    /// Clients with messages queued since the last flush.
+    dirty: HashSet<ClientId>,
+    /// Ticks between flushes of a client with nothing new.
+    idle_flush_ticks: u64,
+    /// The last simulation tick seen, and the last one upkeep ran for.
+    tick: u64,
+    maintained_tick: u64,
     last_update: Instant,
 }
 
@@ -86,6 +95,7 @@ impl NetServer {
         private_key: [u8; 32],
         grace: Duration,
         bad_message_budget: u32,
+        idle_flush_ticks: u64,
     ) -> Result<Self, NetError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -118,7 +128,7 @@ impl NetServer {
                 public_addresses: vec![public_addr],
                 authentication: ServerAuthentication::Secure { private_key },
             };
-            let transport = NetcodeServerTransport::new(config, socket)?;
+            let transport = NetcodeSocket::new(config, socket)?;
             out.push(Shard {
                 server: RenetServer::new(connection_config()),
                 transport,
@@ -131,6 +141,10 @@ impl NetServer {
             away: HashMap::new(),
             grace,
             bad_message_budget,
+            dirty: HashSet::new(),
+            idle_flush_ticks: idle_flush_ticks.max(1),
+            tick: 0,
+            maintained_tick: 0,
             last_update: Instant::now(),
         })
     }
@@ -167,6 +181,7 @@ impl NetServer {
         shard
             .server
             .send_message(user, Channel::Reliable, message.encode());
+        self.dirty.insert(user);
         metrics::counter!("croft_instance_messages_sent_total").increment(1);
         true
     }
@@ -175,6 +190,7 @@ impl NetServer {
         self.shards[shard]
             .server
             .send_message(client, Channel::Reliable, message.encode());
+        self.dirty.insert(client);
         metrics::counter!("croft_instance_messages_sent_total").increment(1);
     }
 
@@ -194,7 +210,7 @@ impl NetServer {
         self.send_on(shard, client, &ServerMessage::Error { code, message });
         // Flush the error before the disconnect packet goes out.
         let s = &mut self.shards[shard];
-        s.transport.send_packets(&mut s.server);
+        s.transport.flush_client(&mut s.server, client, self.tick);
         s.server.disconnect(client);
     }
 }
@@ -215,10 +231,16 @@ pub fn receive_system(
     mut inbox: ResMut<MatchInbox>,
 ) {
     let dt = elapsed(&mut net);
+    net.tick = clock.tick;
+    let upkeep = net.maintained_tick != clock.tick;
+    net.maintained_tick = clock.tick;
     let mut events = Vec::new();
     for (i, shard) in net.shards.iter_mut().enumerate() {
         shard.server.update(dt);
-        if let Err(e) = shard.transport.update(dt, &mut shard.server) {
+        if upkeep {
+            shard.transport.maintain(&mut shard.server);
+        }
+        if let Err(e) = shard.transport.receive(dt, &mut shard.server) {
             metrics::counter!("croft_instance_transport_errors_total").increment(1);
             tracing::warn!(shard = i, error = %e, "netcode transport error");
         }
@@ -489,9 +511,14 @@ pub fn send_system(mut net: ResMut<NetServer>, clock: Res<MatchClock>, mut last_
         return;
     }
     *last_tick = clock.tick;
+    let net = &mut *net;
+    let (idle, dirty) = (net.idle_flush_ticks, &net.dirty);
     for shard in &mut net.shards {
-        shard.transport.send_packets(&mut shard.server);
+        shard
+            .transport
+            .flush(&mut shard.server, clock.tick, idle, |c| dirty.contains(&c));
     }
+    net.dirty.clear();
     let connected = net.connected();
     metrics::gauge!("croft_instance_clients_connected").set(connected as f64);
 }

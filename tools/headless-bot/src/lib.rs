@@ -36,7 +36,7 @@ pub struct Connection {
 
 /// How often a connection flushes when it has nothing new to send: renet repeats pending acks
 /// on every flush, so flushing on every poll would flood the server with ack packets.
-pub const IDLE_FLUSH_EVERY: Duration = Duration::from_millis(50);
+pub const IDLE_FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 impl Connection {
     pub fn connect(token: ConnectToken) -> Result<Self, ClientError> {
@@ -250,7 +250,10 @@ impl MatchPlayer {
             self.conn = None;
             return;
         }
+        let mut urgent = false;
         while let Some(msg) = self.conn.as_mut().and_then(|c| c.receive()) {
+            // Acknowledge what arrived promptly, so the server does not resend it.
+            urgent = true;
             match msg {
                 Ok(msg) => self.handle(msg, now),
                 Err(e) => {
@@ -266,7 +269,6 @@ impl MatchPlayer {
             }
             return;
         }
-        let mut urgent = false;
         if self.in_flight.is_empty()
             && let (Some(at), Some(view)) = (self.next_move_at, self.view.as_ref())
             && now >= at
