@@ -159,14 +159,17 @@ fn build_app(
             PreUpdate,
             (
                 apply_control_commands,
-                net::receive_system.in_set(NetSystems::Receive),
+                net::drain_sockets.in_set(NetSystems::Receive),
             )
                 .chain(),
         )
         .add_systems(
             FixedUpdate,
             (
-                start_tick_timer.before(MatchSystems::Receive),
+                start_tick_timer.before(NetSystems::Deliver),
+                net::deliver_messages
+                    .in_set(NetSystems::Deliver)
+                    .before(MatchSystems::Receive),
                 finish_tick_timer.after(MatchSystems::Broadcast),
             ),
         )

@@ -25,8 +25,10 @@ use shared_sim::rules::Seat;
 /// Network systems, around the match simulation.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NetSystems {
-    /// PreUpdate: read sockets, admit clients, decode messages into the match inbox.
+    /// PreUpdate: drain the sockets into renet, every frame.
     Receive,
+    /// FixedUpdate, before the matches: admit clients, decode messages into the match inbox.
+    Deliver,
     /// PostUpdate: encode the match outbox and write sockets.
     Send,
 }
@@ -69,10 +71,10 @@ pub struct NetServer {
     dirty: HashSet<ClientId>,
     /// Ticks between flushes of a client with nothing new.
     idle_flush_ticks: u64,
-    /// The last simulation tick seen, and the last one upkeep ran for.
+    /// The last simulation tick seen.
     tick: u64,
-    maintained_tick: u64,
     last_update: Instant,
+    last_tick_update: Instant,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,8 +146,8 @@ impl NetServer {
             dirty: HashSet::new(),
             idle_flush_ticks: idle_flush_ticks.max(1),
             tick: 0,
-            maintained_tick: 0,
             last_update: Instant::now(),
+            last_tick_update: Instant::now(),
         })
     }
 
@@ -223,27 +225,34 @@ fn elapsed(net: &mut NetServer) -> Duration {
     dt
 }
 
-pub fn receive_system(
+/// Every frame: drain the sockets, so the kernel's receive buffer never overflows.
+pub fn drain_sockets(mut net: ResMut<NetServer>, clock: Res<MatchClock>) {
+    let dt = elapsed(&mut net);
+    net.tick = clock.tick;
+    for (i, shard) in net.shards.iter_mut().enumerate() {
+        if let Err(e) = shard.transport.receive(dt, &mut shard.server) {
+            metrics::counter!("croft_instance_transport_errors_total").increment(1);
+            tracing::warn!(shard = i, error = %e, "netcode transport error");
+        }
+    }
+}
+
+/// Once per simulation tick, right before the matches run: renet's per-connection upkeep,
+/// admissions and departures, grace expiry, and decoding messages into the match inbox.
+pub fn deliver_messages(
     mut net: ResMut<NetServer>,
     clock: Res<MatchClock>,
     index: Res<MatchIndex>,
     matches: Query<&CardMatch>,
     mut inbox: ResMut<MatchInbox>,
 ) {
-    let dt = elapsed(&mut net);
-    net.tick = clock.tick;
-    let upkeep = net.maintained_tick != clock.tick;
-    net.maintained_tick = clock.tick;
+    let now = Instant::now();
+    let since_tick = now - net.last_tick_update;
+    net.last_tick_update = now;
     let mut events = Vec::new();
     for (i, shard) in net.shards.iter_mut().enumerate() {
-        shard.server.update(dt);
-        if upkeep {
-            shard.transport.maintain(&mut shard.server);
-        }
-        if let Err(e) = shard.transport.receive(dt, &mut shard.server) {
-            metrics::counter!("croft_instance_transport_errors_total").increment(1);
-            tracing::warn!(shard = i, error = %e, "netcode transport error");
-        }
+        shard.server.update(since_tick);
+        shard.transport.maintain(&mut shard.server);
         while let Some(event) = shard.server.get_event() {
             events.push((i, event));
         }
