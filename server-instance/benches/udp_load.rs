@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
     let control = token::generate_secret()?;
     std::fs::write(dir.join("control.token"), &control)?;
     let cards = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/cards");
-    let shards = (matches * 2).div_ceil(1000).max(1);
+    let shards = matches.div_ceil(400).max(1);
     let ready_file = dir.join("ready.json");
     let child = Command::new(env!("CARGO_BIN_EXE_server-instance"))
         .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
@@ -121,6 +121,7 @@ fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let mut finished_matches = 0u64;
     let mut create_retries = 0u64;
+    let mut next_user = 10_000 + 2 * matches as u64;
     let mut failed_bots = 0usize;
     let mut acks_retired = 0u64;
     let mut latencies = Vec::new();
@@ -134,17 +135,21 @@ fn main() -> anyhow::Result<()> {
         }
         for (i, slot) in slots.iter_mut().enumerate() {
             if slot.iter().all(|p| p.is_done()) {
-                // The server may not have released the match yet: try again next round.
-                let Ok(next) = new_match([slot[0].user_id, slot[1].user_id]) else {
+                for p in slot.iter() {
+                    if let headless_bot::PlayerState::Failed(why) = &p.state {
+                        failed_bots += 1;
+                        if failed_bots <= 3 {
+                            eprintln!("bot {} failed: {why}", p.user_id);
+                        }
+                    }
+                }
+                // Fresh users: a failed bot's match may still be running on the server.
+                let users = [next_user, next_user + 1];
+                next_user += 2;
+                let Ok(next) = new_match(users) else {
                     create_retries += 1;
                     continue;
                 };
-                if slot
-                    .iter()
-                    .any(|p| matches!(p.state, headless_bot::PlayerState::Failed(_)))
-                {
-                    failed_bots += 1;
-                }
                 finished_matches += 1;
 
                 for (j, p) in slot.iter().enumerate() {

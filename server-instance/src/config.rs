@@ -21,7 +21,7 @@ pub struct InstanceConfig {
     #[arg(long, env = "CROFT_INSTANCE_PUBLIC_IP")]
     pub public_ip: Option<std::net::IpAddr>,
 
-    /// Netcode sockets to open; each holds at most 1024 clients (512 matches).
+    /// Netcode sockets to open; each holds at most 1024 clients (448 matches, keeping headroom for closing connections).
     #[arg(long, env = "CROFT_INSTANCE_SHARDS", default_value_t = 1)]
     pub shards: usize,
 

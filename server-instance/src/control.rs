@@ -20,8 +20,9 @@ use shared_sim::GameData;
 use shared_sim::plugin::{MatchId, MatchSpec, UserId};
 use tokio::sync::mpsc::UnboundedSender;
 
-/// Most matches one netcode socket can seat (1024 clients, two per match).
-pub const MATCHES_PER_SHARD: usize = 512;
+/// Most matches one netcode socket seats: 1024 clients at most, two per match, less headroom
+/// for players of just-ended matches whose connections are still closing.
+pub const MATCHES_PER_SHARD: usize = 448;
 
 /// What the async side tells the tick.
 #[derive(Debug)]

@@ -42,6 +42,10 @@ struct Control {
     commands: UnboundedReceiver<ControlCommand>,
 }
 
+/// Players of an ended match are disconnected this long after the end (time for the final
+/// events to be delivered and acknowledged).
+const CLOSE_AFTER_END: Duration = Duration::from_secs(2);
+
 /// How long a new match waits for a player beyond the reconnect grace: a connect token's lifetime.
 const NO_SHOW_EXTRA: Duration = Duration::from_secs(60);
 
@@ -294,6 +298,7 @@ fn route_outbox(
                 control.shared.release(record.match_id);
                 for user in record.players {
                     net.away.remove(&(record.match_id, user));
+                    net.close_later(record.match_id, user, CLOSE_AFTER_END);
                 }
                 if sink.0.send(*record).is_err() {
                     tracing::error!("match log writer is gone; record lost");

@@ -69,6 +69,9 @@ pub struct NetServer {
     pub bad_message_budget: u32,
     /// Clients with messages queued since the last flush.
     dirty: HashSet<ClientId>,
+    /// Players of ended matches, disconnected once their last messages had time to arrive, so
+    /// that a client that never says goodbye does not hold a netcode slot until it times out.
+    closing: Vec<(Instant, MatchId, UserId)>,
     /// Ticks between flushes of a client with nothing new.
     idle_flush_ticks: u64,
     /// The last simulation tick seen.
@@ -144,11 +147,33 @@ impl NetServer {
             grace,
             bad_message_budget,
             dirty: HashSet::new(),
+            closing: Vec::new(),
             idle_flush_ticks: idle_flush_ticks.max(1),
             tick: 0,
             last_update: Instant::now(),
             last_tick_update: Instant::now(),
         })
+    }
+
+    /// Disconnects `user` after `delay` if they are still bound to `match_id` then.
+    pub fn close_later(&mut self, match_id: MatchId, user: UserId, delay: Duration) {
+        self.closing.push((Instant::now() + delay, match_id, user));
+    }
+
+    fn close_due(&mut self, now: Instant) {
+        let due: Vec<(Instant, MatchId, UserId)> = self
+            .closing
+            .extract_if(.., |(at, _, _)| *at <= now)
+            .collect();
+        for (_, match_id, user) in due {
+            let Some(session) = self.sessions.get(&user).copied() else {
+                continue;
+            };
+            if session.match_id == match_id {
+                self.sessions.remove(&user);
+                self.shards[session.shard].server.disconnect(user);
+            }
+        }
     }
 
     pub fn public_addrs(&self) -> Vec<SocketAddr> {
@@ -247,6 +272,7 @@ pub fn deliver_messages(
     mut inbox: ResMut<MatchInbox>,
 ) {
     let now = Instant::now();
+    net.close_due(now);
     let since_tick = now - net.last_tick_update;
     net.last_tick_update = now;
     let mut events = Vec::new();
