@@ -19,6 +19,10 @@ use shared_sim::rules::{Action, MatchState, Seat, Target};
 
 const TICK_HZ: u32 = 20;
 
+// The same allocator as the server binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -97,14 +97,31 @@ fn main() -> anyhow::Result<()> {
     for i in 0..matches as u64 {
         slots.push(new_match([10_000 + 2 * i, 10_001 + 2 * i])?);
     }
-    // Warm-up: everyone connected and playing.
-    let warm = Instant::now();
-    while warm.elapsed() < Duration::from_secs(3) {
-        for p in slots.iter_mut().flatten() {
-            p.poll(&mm);
+    let poll_all = |slots: &mut Vec<Vec<MatchPlayer>>, for_how_long: Duration| {
+        let start = Instant::now();
+        while start.elapsed() < for_how_long {
+            for p in slots.iter_mut().flatten() {
+                p.poll(&mm);
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Idle floor: everyone connected, nobody moving.
+    for p in slots.iter_mut().flatten() {
+        p.hold = true;
     }
+    poll_all(&mut slots, Duration::from_secs(3));
+    let idle_start = ProcessStats::read_pid(&pid).expect("server stats");
+    let idle_window = Duration::from_secs(5);
+    poll_all(&mut slots, idle_window);
+    let idle_end = ProcessStats::read_pid(&pid).expect("server stats");
+    let idle_cpu_per_s =
+        (idle_end.cpu_seconds - idle_start.cpu_seconds) / idle_window.as_secs_f64();
+    // Warm-up: everyone playing.
+    for p in slots.iter_mut().flatten() {
+        p.hold = false;
+    }
+    poll_all(&mut slots, Duration::from_secs(3));
     let loaded = ProcessStats::read_pid(&pid).expect("server stats");
     let bot_start = ProcessStats::read().expect("own stats");
     let acks_before: u64 = slots
@@ -202,6 +219,12 @@ fn main() -> anyhow::Result<()> {
         cpu,
         100.0 * cpu / elapsed,
         cpu * 1e6 / moves.max(1) as f64
+    );
+    let marginal = (cpu - idle_cpu_per_s * elapsed).max(0.0);
+    println!(
+        "  idle floor with all bots connected: {:.1}% of a core; above it {:.1} us per move",
+        100.0 * idle_cpu_per_s,
+        marginal * 1e6 / moves.max(1) as f64
     );
     println!(
         "  move -> ack p50 {:.2} ms p99 {:.2} ms",

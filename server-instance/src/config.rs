@@ -71,6 +71,10 @@ pub struct InstanceConfig {
     #[arg(long, env = "CROFT_BAD_MESSAGE_BUDGET", default_value_t = 8)]
     pub bad_message_budget: u32,
 
+    /// Messages a client may send per second; the excess is refused and counts as bad.
+    #[arg(long, env = "CROFT_MAX_MESSAGES_PER_SECOND", default_value_t = 40)]
+    pub max_messages_per_second: u32,
+
     /// Where finished matches (setup, input log, result) are appended as JSON lines.
     #[arg(long, env = "CROFT_MATCH_LOG", default_value = "data/matches.jsonl")]
     pub match_log: PathBuf,

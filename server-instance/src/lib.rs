@@ -73,9 +73,13 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         config.public_ip,
         config.shards,
         *key.bytes(),
-        Duration::from_secs(u64::from(config.grace_seconds)),
-        config.bad_message_budget,
-        (u64::from(config.idle_flush_ms) * u64::from(config.tick_hz) / 1000).max(1),
+        net::SessionLimits {
+            grace: Duration::from_secs(u64::from(config.grace_seconds)),
+            bad_message_budget: config.bad_message_budget,
+            max_messages_per_second: config.max_messages_per_second,
+            idle_flush_ticks: (u64::from(config.idle_flush_ms) * u64::from(config.tick_hz) / 1000)
+                .max(1),
+        },
     )?;
     let readiness = telemetry::Readiness::new(false);
     let shared = Arc::new(ControlShared::new(

@@ -41,6 +41,17 @@ pub struct Shard {
     pub public_addr: SocketAddr,
 }
 
+/// How much a client may get away with, and how often idle clients are flushed.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Time a dropped player has to come back.
+    pub grace: Duration,
+    pub bad_message_budget: u32,
+    pub max_messages_per_second: u32,
+    /// Ticks between flushes of a client with nothing new (acks, keep-alive).
+    pub idle_flush_ticks: u64,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Away {
     pub until: Instant,
@@ -55,6 +66,9 @@ pub struct PlayerSession {
     pub match_id: MatchId,
     pub seat: Seat,
     pub bad_messages: u32,
+    /// The second (in simulation time) `messages` counts in.
+    pub window: u64,
+    pub messages: u32,
 }
 
 #[derive(Resource)]
@@ -67,6 +81,8 @@ pub struct NetServer {
     pub away: HashMap<(MatchId, UserId), Away>,
     pub grace: Duration,
     pub bad_message_budget: u32,
+    /// Messages a client may send per second; more count as bad messages and are dropped.
+    pub max_messages_per_second: u32,
     /// Clients with messages queued since the last flush.
     dirty: HashSet<ClientId>,
     /// Players of ended matches, disconnected once their last messages had time to arrive, so
@@ -98,9 +114,7 @@ impl NetServer {
         public_ip: Option<std::net::IpAddr>,
         shards: usize,
         private_key: [u8; 32],
-        grace: Duration,
-        bad_message_budget: u32,
-        idle_flush_ticks: u64,
+        limits: SessionLimits,
     ) -> Result<Self, NetError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -144,11 +158,12 @@ impl NetServer {
             shards: out,
             sessions: HashMap::new(),
             away: HashMap::new(),
-            grace,
-            bad_message_budget,
+            grace: limits.grace,
+            bad_message_budget: limits.bad_message_budget,
+            max_messages_per_second: limits.max_messages_per_second,
             dirty: HashSet::new(),
             closing: Vec::new(),
-            idle_flush_ticks: idle_flush_ticks.max(1),
+            idle_flush_ticks: limits.idle_flush_ticks.max(1),
             tick: 0,
             last_update: Instant::now(),
             last_tick_update: Instant::now(),
@@ -400,6 +415,8 @@ fn admit(
             match_id: m.id,
             seat,
             bad_messages: 0,
+            window: 0,
+            messages: 0,
         },
     );
     let returning = net
@@ -425,7 +442,7 @@ fn admit(
     net.send_on(
         shard,
         client_id,
-        &ServerMessage::Snapshot(m.snapshot_for(seat, clock)),
+        &ServerMessage::Snapshot(Box::new(m.snapshot_for(seat, clock))),
     );
     if returning {
         let opponent = m.players[seat.other().index()];
@@ -484,7 +501,32 @@ fn read_messages(
                 break;
             };
             metrics::counter!("croft_instance_messages_received_total").increment(1);
-            match ClientMessage::decode(&bytes) {
+            let window = clock.tick / u64::from(clock.tick_hz.max(1));
+            let limit = net.max_messages_per_second;
+            let Some(s) = net.sessions.get_mut(&client) else {
+                break;
+            };
+            if s.window != window {
+                s.window = window;
+                s.messages = 0;
+            }
+            s.messages += 1;
+            let decoded = if s.messages > limit {
+                Err((
+                    ErrorCode::RateLimited,
+                    format!("more than {limit} messages in a second"),
+                    "rate_limited",
+                ))
+            } else {
+                ClientMessage::decode(&bytes).map_err(|e| {
+                    let reason = match e.code() {
+                        ErrorCode::TooLarge => "too_large",
+                        _ => "malformed",
+                    };
+                    (e.code(), e.to_string(), reason)
+                })
+            };
+            match decoded {
                 Ok(ClientMessage::MatchAction { seq, action }) => inbox.0.push(MatchCommand {
                     match_id: session.match_id,
                     user_id: client,
@@ -497,27 +539,22 @@ fn read_messages(
                         .and_then(|e| matches.get(*e).ok());
                     if let Some(m) = found.filter(|m| m.seat_of(client) == Some(session.seat)) {
                         let snapshot = m.snapshot_for(session.seat, clock);
-                        net.send(client, &ServerMessage::Snapshot(snapshot));
+                        net.send(client, &ServerMessage::Snapshot(Box::new(snapshot)));
                     }
                 }
-                Err(e) => {
-                    let reason = match e.code() {
-                        ErrorCode::TooLarge => "too_large",
-                        _ => "malformed",
-                    };
-                    metrics::counter!("croft_instance_decode_errors_total", "reason" => reason)
+                Err((code, message, reason)) => {
+                    metrics::counter!("croft_instance_bad_messages_total", "reason" => reason)
                         .increment(1);
                     let Some(s) = net.sessions.get_mut(&client) else {
                         break;
                     };
                     s.bad_messages += 1;
-                    let over = s.bad_messages > net.bad_message_budget;
-                    if over {
+                    if s.bad_messages > net.bad_message_budget {
                         net.refuse(
                             session.shard,
                             client,
                             ErrorCode::TooManyErrors,
-                            "too many malformed messages".into(),
+                            "too many bad messages".into(),
                             "bad_messages",
                         );
                         // Kicked like a drop: the grace period and forfeit rules apply.
@@ -526,13 +563,7 @@ fn read_messages(
                         }
                         break;
                     }
-                    net.send(
-                        client,
-                        &ServerMessage::Error {
-                            code: e.code(),
-                            message: e.to_string(),
-                        },
-                    );
+                    net.send(client, &ServerMessage::Error { code, message });
                 }
             }
         }

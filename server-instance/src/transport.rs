@@ -17,6 +17,9 @@ use renetcode::{
     NETCODE_MAX_PACKET_BYTES, NETCODE_USER_DATA_BYTES, NetcodeServer, ServerConfig, ServerResult,
 };
 
+/// renet's wire tag of an ack-only packet (`Packet::Ack`).
+pub const RENET_ACK_PACKET: u8 = 4;
+
 pub struct NetcodeSocket {
     socket: UdpSocket,
     netcode: NetcodeServer,
@@ -71,13 +74,22 @@ impl NetcodeSocket {
         }
     }
 
-    /// Sends one client's queued packets now.
+    /// Sends one client's queued packets now, acks included.
     pub fn flush_client(&mut self, server: &mut RenetServer, client: ClientId, tick: u64) {
         self.last_flush.insert(client, tick);
+        self.send_client(server, client, true);
+    }
+
+    /// Sends one client's packets; renet's ack-only packet only when `with_acks` (acks are
+    /// cumulative and repeated until acknowledged, so a skipped one loses nothing).
+    fn send_client(&mut self, server: &mut RenetServer, client: ClientId, with_acks: bool) {
         let Ok(packets) = server.get_packets_to_send(client) else {
             return;
         };
         for packet in packets {
+            if !with_acks && packet.first() == Some(&RENET_ACK_PACKET) {
+                continue;
+            }
             match self.netcode.generate_payload_packet(client, &packet) {
                 Ok((addr, payload)) => {
                     if let Err(e) = self.socket.send_to(payload, addr) {
@@ -94,7 +106,8 @@ impl NetcodeSocket {
         }
     }
 
-    /// Flushes clients with news (`dirty`) and every other client once per `idle_ticks`.
+    /// Every `idle_ticks` a client gets a full flush (acks included); in between, a client with
+    /// news (`dirty`) gets its messages only.
     pub fn flush(
         &mut self,
         server: &mut RenetServer,
@@ -105,8 +118,10 @@ impl NetcodeSocket {
         let clients: Vec<ClientId> = server.clients_id_iter().collect();
         for client in clients {
             let last = self.last_flush.get(&client).copied().unwrap_or(0);
-            if dirty(client) || tick.saturating_sub(last) >= idle_ticks {
+            if tick.saturating_sub(last) >= idle_ticks {
                 self.flush_client(server, client, tick);
+            } else if dirty(client) {
+                self.send_client(server, client, false);
             }
         }
     }

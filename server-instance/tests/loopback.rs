@@ -251,6 +251,25 @@ fn abuse_is_refused_and_the_honest_match_still_finishes() {
             reason: shared_sim::rules::ActionError::NotYourTurn
         }
     );
+    // Flooding (well-formed messages past the per-second limit) is refused, then kicked.
+    for _ in 0..45 {
+        p32.send(&ClientMessage::RequestSnapshot);
+    }
+    assert!(
+        wait_for(&mut p32, Duration::from_secs(5), |m| refused(
+            m,
+            ErrorCode::RateLimited
+        ))
+        .is_some(),
+        "no rate-limit error"
+    );
+    assert!(
+        wait_for(&mut p32, Duration::from_secs(5), |m| refused(
+            m,
+            ErrorCode::TooManyErrors
+        ))
+        .is_some()
+    );
     p31.send(&ClientMessage::MatchAction {
         seq: 8,
         action: Action::PlayCard {
@@ -326,7 +345,7 @@ fn abuse_is_refused_and_the_honest_match_still_finishes() {
         .text()
         .unwrap();
     assert!(
-        metrics.contains("croft_instance_decode_errors_total"),
+        metrics.contains("croft_instance_bad_messages_total"),
         "{metrics}"
     );
     assert!(metrics.contains("croft_instance_connections_refused_total"));

@@ -4,9 +4,9 @@
 //! The plugin knows nothing of sockets. A server pushes decoded client commands into
 //! [`MatchInbox`] before `FixedUpdate` and drains [`MatchOutbox`] after it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,7 @@ impl Plugin for MatchPlugin {
                 linger_ticks: u64::from(self.linger_seconds) * u64::from(self.tick_hz.max(1)),
             })
             .init_resource::<MatchIndex>()
+            .init_resource::<EndedMatches>()
             .init_resource::<MatchInbox>()
             .init_resource::<MatchOutbox>()
             .configure_sets(
@@ -93,6 +94,10 @@ pub struct MatchClock {
 
 #[derive(Resource, Default, Debug)]
 pub struct MatchIndex(pub HashMap<MatchId, Entity>);
+
+/// Matches that ended, oldest first: (tick it ended, entity, id).
+#[derive(Resource, Default, Debug)]
+pub struct EndedMatches(pub std::collections::VecDeque<(u64, Entity, MatchId)>);
 
 /// A decoded, authenticated request from a player (or from the server about a player).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -345,9 +350,16 @@ fn apply_inputs(clock: Res<MatchClock>, mut matches: Query<&mut CardMatch>) {
             continue;
         }
         let m = &mut *m;
-        for (seat, seq, input) in m.pending.drain(..) {
-            // Re-checked here: an earlier input this tick may have changed what is legal.
-            match m.state.apply(&m.data, tick, &input, &mut m.events) {
+        for (i, (seat, seq, input)) in m.pending.drain(..).enumerate() {
+            // The first input was validated against this state in `Validate`; later ones are
+            // re-checked, since an earlier input this tick may have changed what is legal.
+            let applied = if i == 0 {
+                m.state
+                    .apply_validated(&m.data, tick, &input, &mut m.events)
+            } else {
+                m.state.apply(&m.data, tick, &input, &mut m.events)
+            };
+            match applied {
                 Ok(()) => {
                     m.log.push(InputRecord { tick, input });
                     if let Some(seq) = seq {
@@ -374,10 +386,11 @@ fn apply_inputs(clock: Res<MatchClock>, mut matches: Query<&mut CardMatch>) {
 
 fn broadcast_outcomes(
     clock: Res<MatchClock>,
-    mut matches: Query<&mut CardMatch>,
+    mut matches: Query<(Entity, &mut CardMatch)>,
     mut outbox: ResMut<MatchOutbox>,
+    mut ended: ResMut<EndedMatches>,
 ) {
-    for mut m in &mut matches {
+    for (entity, mut m) in &mut matches {
         if m.replies.is_empty()
             && m.events.is_empty()
             && (m.ended_at.is_some() || !m.state.is_over())
@@ -393,18 +406,34 @@ fn broadcast_outcomes(
             });
         }
         if !m.events.is_empty() {
-            for seat in Seat::BOTH {
-                let events = m.events.iter().map(|e| e.redacted_for(seat)).collect();
+            // The first seat gets a redacted copy, the second the (redacted in place) original:
+            // one copy per tick instead of two.
+            let first: Vec<MatchEvent> = m
+                .events
+                .iter()
+                .map(|e| e.redacted_for(Seat::First))
+                .collect();
+            let mut second = std::mem::take(&mut m.events);
+            for e in &mut second {
+                if let MatchEvent::CardDrawn {
+                    seat: Seat::First,
+                    card,
+                } = e
+                {
+                    *card = None;
+                }
+            }
+            for (seat, events) in [(Seat::First, first), (Seat::Second, second)] {
                 outbox.0.push(MatchOutput::ToPlayer {
                     match_id: m.id,
                     user_id: m.players[seat.index()],
                     message: ServerMessage::Events(events),
                 });
             }
-            m.events.clear();
         }
         if m.ended_at.is_none() && m.state.is_over() {
             m.ended_at = Some(clock.tick);
+            ended.0.push_back((clock.tick, entity, m.id));
             if let Some(record) = m.record() {
                 outbox.0.push(MatchOutput::Ended(Box::new(record)));
             }
@@ -416,18 +445,21 @@ fn remove_finished(
     mut commands: Commands,
     clock: Res<MatchClock>,
     mut index: ResMut<MatchIndex>,
-    matches: Query<(Entity, &CardMatch)>,
+    mut ended: ResMut<EndedMatches>,
 ) {
-    // Checked once a second: lingering matches cost nothing in between.
-    if !clock.tick.is_multiple_of(u64::from(clock.tick_hz)) {
-        return;
-    }
-    for (entity, m) in &matches {
-        if let Some(at) = m.ended_at
-            && clock.tick >= at + clock.linger_ticks
-        {
-            index.0.remove(&m.id);
-            commands.entity(entity).despawn();
+    // Ended matches queue up in the order they ended, so only the due ones are touched; a
+    // sweep over every match would cost a spike on the tick that runs it.
+    while let Some((at, _, _)) = ended.0.front()
+        && clock.tick >= at + clock.linger_ticks
+    {
+        let Some((_, entity, id)) = ended.0.pop_front() else {
+            break;
+        };
+        if index.0.get(&id) == Some(&entity) {
+            index.0.remove(&id);
+        }
+        if let Ok(mut e) = commands.get_entity(entity) {
+            e.despawn();
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::rules::{Action, ActionError, MatchEvent, Seat};
 use crate::view::MatchSnapshot;
 
 /// Bumped whenever any message layout changes.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The netcode protocol id: ASCII "CROFT" then the version, so that clients of another protocol
 /// version are refused at the handshake instead of sending messages the server misreads.
@@ -43,8 +43,10 @@ impl Channel {
             ChannelConfig {
                 channel_id: Channel::Reliable.into(),
                 max_memory_usage_bytes: 1024 * 1024,
+                // Longer than the 250 ms ack cadence of both ends, so that only real losses
+                // are resent.
                 send_type: SendType::ReliableOrdered {
-                    resend_time: Duration::from_millis(200),
+                    resend_time: Duration::from_millis(600),
                 },
             },
             ChannelConfig {
@@ -91,6 +93,8 @@ pub enum ErrorCode {
     TooManyErrors,
     /// The server is shutting down.
     ShuttingDown,
+    /// More messages per second than the server accepts from one client.
+    RateLimited,
 }
 
 /// Messages the server sends.
@@ -102,8 +106,9 @@ pub enum ServerMessage {
         match_id: u64,
         seat: Seat,
     },
-    /// The whole match as this player may see it.
-    Snapshot(MatchSnapshot),
+    /// The whole match as this player may see it (boxed: it is far larger than the other
+    /// messages; the wire encoding is the same).
+    Snapshot(Box<MatchSnapshot>),
     /// What happened since the last message, in order (redacted for this player).
     Events(Vec<MatchEvent>),
     ActionAccepted {

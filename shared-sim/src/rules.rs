@@ -358,11 +358,30 @@ impl MatchState {
         input: &Input,
         events: &mut Vec<MatchEvent>,
     ) -> Result<(), ActionError> {
+        if let Input::Act(seat, action) = input {
+            self.validate(data, *seat, action)?;
+        }
+        self.apply_validated(data, tick, input, events)
+    }
+
+    /// [`Self::apply`] for an input the caller has just checked with [`Self::validate`] against
+    /// this very state (the tick validates every input once, and re-validates only those that
+    /// follow another input of the same match).
+    pub fn apply_validated(
+        &mut self,
+        data: &GameData,
+        tick: u64,
+        input: &Input,
+        events: &mut Vec<MatchEvent>,
+    ) -> Result<(), ActionError> {
         if self.is_over() {
             return Err(ActionError::MatchOver);
         }
         match input {
-            Input::Act(seat, action) => self.act(data, tick, *seat, action, events),
+            Input::Act(seat, action) => {
+                debug_assert_eq!(self.validate(data, *seat, action), Ok(()));
+                self.act(data, tick, *seat, action, events)
+            }
             Input::TurnTimeout => {
                 self.end_turn(data, tick, true, events);
                 Ok(())
@@ -510,7 +529,6 @@ impl MatchState {
         action: &Action,
         events: &mut Vec<MatchEvent>,
     ) -> Result<(), ActionError> {
-        self.validate(data, seat, action)?;
         match action {
             Action::PlayCard { card, target } => {
                 let pos = self.hand_position(data, seat, card)?;

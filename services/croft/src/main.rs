@@ -7,6 +7,10 @@ use clap::{Parser, Subcommand};
 mod cards;
 mod up;
 
+// The same allocator as the `server-instance` binary, since `croft instance` runs the same server.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "croft",

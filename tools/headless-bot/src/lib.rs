@@ -5,6 +5,7 @@
 
 pub mod dev;
 pub mod policy;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::net::UdpSocket;
@@ -12,11 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use renet::RenetClient;
-use renet_netcode::{ClientAuthentication, ConnectToken, NetcodeClientTransport};
+use renet_netcode::{ClientAuthentication, ConnectToken};
 use shared_sim::GameData;
 use shared_sim::protocol::{Channel, ClientMessage, ErrorCode, ServerMessage, connection_config};
 use shared_sim::rules::{Action, MatchResult, Seat};
 use shared_sim::view::MatchSnapshot;
+use transport::ClientSocket;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -29,13 +31,14 @@ pub enum ClientError {
 /// One secure netcode connection carrying croft messages.
 pub struct Connection {
     client: RenetClient,
-    transport: NetcodeClientTransport,
+    transport: ClientSocket,
     last: Instant,
     last_flush: Instant,
 }
 
-/// How often a connection flushes when it has nothing new to send: renet repeats pending acks
-/// on every flush, so flushing on every poll would flood the server with ack packets.
+/// How often a connection flushes its acks: renet repeats pending acks on every flush, so acks
+/// go out on this cadence (like delayed acks) and not with every message. Must stay well below
+/// the reliable channel's resend time.
 pub const IDLE_FLUSH_EVERY: Duration = Duration::from_millis(250);
 
 impl Connection {
@@ -49,7 +52,7 @@ impl Connection {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let transport = NetcodeClientTransport::new(
+        let transport = ClientSocket::new(
             now,
             ClientAuthentication::Secure {
                 connect_token: token,
@@ -86,19 +89,24 @@ impl Connection {
         self.client.send_message(Channel::Reliable, bytes);
     }
 
-    /// Flushes now if `urgent` (a new message waits) or the idle interval has passed.
+    /// Sends new messages now if `urgent`; acks go out every [`IDLE_FLUSH_EVERY`].
     pub fn flush_if_due(&mut self, urgent: bool) -> Result<(), ClientError> {
-        if urgent || self.last_flush.elapsed() >= IDLE_FLUSH_EVERY {
+        if self.last_flush.elapsed() >= IDLE_FLUSH_EVERY {
             self.flush()
+        } else if urgent {
+            self.transport
+                .send(&mut self.client, false)
+                .map_err(|e| ClientError::Netcode(e.to_string()))
         } else {
             Ok(())
         }
     }
 
+    /// Sends everything queued, acks included.
     pub fn flush(&mut self) -> Result<(), ClientError> {
         self.last_flush = Instant::now();
         self.transport
-            .send_packets(&mut self.client)
+            .send(&mut self.client, true)
             .map_err(|e| ClientError::Netcode(e.to_string()))
     }
 
@@ -171,6 +179,9 @@ pub struct MatchPlayer {
     pub view: Option<MatchSnapshot>,
     pub state: PlayerState,
     pub stats: PlayerStats,
+    /// While true the player stays connected but makes no moves (load tests measure the idle
+    /// cost of connected players this way).
+    pub hold: bool,
     conn: Option<Connection>,
     data: Arc<GameData>,
     pacing: Pacing,
@@ -197,6 +208,7 @@ impl MatchPlayer {
             view: None,
             state: PlayerState::Connecting,
             stats: PlayerStats::default(),
+            hold: false,
             conn: Some(Connection::connect(token)?),
             data,
             pacing,
@@ -252,8 +264,6 @@ impl MatchPlayer {
         }
         let mut urgent = false;
         while let Some(msg) = self.conn.as_mut().and_then(|c| c.receive()) {
-            // Acknowledge what arrived promptly, so the server does not resend it.
-            urgent = true;
             match msg {
                 Ok(msg) => self.handle(msg, now),
                 Err(e) => {
@@ -270,6 +280,7 @@ impl MatchPlayer {
             return;
         }
         if self.in_flight.is_empty()
+            && !self.hold
             && let (Some(at), Some(view)) = (self.next_move_at, self.view.as_ref())
             && now >= at
             && view.is_my_turn()
@@ -341,7 +352,7 @@ impl MatchPlayer {
                 if let Some(result) = s.result {
                     self.state = PlayerState::Finished(result);
                 }
-                self.view = Some(s);
+                self.view = Some(*s);
                 self.schedule_move(now);
             }
             ServerMessage::Events(events) => {

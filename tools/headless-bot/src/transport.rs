@@ -1,0 +1,110 @@
+//! The client's netcode socket, with control over when acks go out.
+//!
+//! renet appends an ack packet to every flush while acks are pending (always, as both ends
+//! ack each other's acks). Sending that ack packet only on the periodic flush, not with every
+//! action, halves the datagrams per move; acks are cumulative ranges, so one skipped ack
+//! packet loses nothing (renet counts it as a lost packet and forgets it after 3 s).
+
+use std::io;
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use renet::RenetClient;
+use renetcode::{ClientAuthentication, NETCODE_MAX_PACKET_BYTES, NetcodeClient};
+
+/// renet's wire tag of an ack-only packet (`Packet::Ack`).
+pub const RENET_ACK_PACKET: u8 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("netcode: {0}")]
+    Netcode(#[from] renetcode::NetcodeError),
+    #[error("disconnected: {0}")]
+    Disconnected(String),
+}
+
+pub struct ClientSocket {
+    socket: UdpSocket,
+    netcode: NetcodeClient,
+    buffer: Box<[u8; NETCODE_MAX_PACKET_BYTES]>,
+}
+
+impl ClientSocket {
+    pub fn new(
+        now: Duration,
+        authentication: ClientAuthentication,
+        socket: UdpSocket,
+    ) -> Result<Self, TransportError> {
+        socket.set_nonblocking(true)?;
+        Ok(Self {
+            socket,
+            netcode: NetcodeClient::new(now, authentication)?,
+            buffer: Box::new([0; NETCODE_MAX_PACKET_BYTES]),
+        })
+    }
+
+    /// Reads every waiting datagram into `client` and lets netcode send what its state needs
+    /// (connection requests, keep-alives).
+    pub fn update(&mut self, dt: Duration, client: &mut RenetClient) -> Result<(), TransportError> {
+        if let Some(reason) = self.netcode.disconnect_reason() {
+            client.disconnect_due_to_transport();
+            return Err(TransportError::Disconnected(reason.to_string()));
+        }
+        if let Some(reason) = client.disconnect_reason() {
+            let (addr, packet) = self.netcode.disconnect()?;
+            self.socket.send_to(packet, addr)?;
+            return Err(TransportError::Disconnected(reason.to_string()));
+        }
+        if self.netcode.is_connected() {
+            client.set_connected();
+        } else if self.netcode.is_connecting() {
+            client.set_connecting();
+        }
+        loop {
+            let len = match self.socket.recv_from(&mut self.buffer[..]) {
+                Ok((len, addr)) if addr == self.netcode.server_addr() => len,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => break,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(payload) = self.netcode.process_packet(&mut self.buffer[..len]) {
+                client.process_packet(payload);
+            }
+        }
+        if let Some((packet, addr)) = self.netcode.update(dt) {
+            self.socket.send_to(packet, addr)?;
+        }
+        Ok(())
+    }
+
+    /// Sends renet's packets; the ack-only packet only when `with_acks`.
+    pub fn send(
+        &mut self,
+        client: &mut RenetClient,
+        with_acks: bool,
+    ) -> Result<(), TransportError> {
+        if let Some(reason) = self.netcode.disconnect_reason() {
+            return Err(TransportError::Disconnected(reason.to_string()));
+        }
+        for packet in client.get_packets_to_send() {
+            if !with_acks && packet.first() == Some(&RENET_ACK_PACKET) {
+                continue;
+            }
+            let (addr, payload) = self.netcode.generate_payload_packet(&packet)?;
+            self.socket.send_to(payload, addr)?;
+        }
+        Ok(())
+    }
+
+    pub fn disconnect(&mut self) {
+        if self.netcode.is_disconnected() {
+            return;
+        }
+        if let Ok((addr, packet)) = self.netcode.disconnect() {
+            let _ = self.socket.send_to(packet, addr);
+        }
+    }
+}
