@@ -24,15 +24,9 @@ const TICK_HZ: u32 = 20;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
+    telemetry::ProcessStats::read()
+        .map(|s| s.resident_bytes)
         .unwrap_or(0)
-        * 1024
 }
 
 /// A cheap scripted move read straight from the server state (the client's cost is not measured).

@@ -480,6 +480,13 @@ impl MatchState {
             .ok_or(ActionError::CardNotInHand)
     }
 
+    fn creature_mut(&mut self, id: CreatureId) -> Option<&mut Creature> {
+        self.players
+            .iter_mut()
+            .flat_map(|p| p.board.iter_mut())
+            .find(|c| c.id == id)
+    }
+
     fn creature_owner(&self, id: CreatureId) -> Option<Seat> {
         Seat::BOTH
             .into_iter()
@@ -662,12 +669,7 @@ impl MatchState {
                 amount
             }
             Target::Creature(id) => {
-                let Some(c) = self
-                    .players
-                    .iter_mut()
-                    .flat_map(|p| p.board.iter_mut())
-                    .find(|c| c.id == id)
-                else {
+                let Some(c) = self.creature_mut(id) else {
                     return;
                 };
                 if c.shield {
@@ -704,12 +706,7 @@ impl MatchState {
         match target {
             Target::Hero(s) => self.heal_hero(s, amount, events),
             Target::Creature(id) => {
-                if let Some(c) = self
-                    .players
-                    .iter_mut()
-                    .flat_map(|p| p.board.iter_mut())
-                    .find(|c| c.id == id)
-                {
+                if let Some(c) = self.creature_mut(id) {
                     let before = c.health;
                     c.health = (c.health + i16::from(amount)).min(i16::from(c.max_health));
                     let healed = (c.health - before).max(0) as u8;
