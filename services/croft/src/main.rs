@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod cards;
 mod up;
+mod users;
 
 // The same allocator as the `server-instance` binary, since `croft instance` runs the same server.
 #[global_allocator]
@@ -28,6 +29,13 @@ enum Command {
     Up(up::UpArgs),
     /// Run an instance server (the same as the `server-instance` binary).
     Instance(server_instance::InstanceConfig),
+    /// Apply database migrations.
+    Migrate(users::DatabaseArg),
+    /// Account administration.
+    User {
+        #[command(subcommand)]
+        command: users::UserCommand,
+    },
     /// Card data tools.
     Cards {
         #[command(subcommand)]
@@ -63,6 +71,8 @@ fn main() {
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Instance(config) => server_instance::run(config),
+        Command::Migrate(db) => users::migrate(db),
+        Command::User { command } => users::run(command),
         Command::Cards {
             command: CardsCommand::Check { dir },
         } => cards::check(dir.unwrap_or_else(|| PathBuf::from("assets/cards"))),

@@ -143,3 +143,104 @@ fn dev_token_refuses_a_weak_key() {
     assert_eq!(token::decode_token(token.trim()).unwrap().client_id, 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn croft_with_stdin(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = croft()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn user_add_import_and_migrate_on_sqlite() {
+    let dir = std::env::temp_dir().join(format!("croft-users-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = format!("sqlite://{}/croft.db", dir.display());
+    let out = croft()
+        .args(["migrate", "--database", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = croft_with_stdin(
+        &[
+            "user",
+            "add",
+            "--database",
+            &url,
+            "Alice",
+            "--password-stdin",
+        ],
+        "correct horse battery\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created user `Alice`"));
+    // Same name in another case: refused, and says why.
+    let out = croft_with_stdin(
+        &[
+            "user",
+            "add",
+            "--database",
+            &url,
+            "alice",
+            "--password-stdin",
+        ],
+        "another password\n",
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = croft_with_stdin(
+        &["user", "add", "--database", &url, "bob", "--password-stdin"],
+        "short\n",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password must be"));
+
+    // Import keeps existing argon2 hashes; anything else is refused with the line number.
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0c1Hf9pPvN7nB7X4mEXcG0xDQJxjlV1m1yP1Gc2v7lQ";
+    let list = dir.join("users.txt");
+    std::fs::write(&list, format!("# name:phc\ncarol:{hash}\n")).unwrap();
+    let out = croft()
+        .args(["user", "import", "--database", &url])
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 1 of 1"));
+    std::fs::write(&list, "dave:$pbkdf2$nope\n").unwrap();
+    let out = croft()
+        .args(["user", "import", "--database", &url])
+        .arg(&list)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

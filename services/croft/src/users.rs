@@ -1,0 +1,129 @@
+//! `croft migrate` and `croft user ...`: account administration from the command line
+//! (registration is external to the game, as the architecture says).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use auth::Passwords;
+use store::{PoolSettings, Store};
+
+#[derive(clap::Args, Debug)]
+pub struct DatabaseArg {
+    /// `postgres://…` or `sqlite://PATH` (created if missing).
+    #[arg(
+        long,
+        env = "CROFT_DATABASE_URL",
+        default_value = "sqlite://data/croft.db"
+    )]
+    pub database: String,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create an account; the password is read from standard input.
+    Add {
+        #[command(flatten)]
+        db: DatabaseArg,
+        name: String,
+        /// Read the password from stdin (the only way: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Import accounts with existing argon2 PHC hashes: one `NAME:PHC` per line (`-` = stdin).
+    Import {
+        #[command(flatten)]
+        db: DatabaseArg,
+        file: PathBuf,
+    },
+}
+
+async fn open(db: &DatabaseArg) -> anyhow::Result<Store> {
+    if let Some(path) = db.database.strip_prefix("sqlite://")
+        && let Some(parent) = std::path::Path::new(path.split('?').next().unwrap_or(path)).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let store = Store::connect(&db.database, &PoolSettings::default())
+        .await
+        .with_context(|| format!("connecting to {}", store::redact(&db.database)))?;
+    store.migrate().await.context("running migrations")?;
+    Ok(store)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+pub fn migrate(db: DatabaseArg) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let store = open(&db).await?;
+        store.close().await;
+        println!("migrations applied to {}", store::redact(&db.database));
+        Ok(())
+    })
+}
+
+pub fn run(command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add { db, name, .. } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            let hash = Passwords::new(1)?.hash_blocking(&password)?;
+            runtime()?.block_on(async {
+                let store = open(&db).await?;
+                let user = store.create_user(&name, &hash).await?;
+                store.close().await;
+                println!("created user `{}` with id {}", user.username, user.id);
+                Ok(())
+            })
+        }
+        UserCommand::Import { db, file } => {
+            let text = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s)?;
+                s
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let mut entries = Vec::new();
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let Some((name, phc)) = line.split_once(':') else {
+                    bail!("line {}: expected NAME:PHC", n + 1);
+                };
+                Passwords::check_phc(phc)
+                    .with_context(|| format!("line {}: user `{name}`", n + 1))?;
+                entries.push((name.to_string(), phc.to_string()));
+            }
+            runtime()?.block_on(async {
+                let store = open(&db).await?;
+                let mut created = 0;
+                for (name, phc) in &entries {
+                    match store.create_user(name, phc).await {
+                        Ok(_) => created += 1,
+                        Err(store::StoreError::Conflict(_)) => {
+                            eprintln!("skipped `{name}`: exists")
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                store.close().await;
+                println!("imported {created} of {} user(s)", entries.len());
+                Ok(())
+            })
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The same behaviour against SQLite (a temporary file) and Postgres (a fresh database on the
+//! server named by `CROFT_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/postgres`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use store::{OutboxEvent, PoolSettings, Store, StoreError};
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn sqlite() -> Store {
+    let path = std::env::temp_dir().join(format!("{}.db", unique("croft_store_test")));
+    let store = Store::connect(
+        &format!("sqlite://{}", path.display()),
+        &PoolSettings::default(),
+    )
+    .await
+    .expect("sqlite opens");
+    store.migrate().await.expect("sqlite migrates");
+    store
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("CROFT_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+async fn postgres() -> Store {
+    let admin_url = postgres_admin_url();
+    let admin = Store::connect(&admin_url, &PoolSettings::default())
+        .await
+        .expect("Postgres is reachable (set CROFT_TEST_POSTGRES)");
+    drop_stale_test_databases(&admin).await;
+    let db = unique("croft_test");
+    // The name is ours (prefix, pid, counter), never user input.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(admin.pool())
+        .await
+        .expect("create test database");
+    admin.close().await;
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .unwrap_or(admin_url);
+    let store = Store::connect(&format!("{base}/{db}"), &PoolSettings::default())
+        .await
+        .expect("test database opens");
+    store.migrate().await.expect("postgres migrates");
+    store
+}
+
+/// Test databases of earlier runs (other process ids) are dropped; ours stay until next time.
+async fn drop_stale_test_databases(admin: &Store) {
+    use sqlx::Row;
+    let Ok(rows) = sqlx::query("SELECT datname FROM pg_database WHERE datname LIKE 'croft_test_%'")
+        .fetch_all(admin.pool())
+        .await
+    else {
+        return;
+    };
+    let mine = format!("croft_test_{}_", std::process::id());
+    for row in rows {
+        let Ok(name) = row.try_get::<String, _>("datname") else {
+            continue;
+        };
+        if !name.starts_with(&mine) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name}"
+            )))
+            .execute(admin.pool())
+            .await;
+        }
+    }
+}
+
+async fn both() -> Vec<(&'static str, Store)> {
+    vec![("sqlite", sqlite().await), ("postgres", postgres().await)]
+}
+
+#[tokio::test]
+async fn users_are_unique_by_folded_name_and_found_again() {
+    for (engine, store) in both().await {
+        let u = store.create_user("Alice", "$argon2id$fake").await.unwrap();
+        assert!(u.id > 0);
+        let again = store.create_user("  alice ", "$argon2id$other").await;
+        assert!(
+            matches!(again, Err(StoreError::Conflict(_))),
+            "{engine}: {again:?}"
+        );
+        let found = store.user_by_name("ALICE").await.unwrap().expect("found");
+        assert_eq!(found, u, "{engine}");
+        assert_eq!(store.user_by_id(u.id).await.unwrap(), Some(u.clone()));
+        assert_eq!(store.user_by_name("bob").await.unwrap(), None);
+        store.set_disabled(u.id, true).await.unwrap();
+        assert!(
+            store.user_by_id(u.id).await.unwrap().unwrap().disabled,
+            "{engine}"
+        );
+        assert!(matches!(
+            store.set_disabled(12345, true).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn outbox_rows_come_back_in_order_and_are_marked_sent() {
+    for (engine, store) in both().await {
+        let user = store
+            .create_user_with_event("carol", "$argon2id$x", |u| OutboxEvent {
+                event_id: format!("evt-{}", u.id),
+                event_type: "user_created".into(),
+                key: u.id.to_string(),
+                payload: format!("{{\"user_id\":{}}}", u.id),
+            })
+            .await
+            .unwrap();
+        for i in 0..3 {
+            store
+                .insert_event(&OutboxEvent {
+                    event_id: format!("e{i}"),
+                    event_type: "user_login".into(),
+                    key: user.id.to_string(),
+                    payload: "{}".into(),
+                })
+                .await
+                .unwrap();
+        }
+        let rows = store.unsent_events(10).await.unwrap();
+        assert_eq!(rows.len(), 4, "{engine}");
+        assert_eq!(rows[0].event.event_type, "user_created");
+        assert!(
+            rows.windows(2).all(|w| w[0].id < w[1].id),
+            "{engine}: ordered"
+        );
+        store.mark_sent(&[rows[0].id, rows[1].id]).await.unwrap();
+        let rest = store.unsent_events(10).await.unwrap();
+        assert_eq!(
+            rest.iter()
+                .map(|r| r.event.event_id.clone())
+                .collect::<Vec<_>>(),
+            vec!["e1", "e2"]
+        );
+        // Event ids are unique: a duplicate is refused, not silently stored twice.
+        let dup = store
+            .insert_event(&OutboxEvent {
+                event_id: "e1".into(),
+                event_type: "x".into(),
+                key: "k".into(),
+                payload: "{}".into(),
+            })
+            .await;
+        assert!(
+            matches!(dup, Err(StoreError::Conflict(_))),
+            "{engine}: {dup:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_transaction_leaves_neither_user_nor_event() {
+    for (engine, store) in both().await {
+        store.create_user("dave", "$h").await.unwrap();
+        let r = store
+            .create_user_with_event("DAVE", "$h", |u| OutboxEvent {
+                event_id: format!("evt-{}", u.id),
+                event_type: "user_created".into(),
+                key: "k".into(),
+                payload: "{}".into(),
+            })
+            .await;
+        assert!(matches!(r, Err(StoreError::Conflict(_))), "{engine}");
+        assert!(
+            store.unsent_events(10).await.unwrap().is_empty(),
+            "{engine}: event leaked"
+        );
+    }
+}
+
+#[tokio::test]
+async fn match_results_are_recorded_once() {
+    for (engine, store) in both().await {
+        store
+            .record_match(7, [1, 2], Some(1), "HeroDied", 12, "abc", "{}")
+            .await
+            .unwrap();
+        let again = store
+            .record_match(7, [1, 2], None, "Aborted", 1, "abc", "{}")
+            .await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{engine}");
+        assert_eq!(store.match_count().await.unwrap(), 1);
+    }
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    for (_, store) in both().await {
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_database_that_is_down_fails_fast_with_unavailable() {
+    // Nothing listens on port 1.
+    let settings = PoolSettings {
+        max_connections: 2,
+        acquire_timeout: Duration::from_millis(500),
+    };
+    let start = Instant::now();
+    let r = Store::connect("postgres://postgres@127.0.0.1:1/none", &settings).await;
+    assert!(
+        matches!(r, Err(StoreError::Unavailable(_))),
+        "{:?}",
+        r.err()
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let r = Store::connect("mysql://x@127.0.0.1/db", &settings).await;
+    assert!(matches!(r, Err(StoreError::Config(_))));
+}
