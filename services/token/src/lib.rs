@@ -12,6 +12,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use renet_netcode::{ConnectToken, NETCODE_KEY_BYTES};
 use shared_sim::protocol::{PROTOCOL_ID, TokenKind, TokenUserData};
 
+pub mod jwt;
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read key file {path}: {source}")]
