@@ -226,3 +226,124 @@ async fn a_database_that_is_down_fails_fast_with_unavailable() {
     let r = Store::connect("mysql://x@127.0.0.1/db", &settings).await;
     assert!(matches!(r, Err(StoreError::Config(_))));
 }
+
+fn refresh(hash: &str, family: &str, ttl_ms: i64) -> store::NewRefresh {
+    store::NewRefresh {
+        token_hash: hash.into(),
+        family_id: family.into(),
+        expires_at: store::now_ms() + ttl_ms,
+    }
+}
+
+fn login_event(n: u32) -> OutboxEvent {
+    OutboxEvent {
+        event_id: format!("login-{n}"),
+        event_type: "user_login".into(),
+        key: "k".into(),
+        payload: "{}".into(),
+    }
+}
+
+#[tokio::test]
+async fn refresh_rotation_reuse_detection_and_logout() {
+    use store::RefreshOutcome;
+    for (engine, store) in both().await {
+        let u = store.create_user("erin", "$h").await.unwrap();
+        store
+            .open_session(u.id, "s1", &refresh("h1", "f1", 60_000), &login_event(1))
+            .await
+            .unwrap();
+        assert_eq!(store.session_revoked("s1").await.unwrap(), Some(false));
+        let r = store
+            .rotate_refresh("h1", "h2", store::now_ms() + 60_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            RefreshOutcome::Rotated {
+                user_id: u.id,
+                session_id: "s1".into()
+            },
+            "{engine}"
+        );
+        // Presenting h1 again: reuse, the family and the session are revoked.
+        assert_eq!(
+            store
+                .rotate_refresh("h1", "h3", store::now_ms() + 60_000)
+                .await
+                .unwrap(),
+            RefreshOutcome::ReuseDetected
+        );
+        assert_eq!(
+            store
+                .rotate_refresh("h2", "h4", store::now_ms() + 60_000)
+                .await
+                .unwrap(),
+            RefreshOutcome::Revoked,
+            "{engine}"
+        );
+        assert_eq!(store.session_revoked("s1").await.unwrap(), Some(true));
+        assert_eq!(
+            store.rotate_refresh("nope", "x", 0).await.unwrap(),
+            RefreshOutcome::Unknown
+        );
+
+        store
+            .open_session(u.id, "s2", &refresh("k1", "f2", -1), &login_event(2))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .rotate_refresh("k1", "k2", store::now_ms())
+                .await
+                .unwrap(),
+            RefreshOutcome::Expired,
+            "{engine}"
+        );
+
+        store
+            .open_session(u.id, "s3", &refresh("m1", "f3", 60_000), &login_event(3))
+            .await
+            .unwrap();
+        store.revoke_session("s3").await.unwrap();
+        assert_eq!(
+            store
+                .rotate_refresh("m1", "m2", store::now_ms() + 60_000)
+                .await
+                .unwrap(),
+            RefreshOutcome::Revoked
+        );
+        assert_eq!(store.session_revoked("zz").await.unwrap(), None);
+        // The login events went out through the outbox with the sessions.
+        let types: Vec<String> = store
+            .unsent_events(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event.event_type)
+            .collect();
+        assert_eq!(types, vec!["user_login"; 3], "{engine}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_of_one_token_cannot_both_win() {
+    use store::RefreshOutcome;
+    for (engine, store) in both().await {
+        let u = store.create_user("frank", "$h").await.unwrap();
+        store
+            .open_session(u.id, "sx", &refresh("c1", "fx", 60_000), &login_event(9))
+            .await
+            .unwrap();
+        let (a, b) = tokio::join!(
+            store.rotate_refresh("c1", "c2", store::now_ms() + 60_000),
+            store.rotate_refresh("c1", "c3", store::now_ms() + 60_000)
+        );
+        let outcomes = [a, b];
+        let wins = outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(RefreshOutcome::Rotated { .. })))
+            .count();
+        assert!(wins <= 1, "{engine}: {outcomes:?}");
+    }
+}
