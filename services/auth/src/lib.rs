@@ -1,7 +1,7 @@
-//! The login service's building blocks. Today: password hashing (argon2id with OWASP
-//! parameters) with an admission bound. The HTTP service, sessions and tokens arrive with the
-//! rest of the auth issue.
+//! The login service: password hashing (argon2id, OWASP parameters, bounded) and the HTTP API
+//! for sessions and tokens. The REST edge (rate limits, TLS, OpenAPI) wraps this router.
 
 pub mod password;
+pub mod service;
 
 pub use password::{PasswordError, Passwords};

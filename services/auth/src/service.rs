@@ -1,0 +1,449 @@
+//! The login service's HTTP API: login, refresh (rotating), logout, fresh connect tokens,
+//! session introspection for game servers, and the JWKS document.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use shared_sim::protocol::{TokenKind, TokenUserData};
+use store::{NewRefresh, OutboxEvent, RefreshOutcome, Store, StoreError};
+use token::ConnectTokenIssuer;
+use token::jwt::{JwtError, JwtKeys};
+
+use crate::password::{PasswordError, Passwords};
+
+#[derive(Clone)]
+pub struct AuthState {
+    pub store: Store,
+    pub passwords: Passwords,
+    pub jwt: Arc<RwLock<JwtKeys>>,
+    pub connect: ConnectTokenIssuer,
+    /// Connection servers a connect token may name.
+    pub connection_servers: Vec<SocketAddr>,
+    pub refresh_ttl: Duration,
+}
+
+/// A JSON error with a stable code; internal details go to the log only.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "unknown user or wrong password",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "try again shortly",
+                );
+                err.retry_after = Some(1);
+                err
+            }
+            StoreError::Conflict(what) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{what} already exists"),
+            ),
+            StoreError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", "not found"),
+            other => {
+                tracing::error!(error = %other, "database error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+impl From<PasswordError> for ApiError {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Busy => {
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "too many logins in progress",
+                );
+                err.retry_after = Some(1);
+                err
+            }
+            PasswordError::Length => ApiError::unauthorized(),
+            other => {
+                tracing::error!(error = %other, "password check failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SessionTokens {
+    pub token_type: String,
+    pub access_token: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    pub refresh_token: String,
+    /// A netcode connect token (base64) for one of `connection_servers`.
+    pub connect_token: String,
+    pub connection_servers: Vec<SocketAddr>,
+    pub user_id: i64,
+    pub session_id: String,
+}
+
+pub fn router(state: AuthState) -> Router {
+    Router::new()
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/refresh", post(refresh))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/auth/connect-token", post(connect_token))
+        .route("/v1/auth/introspect", post(introspect))
+        .route("/.well-known/jwks.json", get(jwks))
+        .with_state(state)
+}
+
+fn random_token(bytes: usize) -> Result<String, ApiError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| {
+        tracing::error!(error = %e, "no OS randomness");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    })?;
+    Ok(B64URL.encode(buf))
+}
+
+/// Refresh tokens are stored only as their SHA-256.
+pub fn hash_refresh(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn session_bytes(session_id: &str) -> [u8; 16] {
+    let digest = Sha256::digest(session_id.as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
+impl AuthState {
+    fn tokens(
+        &self,
+        user_id: i64,
+        session_id: &str,
+        refresh_token: String,
+    ) -> Result<SessionTokens, ApiError> {
+        let keys = self.jwt.read().map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        })?;
+        let (access, exp) = keys.issue(user_id, session_id).map_err(internal)?;
+        let expires_in = exp.saturating_sub(token::jwt::unix_now());
+        drop(keys);
+        let connect = self.connect_token(user_id, session_id)?;
+        Ok(SessionTokens {
+            token_type: "Bearer".into(),
+            access_token: access,
+            expires_in,
+            refresh_token,
+            connect_token: connect,
+            connection_servers: self.connection_servers.clone(),
+            user_id,
+            session_id: session_id.to_string(),
+        })
+    }
+
+    fn connect_token(&self, user_id: i64, session_id: &str) -> Result<String, ApiError> {
+        let data = TokenUserData {
+            kind: TokenKind::Connection,
+            user_id: user_id as u64,
+            match_id: 0,
+            session_id: session_bytes(session_id),
+        };
+        let t = self
+            .connect
+            .mint(&self.connection_servers, data)
+            .map_err(internal)?;
+        Ok(token::encode_token(&t))
+    }
+
+    /// The caller's session from `Authorization: Bearer <access token>`, refused when revoked.
+    async fn caller(&self, headers: &HeaderMap) -> Result<(i64, String), ApiError> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_token",
+                    "an access token is required",
+                )
+            })?;
+        let claims = {
+            let keys = self.jwt.read().map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            })?;
+            keys.verify(token)
+        }
+        .map_err(|e| match e {
+            JwtError::Expired => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "token_expired",
+                "the access token expired",
+            ),
+            _ => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the access token is not valid",
+            ),
+        })?;
+        let user_id = claims.user_id().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the access token is not valid",
+            )
+        })?;
+        if self.store.session_revoked(&claims.sid).await? != Some(false) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "session_revoked",
+                "this session has ended",
+            ));
+        }
+        Ok((user_id, claims.sid))
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "token error");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+}
+
+fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    body.map(|Json(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))
+}
+
+async fn login(
+    State(state): State<AuthState>,
+    body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<SessionTokens>, ApiError> {
+    let req = json_body(body)?;
+    let user = state.store.user_by_name(&req.username).await?;
+    // Unknown users are checked against a dummy hash: same cost, same answer.
+    let ok = state
+        .passwords
+        .verify(req.password, user.as_ref().map(|u| u.password_hash.clone()))
+        .await?;
+    let user = match user {
+        Some(u) if ok => u,
+        _ => return Err(ApiError::unauthorized()),
+    };
+    if user.disabled {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "account_disabled",
+            "this account is disabled",
+        ));
+    }
+    let session_id = random_token(16)?;
+    let refresh_token = random_token(32)?;
+    let refresh = NewRefresh {
+        token_hash: hash_refresh(&refresh_token),
+        family_id: random_token(12)?,
+        expires_at: store::now_ms() + state.refresh_ttl.as_millis() as i64,
+    };
+    let event = OutboxEvent {
+        event_id: random_token(16)?,
+        event_type: "user_login".into(),
+        key: user.id.to_string(),
+        payload: serde_json::json!({ "user_id": user.id, "session_id": session_id }).to_string(),
+    };
+    state
+        .store
+        .open_session(user.id, &session_id, &refresh, &event)
+        .await?;
+    tracing::info!(user_id = user.id, "login");
+    Ok(Json(state.tokens(user.id, &session_id, refresh_token)?))
+}
+
+async fn refresh(
+    State(state): State<AuthState>,
+    body: Result<Json<RefreshRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<SessionTokens>, ApiError> {
+    let req = json_body(body)?;
+    let next = random_token(32)?;
+    let expires = store::now_ms() + state.refresh_ttl.as_millis() as i64;
+    let outcome = state
+        .store
+        .rotate_refresh(
+            &hash_refresh(&req.refresh_token),
+            &hash_refresh(&next),
+            expires,
+        )
+        .await?;
+    match outcome {
+        RefreshOutcome::Rotated {
+            user_id,
+            session_id,
+        } => Ok(Json(state.tokens(user_id, &session_id, next)?)),
+        RefreshOutcome::ReuseDetected => {
+            tracing::warn!("refresh token reuse: family revoked");
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "token_reused",
+                "refresh token already used; session revoked",
+            ))
+        }
+        RefreshOutcome::Expired => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "token_expired",
+            "refresh token expired",
+        )),
+        RefreshOutcome::Revoked => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "session_revoked",
+            "this session has ended",
+        )),
+        RefreshOutcome::Unknown => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "unknown refresh token",
+        )),
+    }
+}
+
+async fn logout(
+    State(state): State<AuthState>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let (user_id, session_id) = state.caller(&headers).await?;
+    state.store.revoke_session(&session_id).await?;
+    tracing::info!(user_id, "logout");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConnectTokenResponse {
+    pub connect_token: String,
+    pub connection_servers: Vec<SocketAddr>,
+}
+
+async fn connect_token(
+    State(state): State<AuthState>,
+    headers: HeaderMap,
+) -> Result<Json<ConnectTokenResponse>, ApiError> {
+    let (user_id, session_id) = state.caller(&headers).await?;
+    Ok(Json(ConnectTokenResponse {
+        connect_token: state.connect_token(user_id, &session_id)?,
+        connection_servers: state.connection_servers.clone(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IntrospectRequest {
+    pub session_id: String,
+}
+
+/// Whether a session is still live: what game servers ask about the session in a connect token.
+async fn introspect(
+    State(state): State<AuthState>,
+    body: Result<Json<IntrospectRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let req = json_body(body)?;
+    let active = state.store.session_revoked(&req.session_id).await? == Some(false);
+    Ok(Json(serde_json::json!({ "active": active })))
+}
+
+async fn jwks(State(state): State<AuthState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let keys = state.jwt.read().map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    })?;
+    Ok(Json(keys.jwks()))
+}

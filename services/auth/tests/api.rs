@@ -1,0 +1,311 @@
+//! The auth HTTP API against SQLite and Postgres, through the real router.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use auth::Passwords;
+use auth::service::{AuthState, SessionTokens, router};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use store::Store;
+use token::jwt::{JwtKeys, SigningKeyPair};
+use tower::ServiceExt;
+
+fn state(store: Store) -> AuthState {
+    AuthState {
+        store,
+        // Cheap parameters keep the suite fast; production parameters are tested in password.rs.
+        passwords: Passwords::with_params(4, 64, 1, 1).unwrap(),
+        jwt: Arc::new(RwLock::new(
+            JwtKeys::new(
+                "croft",
+                SigningKeyPair::generate().unwrap(),
+                Duration::from_secs(900),
+            )
+            .unwrap(),
+        )),
+        connect: token::ConnectTokenIssuer::new(token::NetcodeKey::generate().unwrap()),
+        connection_servers: vec!["127.0.0.1:5100".parse().unwrap()],
+        refresh_ttl: Duration::from_secs(3600),
+    }
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = bearer {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string()))
+            .unwrap(),
+        None => req.body(Body::empty()).unwrap(),
+    };
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+async fn login(app: &axum::Router, user: &str, password: &str) -> (StatusCode, serde_json::Value) {
+    call(
+        app,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(serde_json::json!({"username": user, "password": password})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn login_refresh_reuse_logout_and_tokens() {
+    for (engine, store) in store::testing::both().await {
+        let st = state(store.clone());
+        let hash = st.passwords.hash_blocking("correct horse").unwrap();
+        let alice = store.create_user("Alice", &hash).await.unwrap();
+        let bob = store.create_user("bob", &hash).await.unwrap();
+        store.set_disabled(bob.id, true).await.unwrap();
+        let app = router(st.clone());
+
+        // Wrong password and unknown user: the same 401.
+        let (s1, e1) = login(&app, "alice", "wrong horse!").await;
+        let (s2, e2) = login(&app, "nobody", "correct horse").await;
+        assert_eq!(
+            (s1, s2),
+            (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED),
+            "{engine}"
+        );
+        assert_eq!(e1, e2, "no username probing");
+        let (s, e) = login(&app, "bob", "correct horse").await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        assert_eq!(e["error"]["code"], "account_disabled");
+
+        let (s, body) = login(&app, "ALICE", "correct horse").await;
+        assert_eq!(s, StatusCode::OK, "{engine}: {body}");
+        let tokens: SessionTokens = serde_json::from_value(body).unwrap();
+        assert_eq!(tokens.user_id, alice.id);
+        assert!(tokens.expires_in > 800 && tokens.expires_in <= 900);
+        // The connect token binds the user and the session for the connection server.
+        let ct = token::decode_token(&tokens.connect_token).unwrap();
+        assert_eq!(ct.client_id, alice.id as u64);
+        assert_eq!(
+            ct.server_addresses[0],
+            Some("127.0.0.1:5100".parse().unwrap())
+        );
+
+        // JWKS verifies the access token on its own.
+        let (s, jwks) = call(&app, "GET", "/.well-known/jwks.json", None, None).await;
+        assert_eq!(s, StatusCode::OK);
+        let verifier = JwtKeys::verifier_from_jwks("croft", &jwks).unwrap();
+        assert_eq!(
+            verifier.verify(&tokens.access_token).unwrap().user_id(),
+            Some(alice.id)
+        );
+
+        // Fresh connect token with the access token.
+        let (s, _) = call(
+            &app,
+            "POST",
+            "/v1/auth/connect-token",
+            Some(&tokens.access_token),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, e) = call(
+            &app,
+            "POST",
+            "/v1/auth/connect-token",
+            Some("not.a.jwt"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_token"))
+        );
+
+        // Refresh rotates; the old refresh token is then reuse and revokes the family.
+        let (s, body) = call(
+            &app,
+            "POST",
+            "/v1/auth/refresh",
+            None,
+            Some(serde_json::json!({"refresh_token": tokens.refresh_token})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{engine}: {body}");
+        let rotated: SessionTokens = serde_json::from_value(body).unwrap();
+        assert_ne!(rotated.refresh_token, tokens.refresh_token);
+        let (s, e) = call(
+            &app,
+            "POST",
+            "/v1/auth/refresh",
+            None,
+            Some(serde_json::json!({"refresh_token": tokens.refresh_token})),
+        )
+        .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("token_reused"))
+        );
+        let (s, e) = call(
+            &app,
+            "POST",
+            "/v1/auth/refresh",
+            None,
+            Some(serde_json::json!({"refresh_token": rotated.refresh_token})),
+        )
+        .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("session_revoked")),
+            "{engine}"
+        );
+        // The revoked session's access token no longer works either.
+        let (s, e) = call(
+            &app,
+            "POST",
+            "/v1/auth/connect-token",
+            Some(&rotated.access_token),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("session_revoked"))
+        );
+
+        // Logout ends a session; introspection reports it.
+        let (_, body) = login(&app, "alice", "correct horse").await;
+        let t: SessionTokens = serde_json::from_value(body).unwrap();
+        let (s, v) = call(
+            &app,
+            "POST",
+            "/v1/auth/introspect",
+            None,
+            Some(serde_json::json!({"session_id": t.session_id})),
+        )
+        .await;
+        assert_eq!((s, v["active"].as_bool()), (StatusCode::OK, Some(true)));
+        let (s, _) = call(&app, "POST", "/v1/auth/logout", Some(&t.access_token), None).await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        let (_, v) = call(
+            &app,
+            "POST",
+            "/v1/auth/introspect",
+            None,
+            Some(serde_json::json!({"session_id": t.session_id})),
+        )
+        .await;
+        assert_eq!(v["active"].as_bool(), Some(false));
+        let (s, _) = call(&app, "POST", "/v1/auth/logout", None, None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+        // Every login wrote a user_login event in its transaction.
+        let logins = store
+            .unsent_events(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event.event_type == "user_login")
+            .count();
+        assert_eq!(logins, 2, "{engine}");
+    }
+}
+
+#[tokio::test]
+async fn tokens_signed_by_a_rotated_out_key_and_expired_tokens() {
+    let store = store::testing::sqlite().await;
+    let st = state(store.clone());
+    let hash = st.passwords.hash_blocking("correct horse").unwrap();
+    store.create_user("carol", &hash).await.unwrap();
+    let app = router(st.clone());
+    let (_, body) = login(&app, "carol", "correct horse").await;
+    let t: SessionTokens = serde_json::from_value(body).unwrap();
+    // Rotation keeps the old token valid ...
+    st.jwt
+        .write()
+        .unwrap()
+        .rotate(SigningKeyPair::generate().unwrap())
+        .unwrap();
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/v1/auth/connect-token",
+        Some(&t.access_token),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    // ... until the old key is pruned after its tokens' lifetime.
+    st.jwt
+        .write()
+        .unwrap()
+        .prune(token::jwt::unix_now() + 10_000);
+    let (s, e) = call(
+        &app,
+        "POST",
+        "/v1/auth/connect-token",
+        Some(&t.access_token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token"))
+    );
+    // An expired token says so.
+    let (old, _) = st
+        .jwt
+        .read()
+        .unwrap()
+        .issue_at(1, &t.session_id, token::jwt::unix_now() - 3600)
+        .unwrap();
+    let (s, e) = call(&app, "POST", "/v1/auth/connect-token", Some(&old), None).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("token_expired"))
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400_with_a_json_error_and_a_dead_database_a_503() {
+    let store = store::testing::sqlite().await;
+    let app = router(state(store.clone()));
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/auth/login")
+        .header("content-type", "application/json")
+        .body(Body::from("{not json"))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["error"]["code"], "bad_request");
+    // The pool is closed: calls fail fast with 503 and Retry-After instead of hanging.
+    store.close().await;
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/auth/login")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"username":"a","password":"correct horse"}"#))
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+}
