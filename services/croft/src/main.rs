@@ -29,6 +29,8 @@ enum Command {
     Up(up::UpArgs),
     /// Run an instance server (the same as the `server-instance` binary).
     Instance(server_instance::InstanceConfig),
+    /// Run the auth service (login, sessions, tokens) alone.
+    Auth(auth::server::AuthConfig),
     /// Apply database migrations.
     Migrate(users::DatabaseArg),
     /// Account administration.
@@ -71,6 +73,9 @@ fn main() {
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Instance(config) => server_instance::run(config),
+        Command::Auth(config) => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(auth::server::serve(config))),
         Command::Migrate(db) => users::migrate(db),
         Command::User { command } => users::run(command),
         Command::Cards {

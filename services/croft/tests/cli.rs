@@ -244,3 +244,130 @@ fn user_add_import_and_migrate_on_sqlite() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Kills a child process when the test ends, however it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn croft_auth_dev_logs_in_a_user_added_from_the_cli_and_stops_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("croft-auth-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/croft.db", dir.display());
+    let out = croft_with_stdin(
+        &[
+            "user",
+            "add",
+            "--database",
+            &url,
+            "Gwen",
+            "--password-stdin",
+        ],
+        "correct horse battery\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Without secrets and without --dev it refuses to start.
+    let out = croft()
+        .args(["auth", "--http", "127.0.0.1:0", "--database", &url])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env_remove("CROFT_NETCODE_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--jwt-key-file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP off loopback needs an explicit opt-in.
+    let out = croft()
+        .args(["auth", "--dev", "--http", "0.0.0.0:0", "--database", &url])
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plain HTTP"));
+
+    let ready = dir.join("auth.ready");
+    let child = croft()
+        .args(["auth", "--dev", "--http", "127.0.0.1:0", "--database", &url])
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Running(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let addr = loop {
+        assert!(std::time::Instant::now() < deadline, "auth did not start");
+        if let Ok(text) = std::fs::read_to_string(&ready)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            break v["http"].as_str().unwrap().to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(dir.join("jwt.key").exists() && dir.join("netcode.key").exists());
+    let http = reqwest::blocking::Client::new();
+    let resp = http
+        .post(format!("http://{addr}/v1/auth/login"))
+        .json(&serde_json::json!({"username": "gwen", "password": "correct horse battery"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().unwrap();
+    for field in [
+        "access_token",
+        "refresh_token",
+        "expires_in",
+        "connect_token",
+        "connection_servers",
+    ] {
+        assert!(!body[field].is_null(), "missing {field}: {body}");
+    }
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains("http_requests_total"), "{metrics}");
+    // SIGTERM: graceful stop.
+    let pid = child.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline + std::time::Duration::from_secs(10),
+            "auth did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

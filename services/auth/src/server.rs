@@ -1,0 +1,170 @@
+//! `croft auth`: the auth service on its own HTTP listener, with its secrets from files or env
+//! vars; `--dev` generates throwaway keys instead and says so loudly.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use token::jwt::{JwtKeys, SigningKeyPair};
+use token::{ConnectTokenIssuer, NetcodeKey};
+
+use crate::password::Passwords;
+use crate::service::{AuthState, router};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct AuthConfig {
+    /// HTTP listen address.
+    #[arg(long, env = "CROFT_AUTH_HTTP", default_value = "127.0.0.1:7000")]
+    pub http: SocketAddr,
+    /// `postgres://…` or `sqlite://PATH`.
+    #[arg(
+        long,
+        env = "CROFT_DATABASE_URL",
+        default_value = "sqlite://data/croft.db"
+    )]
+    pub database: String,
+    /// The JWT signing key (64 hex characters, an Ed25519 seed).
+    #[arg(long, env = "CROFT_JWT_KEY_FILE")]
+    pub jwt_key_file: Option<PathBuf>,
+    /// The previous signing key after a rotation: it keeps verifying its tokens until they expire.
+    #[arg(long, env = "CROFT_JWT_PREVIOUS_KEY_FILE")]
+    pub jwt_previous_key_file: Option<PathBuf>,
+    /// The netcode private key shared with the game servers (else env CROFT_NETCODE_KEY).
+    #[arg(long, env = "CROFT_NETCODE_KEY_FILE")]
+    pub netcode_key_file: Option<PathBuf>,
+    /// Connection servers that connect tokens name (comma-separated).
+    #[arg(
+        long,
+        env = "CROFT_CONNECTION_SERVERS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:5100"
+    )]
+    pub connection_server: Vec<SocketAddr>,
+    #[arg(long, env = "CROFT_JWT_ISSUER", default_value = "croft")]
+    pub issuer: String,
+    #[arg(long, env = "CROFT_ACCESS_TTL_SECONDS", default_value_t = 900)]
+    pub access_ttl_seconds: u64,
+    #[arg(long, env = "CROFT_REFRESH_TTL_SECONDS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_ttl_seconds: u64,
+    /// Password hashes computed at once (each holds ~19 MiB); more logins get 503.
+    #[arg(long, env = "CROFT_MAX_CONCURRENT_HASHES", default_value_t = 4)]
+    pub max_concurrent_hashes: usize,
+    /// Development: generate missing keys under --data-dir instead of requiring secrets.
+    #[arg(long, env = "CROFT_DEV")]
+    pub dev: bool,
+    #[arg(long, env = "CROFT_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Serve plain HTTP on a non-loopback address (behind a TLS-terminating gateway only).
+    #[arg(long, env = "CROFT_ALLOW_PLAIN_HTTP")]
+    pub allow_plain_http: bool,
+    /// Write the bound address here as JSON once ready.
+    #[arg(long, env = "CROFT_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+fn dev_key_file(path: &Path, make: impl FnOnce() -> anyhow::Result<String>) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, make()? + "\n").with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// Builds the service state from the configuration, refusing missing or weak secrets.
+pub async fn build_state(config: &AuthConfig) -> anyhow::Result<AuthState> {
+    let mut config = config.clone();
+    if config.dev {
+        tracing::warn!(
+            data_dir = %config.data_dir.display(),
+            "DEV MODE: using throwaway keys generated under the data folder; never use this in production"
+        );
+        let jwt = config.data_dir.join("jwt.key");
+        let netcode = config.data_dir.join("netcode.key");
+        dev_key_file(&jwt, || Ok(SigningKeyPair::generate()?.to_hex()))?;
+        dev_key_file(&netcode, || Ok(NetcodeKey::generate()?.to_hex()))?;
+        config.jwt_key_file.get_or_insert(jwt);
+        if config.netcode_key_file.is_none() && std::env::var(token::NETCODE_KEY_ENV).is_err() {
+            config.netcode_key_file = Some(netcode);
+        }
+    }
+    if !config.http.ip().is_loopback() && !config.allow_plain_http {
+        bail!(
+            "refusing to serve plain HTTP on {}: bind to loopback, or pass --allow-plain-http behind a TLS gateway",
+            config.http
+        );
+    }
+    let jwt_file = config
+        .jwt_key_file
+        .as_deref()
+        .context("no JWT signing key: pass --jwt-key-file (or --dev for throwaway keys)")?;
+    let active = SigningKeyPair::read_file(jwt_file)?;
+    let mut keys = JwtKeys::new(
+        &config.issuer,
+        active,
+        Duration::from_secs(config.access_ttl_seconds),
+    )?;
+    if let Some(prev) = &config.jwt_previous_key_file {
+        // Rotate "backwards": the previous key verifies, the configured one signs.
+        let current = SigningKeyPair::read_file(jwt_file)?;
+        keys = JwtKeys::new(
+            &config.issuer,
+            SigningKeyPair::read_file(prev)?,
+            Duration::from_secs(config.access_ttl_seconds),
+        )?;
+        keys.rotate(current)?;
+    }
+    let netcode =
+        NetcodeKey::load(config.netcode_key_file.as_deref()).context("loading the netcode key")?;
+    if let Some(path) = config.database.strip_prefix("sqlite://")
+        && let Some(parent) = Path::new(path.split('?').next().unwrap_or(path)).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)?;
+    }
+    let store = store::Store::connect(&config.database, &store::PoolSettings::default())
+        .await
+        .with_context(|| format!("connecting to {}", store::redact(&config.database)))?;
+    store.migrate().await.context("running migrations")?;
+    Ok(AuthState {
+        store,
+        passwords: Passwords::new(config.max_concurrent_hashes)?,
+        jwt: Arc::new(RwLock::new(keys)),
+        connect: ConnectTokenIssuer::new(netcode),
+        connection_servers: config.connection_server.clone(),
+        refresh_ttl: Duration::from_secs(config.refresh_ttl_seconds),
+    })
+}
+
+/// Serves until SIGTERM or Ctrl-C, then finishes in-flight requests.
+pub async fn serve(config: AuthConfig) -> anyhow::Result<()> {
+    telemetry::init_logging("auth", telemetry::LogTarget::Stdout);
+    let state = build_state(&config).await?;
+    let readiness = telemetry::Readiness::new(true);
+    let app = router(state)
+        .merge(telemetry::router(readiness))
+        .layer(axum::middleware::from_fn(telemetry::http_metrics));
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("binding {}", config.http))?;
+    let addr = listener.local_addr()?;
+    if let Some(path) = &config.ready_file {
+        std::fs::write(path, serde_json::json!({ "http": addr }).to_string())?;
+    }
+    tracing::info!(%addr, "auth service listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(telemetry::shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("auth service stopped");
+    Ok(())
+}
