@@ -59,6 +59,12 @@ pub struct AuthConfig {
     /// Serve plain HTTP on a non-loopback address (behind a TLS-terminating gateway only).
     #[arg(long, env = "CROFT_ALLOW_PLAIN_HTTP")]
     pub allow_plain_http: bool,
+    /// Origins allowed to call from browsers (comma-separated); empty allows any.
+    #[arg(long, env = "CROFT_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+    /// Login attempts per minute per client address (burst of 10).
+    #[arg(long, env = "CROFT_LOGIN_RATE_PER_MINUTE", default_value_t = 60)]
+    pub login_rate_per_minute: u32,
     /// Write the bound address here as JSON once ready.
     #[arg(long, env = "CROFT_READY_FILE")]
     pub ready_file: Option<PathBuf>,
@@ -150,7 +156,15 @@ pub async fn serve(config: AuthConfig) -> anyhow::Result<()> {
     telemetry::init_logging("auth", telemetry::LogTarget::Stdout);
     let state = build_state(&config).await?;
     let readiness = telemetry::Readiness::new(true);
-    let app = router(state)
+    let edge_config = edge::EdgeConfig {
+        strict_rate: edge::Rate {
+            burst: 10,
+            per_second: f64::from(config.login_rate_per_minute.max(1)) / 60.0,
+        },
+        cors_origins: config.cors_origin.clone(),
+        ..edge::EdgeConfig::default()
+    };
+    let app = edge::wrap(router(state), &edge_config)
         .merge(telemetry::router(readiness))
         .layer(axum::middleware::from_fn(telemetry::http_metrics));
     let listener = tokio::net::TcpListener::bind(config.http)
@@ -161,10 +175,13 @@ pub async fn serve(config: AuthConfig) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::json!({ "http": addr }).to_string())?;
     }
     tracing::info!(%addr, "auth service listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(telemetry::shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(telemetry::shutdown_signal())
+    .await
+    .context("serving HTTP")?;
     tracing::info!("auth service stopped");
     Ok(())
 }

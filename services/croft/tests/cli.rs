@@ -342,6 +342,30 @@ fn croft_auth_dev_logs_in_a_user_added_from_the_cli_and_stops_on_sigterm() {
     ] {
         assert!(!body[field].is_null(), "missing {field}: {body}");
     }
+    // The edge: a request id comes back, oversized bodies are 413, login floods are 429.
+    let resp = http
+        .post(format!("http://{addr}/v1/auth/login"))
+        .header("content-type", "application/json")
+        .body("x".repeat(64 * 1024))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert!(resp.headers().contains_key("x-request-id"));
+    let statuses: Vec<u16> = (0..12)
+        .map(|_| {
+            http.post(format!("http://{addr}/v1/auth/login"))
+                .json(&serde_json::json!({"username": "gwen", "password": "wrong password"}))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
     let metrics = http
         .get(format!("http://{addr}/metrics"))
         .send()
