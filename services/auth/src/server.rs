@@ -59,6 +59,10 @@ pub struct AuthConfig {
     /// Serve plain HTTP on a non-loopback address (behind a TLS-terminating gateway only).
     #[arg(long, env = "CROFT_ALLOW_PLAIN_HTTP")]
     pub allow_plain_http: bool,
+    /// File holding the admin credential for `/v1/admin/*` (else env CROFT_ADMIN_TOKEN); without
+    /// one the admin API is off.
+    #[arg(long, env = "CROFT_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Origins allowed to call from browsers (comma-separated); empty allows any.
     #[arg(long, env = "CROFT_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origin: Vec<String>,
@@ -148,7 +152,25 @@ pub async fn build_state(config: &AuthConfig) -> anyhow::Result<AuthState> {
         connect: ConnectTokenIssuer::new(netcode),
         connection_servers: config.connection_server.clone(),
         refresh_ttl: Duration::from_secs(config.refresh_ttl_seconds),
+        backoff: Arc::new(crate::backoff::LoginBackoff::default()),
+        admin_token: admin_token(&config)?,
     })
+}
+
+/// The admin credential if one is configured; a weak one is refused.
+fn admin_token(config: &AuthConfig) -> anyhow::Result<Option<Arc<str>>> {
+    let configured =
+        config.admin_token_file.is_some() || std::env::var("CROFT_ADMIN_TOKEN").is_ok();
+    if !configured {
+        return Ok(None);
+    }
+    let token = token::load_secret(
+        config.admin_token_file.as_deref(),
+        "CROFT_ADMIN_TOKEN",
+        "admin credential",
+        24,
+    )?;
+    Ok(Some(token.into()))
 }
 
 /// Serves until SIGTERM or Ctrl-C, then finishes in-flight requests.

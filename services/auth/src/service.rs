@@ -19,6 +19,7 @@ use store::{NewRefresh, OutboxEvent, RefreshOutcome, Store, StoreError};
 use token::ConnectTokenIssuer;
 use token::jwt::{JwtError, JwtKeys};
 
+use crate::backoff::LoginBackoff;
 use crate::password::{PasswordError, Passwords};
 
 #[derive(Clone)]
@@ -30,6 +31,9 @@ pub struct AuthState {
     /// Connection servers a connect token may name.
     pub connection_servers: Vec<SocketAddr>,
     pub refresh_ttl: Duration,
+    pub backoff: Arc<LoginBackoff>,
+    /// The admin credential; `None` turns the admin routes off.
+    pub admin_token: Option<Arc<str>>,
 }
 
 /// A JSON error with a stable code; internal details go to the log only.
@@ -162,6 +166,7 @@ pub fn router(state: AuthState) -> Router {
         .route("/v1/auth/connect-token", post(connect_token))
         .route("/v1/auth/introspect", post(introspect))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/admin/users", post(admin_create_user))
         .with_state(state)
 }
 
@@ -317,9 +322,21 @@ fn json_body<T>(
 
 async fn login(
     State(state): State<AuthState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>,
     body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<SessionTokens>, ApiError> {
     let req = json_body(body)?;
+    let ip = peer.map(|axum::Extension(axum::extract::ConnectInfo(addr))| addr.ip());
+    let account = store::username_key(&req.username);
+    if let Some(wait) = state.backoff.check(&account, ip) {
+        let mut err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            "too many failed logins; wait before trying again",
+        );
+        err.retry_after = Some(wait);
+        return Err(err);
+    }
     let user = state.store.user_by_name(&req.username).await?;
     // Unknown users are checked against a dummy hash: same cost, same answer.
     let ok = state
@@ -328,8 +345,12 @@ async fn login(
         .await?;
     let user = match user {
         Some(u) if ok => u,
-        _ => return Err(ApiError::unauthorized()),
+        _ => {
+            state.backoff.failed(&account, ip);
+            return Err(ApiError::unauthorized());
+        }
     };
+    state.backoff.succeeded(&account);
     if user.disabled {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -455,4 +476,64 @@ async fn jwks(State(state): State<AuthState>) -> Result<Json<serde_json::Value>,
         )
     })?;
     Ok(Json(keys.jwks()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateUserRequest {
+    pub username: String,
+    pub password: String,
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Creates an account (registration is external: this is for the studio's own tools).
+async fn admin_create_user(
+    State(state): State<AuthState>,
+    headers: HeaderMap,
+    body: Result<Json<CreateUserRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Some(expected) = state.admin_token.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "admin API is disabled",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "an admin credential is required",
+        ));
+    }
+    let req = json_body(body)?;
+    if req.username.trim().is_empty() || req.username.len() > 64 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_username",
+            "usernames have 1 to 64 characters",
+        ));
+    }
+    let hash = state
+        .passwords
+        .hash(req.password)
+        .await
+        .map_err(|e| match e {
+            PasswordError::Length => {
+                ApiError::new(StatusCode::BAD_REQUEST, "weak_password", e.to_string())
+            }
+            other => ApiError::from(other),
+        })?;
+    let user = state.store.create_user(&req.username, &hash).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "user_id": user.id, "username": user.username })),
+    ))
 }

@@ -27,6 +27,12 @@ fn state(store: Store) -> AuthState {
         connect: token::ConnectTokenIssuer::new(token::NetcodeKey::generate().unwrap()),
         connection_servers: vec!["127.0.0.1:5100".parse().unwrap()],
         refresh_ttl: Duration::from_secs(3600),
+        backoff: Arc::new(auth::backoff::LoginBackoff::new(
+            3,
+            100,
+            Duration::from_secs(60),
+        )),
+        admin_token: Some("admin-credential-for-tests-0123456789".into()),
     }
 }
 
@@ -308,4 +314,91 @@ async fn malformed_json_is_a_400_with_a_json_error_and_a_dead_database_a_503() {
     let resp = app.oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(resp.headers()["retry-after"], "1");
+}
+
+#[tokio::test]
+async fn repeated_failures_back_off_per_account() {
+    let store = store::testing::sqlite().await;
+    let st = state(store.clone());
+    let hash = st.passwords.hash_blocking("correct horse").unwrap();
+    store.create_user("hank", &hash).await.unwrap();
+    let app = router(st);
+    for _ in 0..3 {
+        assert_eq!(
+            login(&app, "hank", "wrong horse!").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The fourth failure starts the wait; even the right password waits now.
+    assert_eq!(
+        login(&app, "hank", "wrong horse!").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (s, e) = login(&app, "HANK", "correct horse").await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("too_many_failures"))
+    );
+    // Unknown names are treated the same way (no probing through the backoff).
+    for _ in 0..4 {
+        login(&app, "ghost", "wrong horse!").await;
+    }
+    assert_eq!(
+        login(&app, "ghost", "wrong horse!").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn the_admin_endpoint_needs_its_credential() {
+    for (engine, store) in store::testing::both().await {
+        let app = router(state(store.clone()));
+        let body = serde_json::json!({"username": "ivy", "password": "correct horse"});
+        let (s, _) = call(&app, "POST", "/v1/admin/users", None, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{engine}");
+        let (s, _) = call(
+            &app,
+            "POST",
+            "/v1/admin/users",
+            Some("wrong-credential-wrong-credential"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let admin = Some("admin-credential-for-tests-0123456789");
+        let (s, v) = call(&app, "POST", "/v1/admin/users", admin, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::CREATED, "{engine}: {v}");
+        assert!(store.user_by_name("IVY").await.unwrap().is_some());
+        let (s, v) = call(&app, "POST", "/v1/admin/users", admin, Some(body)).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("conflict"))
+        );
+        let (s, v) = call(
+            &app,
+            "POST",
+            "/v1/admin/users",
+            admin,
+            Some(serde_json::json!({"username": "jo", "password": "short"})),
+        )
+        .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("weak_password"))
+        );
+        assert_eq!(login(&app, "ivy", "correct horse").await.0, StatusCode::OK);
+    }
+    // Without a configured credential the admin API does not exist.
+    let store = store::testing::sqlite().await;
+    let mut st = state(store);
+    st.admin_token = None;
+    let (s, _) = call(
+        &router(st),
+        "POST",
+        "/v1/admin/users",
+        Some("anything-anything-anything"),
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }
