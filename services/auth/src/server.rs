@@ -56,6 +56,12 @@ pub struct AuthConfig {
     pub dev: bool,
     #[arg(long, env = "CROFT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "CROFT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) for --tls-cert.
+    #[arg(long, env = "CROFT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Serve plain HTTP on a non-loopback address (behind a TLS-terminating gateway only).
     #[arg(long, env = "CROFT_ALLOW_PLAIN_HTTP")]
     pub allow_plain_http: bool,
@@ -107,7 +113,7 @@ pub async fn build_state(config: &AuthConfig) -> anyhow::Result<AuthState> {
             config.netcode_key_file = Some(netcode);
         }
     }
-    if !config.http.ip().is_loopback() && !config.allow_plain_http {
+    if config.tls_cert.is_none() && !config.http.ip().is_loopback() && !config.allow_plain_http {
         bail!(
             "refusing to serve plain HTTP on {}: bind to loopback, or pass --allow-plain-http behind a TLS gateway",
             config.http
@@ -196,14 +202,25 @@ pub async fn serve(config: AuthConfig) -> anyhow::Result<()> {
     if let Some(path) = &config.ready_file {
         std::fs::write(path, serde_json::json!({ "http": addr }).to_string())?;
     }
-    tracing::info!(%addr, "auth service listening");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(telemetry::shutdown_signal())
-    .await
-    .context("serving HTTP")?;
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = edge::tls::server_config(cert, key)?;
+            tracing::info!(%addr, "auth service listening (HTTPS)");
+            edge::tls::serve(listener, app, tls, telemetry::shutdown_signal())
+                .await
+                .context("serving HTTPS")?;
+        }
+        _ => {
+            tracing::info!(%addr, "auth service listening (plain HTTP)");
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(telemetry::shutdown_signal())
+            .await
+            .context("serving HTTP")?;
+        }
+    }
     tracing::info!("auth service stopped");
     Ok(())
 }

@@ -16,6 +16,8 @@ use axum::response::{IntoResponse, Response};
 use tower_http::cors::{Any, CorsLayer};
 use tracing::Instrument;
 
+pub mod tls;
+
 /// A JSON error response in the shape every croft service uses.
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
