@@ -36,7 +36,11 @@ pub struct Passwords {
     hasher: Argon2<'static>,
     /// A real hash of a random password, verified for unknown users.
     dummy: Arc<str>,
+    /// Hashes running at once.
     permits: Arc<Semaphore>,
+    /// Requests allowed to wait for a permit; beyond them callers get `Busy` at once, so the
+    /// wait (and the p99) is bounded by `queue / permits` hash times.
+    queue: Arc<Semaphore>,
 }
 
 impl Passwords {
@@ -63,6 +67,7 @@ impl Passwords {
             hasher,
             dummy: dummy.into(),
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            queue: Arc::new(Semaphore::new(2 * max_concurrent.max(1))),
         })
     }
 
@@ -112,13 +117,23 @@ impl Passwords {
         Ok(())
     }
 
-    /// [`Self::hash_blocking`] on the blocking pool, refused with `Busy` when the bound is full.
-    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
-        let permit = self
-            .permits
+    /// Waits for a hashing permit if the queue has room; `Busy` at once if it has none.
+    async fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, PasswordError> {
+        let _waiting = self
+            .queue
             .clone()
             .try_acquire_owned()
             .map_err(|_| PasswordError::Busy)?;
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| PasswordError::Busy)
+    }
+
+    /// [`Self::hash_blocking`] on the blocking pool, refused with `Busy` when the bound is full.
+    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
+        let permit = self.admit().await?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -134,11 +149,7 @@ impl Passwords {
         password: String,
         stored: Option<String>,
     ) -> Result<bool, PasswordError> {
-        let permit = self
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| PasswordError::Busy)?;
+        let permit = self.admit().await?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -189,12 +200,14 @@ mod tests {
     #[tokio::test]
     async fn a_full_admission_bound_answers_busy() {
         let p = Passwords::new(1).unwrap();
+        // The one permit and both queue places are taken: the next caller is refused at once.
         let held = p.permits.clone().try_acquire_owned().unwrap();
+        let queued = p.queue.clone().try_acquire_many_owned(2).unwrap();
         assert_eq!(
             p.hash("correct horse".into()).await,
             Err(PasswordError::Busy)
         );
-        drop(held);
+        drop((held, queued));
         assert!(p.hash("correct horse".into()).await.is_ok());
     }
 }
