@@ -46,7 +46,7 @@ async fn hammer(
                         ok.fetch_add(1, Ordering::Relaxed);
                         lat.push(t.elapsed().as_micros() as u64);
                     }
-                                        _ => {
+                    _ => {
                         // A refused client backs off as `Retry-After` asks (shortened to keep
                         // the pressure on), instead of spinning on the server's CPU.
                         refused.fetch_add(1, Ordering::Relaxed);
