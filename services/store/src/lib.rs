@@ -219,32 +219,9 @@ impl Store {
         username: &str,
         password_hash: &str,
     ) -> Result<User, StoreError> {
-        let name = username.trim();
-        if name.is_empty() {
-            return Err(StoreError::Internal("empty username".into()));
-        }
-        let user = User {
-            id: random_id()?,
-            username: name.to_string(),
-            password_hash: password_hash.to_string(),
-            disabled: false,
-            created_at: now_ms(),
-        };
-        sqlx::query(
-            "INSERT INTO users (id, username, username_key, password_hash, disabled, created_at) \
-             VALUES ($1, $2, $3, $4, 0, $5)",
-        )
-        .bind(user.id)
-        .bind(&user.username)
-        .bind(username_key(name))
-        .bind(&user.password_hash)
-        .bind(user.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| match StoreError::from(e) {
-            StoreError::Conflict(_) => StoreError::Conflict(format!("user `{name}`")),
-            other => other,
-        })?;
+        let mut tx = self.pool.begin().await?;
+        let user = insert_user_tx(&mut tx, username, password_hash).await?;
+        tx.commit().await?;
         Ok(user)
     }
 
@@ -340,30 +317,8 @@ impl Store {
         password_hash: &str,
         event: impl FnOnce(&User) -> OutboxEvent,
     ) -> Result<User, StoreError> {
-        let name = username.trim();
-        let user = User {
-            id: random_id()?,
-            username: name.to_string(),
-            password_hash: password_hash.to_string(),
-            disabled: false,
-            created_at: now_ms(),
-        };
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO users (id, username, username_key, password_hash, disabled, created_at) \
-             VALUES ($1, $2, $3, $4, 0, $5)",
-        )
-        .bind(user.id)
-        .bind(&user.username)
-        .bind(username_key(name))
-        .bind(&user.password_hash)
-        .bind(user.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match StoreError::from(e) {
-            StoreError::Conflict(_) => StoreError::Conflict(format!("user `{name}`")),
-            other => other,
-        })?;
+        let user = insert_user_tx(&mut tx, username, password_hash).await?;
         insert_event_tx(&mut tx, &event(&user)).await?;
         tx.commit().await?;
         Ok(user)
@@ -590,6 +545,40 @@ async fn revoke_family_tx(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+async fn insert_user_tx(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    username: &str,
+    password_hash: &str,
+) -> Result<User, StoreError> {
+    let name = username.trim();
+    if name.is_empty() {
+        return Err(StoreError::Internal("empty username".into()));
+    }
+    let user = User {
+        id: random_id()?,
+        username: name.to_string(),
+        password_hash: password_hash.to_string(),
+        disabled: false,
+        created_at: now_ms(),
+    };
+    sqlx::query(
+        "INSERT INTO users (id, username, username_key, password_hash, disabled, created_at) \
+         VALUES ($1, $2, $3, $4, 0, $5)",
+    )
+    .bind(user.id)
+    .bind(&user.username)
+    .bind(username_key(name))
+    .bind(&user.password_hash)
+    .bind(user.created_at)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| match StoreError::from(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!("user `{name}`")),
+        other => other,
+    })?;
+    Ok(user)
 }
 
 /// Inserts an outbox row inside the caller's transaction.

@@ -237,28 +237,7 @@ impl JwtKeys {
 
     /// Checks signature, `kid`, issuer and expiry (no leeway beyond 5 s of clock skew).
     pub fn verify(&self, token: &str) -> Result<AccessClaims, JwtError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| JwtError::Invalid(e.to_string()))?;
-        if header.alg != Algorithm::EdDSA {
-            return Err(JwtError::Invalid(format!(
-                "algorithm {:?} is not accepted",
-                header.alg
-            )));
-        }
-        let kid = header
-            .kid
-            .ok_or_else(|| JwtError::Invalid("no kid".into()))?;
-        let key = self.decoding.get(&kid).ok_or(JwtError::UnknownKey)?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[&self.issuer]);
-        validation.leeway = 5;
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
-            .map(|d| d.claims)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => JwtError::Expired,
-                _ => JwtError::Invalid(e.to_string()),
-            })
+        verify_with(&self.issuer, &self.decoding, token)
     }
 
     /// The JWKS document (RFC 7517) of every key that can still verify a token.
@@ -311,28 +290,37 @@ pub struct JwtVerifier {
 
 impl JwtVerifier {
     pub fn verify(&self, token: &str) -> Result<AccessClaims, JwtError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| JwtError::Invalid(e.to_string()))?;
-        if header.alg != Algorithm::EdDSA {
-            return Err(JwtError::Invalid(format!(
-                "algorithm {:?} is not accepted",
-                header.alg
-            )));
-        }
-        let kid = header
-            .kid
-            .ok_or_else(|| JwtError::Invalid("no kid".into()))?;
-        let key = self.decoding.get(&kid).ok_or(JwtError::UnknownKey)?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[&self.issuer]);
-        validation.leeway = 5;
-        jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
-            .map(|d| d.claims)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => JwtError::Expired,
-                _ => JwtError::Invalid(e.to_string()),
-            })
+        verify_with(&self.issuer, &self.decoding, token)
     }
+}
+
+fn verify_with(
+    issuer: &str,
+    keys: &HashMap<String, DecodingKey>,
+    token: &str,
+) -> Result<AccessClaims, JwtError> {
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| JwtError::Invalid(e.to_string()))?;
+    if header.alg != Algorithm::EdDSA {
+        return Err(JwtError::Invalid(format!(
+            "algorithm {:?} is not accepted",
+            header.alg
+        )));
+    }
+    let kid = header
+        .kid
+        .ok_or_else(|| JwtError::Invalid("no kid".into()))?;
+    let key = keys.get(&kid).ok_or(JwtError::UnknownKey)?;
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_issuer(&[issuer]);
+    validation.leeway = 5;
+    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+    jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
+        .map(|d| d.claims)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => JwtError::Expired,
+            _ => JwtError::Invalid(e.to_string()),
+        })
 }
 
 #[cfg(test)]
