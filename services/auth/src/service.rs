@@ -64,9 +64,28 @@ impl ApiError {
     }
 }
 
+/// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `invalid_credentials`, `token_reused`, `busy`, `rate_limited`, ...
+    pub code: String,
+    /// For people; never contains internals.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
@@ -133,18 +152,18 @@ impl From<PasswordError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionTokens {
     pub token_type: String,
     pub access_token: String,
@@ -153,6 +172,7 @@ pub struct SessionTokens {
     pub refresh_token: String,
     /// A netcode connect token (base64) for one of `connection_servers`.
     pub connect_token: String,
+    #[schema(value_type = Vec<String>, example = json!(["127.0.0.1:5100"]))]
     pub connection_servers: Vec<SocketAddr>,
     pub user_id: i64,
     pub session_id: String,
@@ -167,6 +187,7 @@ pub fn router(state: AuthState) -> Router {
         .route("/v1/auth/introspect", post(introspect))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/admin/users", post(admin_create_user))
+        .route("/openapi.json", get(openapi_json))
         .with_state(state)
 }
 
@@ -320,6 +341,15 @@ fn json_body<T>(
     })
 }
 
+#[utoipa::path(post, path = "/v1/auth/login", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = SessionTokens),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "Unknown user or wrong password", body = ErrorBody),
+        (status = 403, description = "Account disabled", body = ErrorBody),
+        (status = 429, description = "Too many failures or requests; see Retry-After", body = ErrorBody),
+        (status = 503, description = "Busy or database unavailable; see Retry-After", body = ErrorBody),
+    ))]
 async fn login(
     State(state): State<AuthState>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>,
@@ -379,6 +409,13 @@ async fn login(
     Ok(Json(state.tokens(user.id, &session_id, refresh_token)?))
 }
 
+#[utoipa::path(post, path = "/v1/auth/refresh", request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "Rotated", body = SessionTokens),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "Unknown, expired, reused (family revoked) or revoked token", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ))]
 async fn refresh(
     State(state): State<AuthState>,
     body: Result<Json<RefreshRequest>, axum::extract::rejection::JsonRejection>,
@@ -425,6 +462,11 @@ async fn refresh(
     }
 }
 
+#[utoipa::path(post, path = "/v1/auth/logout", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Session revoked"),
+        (status = 401, description = "Missing, invalid or expired access token", body = ErrorBody),
+    ))]
 async fn logout(
     State(state): State<AuthState>,
     headers: HeaderMap,
@@ -435,12 +477,18 @@ async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConnectTokenResponse {
     pub connect_token: String,
+    #[schema(value_type = Vec<String>)]
     pub connection_servers: Vec<SocketAddr>,
 }
 
+#[utoipa::path(post, path = "/v1/auth/connect-token", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A fresh netcode connect token", body = ConnectTokenResponse),
+        (status = 401, description = "Missing, invalid or expired access token, or revoked session", body = ErrorBody),
+    ))]
 async fn connect_token(
     State(state): State<AuthState>,
     headers: HeaderMap,
@@ -452,12 +500,17 @@ async fn connect_token(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct IntrospectRequest {
     pub session_id: String,
 }
 
 /// Whether a session is still live: what game servers ask about the session in a connect token.
+#[utoipa::path(post, path = "/v1/auth/introspect", request_body = IntrospectRequest,
+    responses(
+        (status = 200, description = "`{\"active\": bool}`", body = Object),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+    ))]
 async fn introspect(
     State(state): State<AuthState>,
     body: Result<Json<IntrospectRequest>, axum::extract::rejection::JsonRejection>,
@@ -467,6 +520,8 @@ async fn introspect(
     Ok(Json(serde_json::json!({ "active": active })))
 }
 
+#[utoipa::path(get, path = "/.well-known/jwks.json",
+    responses((status = 200, description = "JWKS (RFC 7517) of the Ed25519 verification keys", body = Object)))]
 async fn jwks(State(state): State<AuthState>) -> Result<Json<serde_json::Value>, ApiError> {
     let keys = state.jwt.read().map_err(|_| {
         ApiError::new(
@@ -478,7 +533,7 @@ async fn jwks(State(state): State<AuthState>) -> Result<Json<serde_json::Value>,
     Ok(Json(keys.jwks()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateUserRequest {
     pub username: String,
     pub password: String,
@@ -489,6 +544,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Creates an account (registration is external: this is for the studio's own tools).
+#[utoipa::path(post, path = "/v1/admin/users", request_body = CreateUserRequest, security(("admin" = [])),
+    responses(
+        (status = 201, description = "Created: `{\"user_id\", \"username\"}`", body = Object),
+        (status = 400, description = "Bad username or weak password", body = ErrorBody),
+        (status = 401, description = "No or wrong admin credential", body = ErrorBody),
+        (status = 404, description = "Admin API disabled", body = ErrorBody),
+        (status = 409, description = "Username taken", body = ErrorBody),
+    ))]
 async fn admin_create_user(
     State(state): State<AuthState>,
     headers: HeaderMap,
@@ -536,4 +599,31 @@ async fn admin_create_user(
         StatusCode::CREATED,
         Json(serde_json::json!({ "user_id": user.id, "username": user.username })),
     ))
+}
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer =
+            || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+        components.add_security_scheme("bearer", bearer());
+        components.add_security_scheme("admin", bearer());
+    }
+}
+
+/// The OpenAPI 3 document, generated from the handlers' annotations and the types they use.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "croft auth", description = "Login, sessions and tokens"),
+    paths(login, refresh, logout, connect_token, introspect, jwks, admin_create_user),
+    components(schemas(LoginRequest, RefreshRequest, SessionTokens, ConnectTokenResponse, IntrospectRequest, CreateUserRequest, ErrorBody, ErrorDetail)),
+    modifiers(&SecurityAddon)
+)]
+pub struct ApiDoc;
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi())
 }

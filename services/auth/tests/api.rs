@@ -402,3 +402,70 @@ async fn the_admin_endpoint_needs_its_credential() {
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes_and_the_bodies() {
+    let store = store::testing::sqlite().await;
+    let st = state(store.clone());
+    let hash = st.passwords.hash_blocking("correct horse").unwrap();
+    store.create_user("kim", &hash).await.unwrap();
+    let app = router(st);
+    let (s, doc) = call(&app, "GET", "/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    let documented: Vec<(String, String)> = paths
+        .iter()
+        .flat_map(|(p, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.to_uppercase(), p.clone()))
+        })
+        .collect();
+    // Every documented operation exists (not 404/405) ...
+    for (method, path) in &documented {
+        let (s, _) = call(&app, method, path, None, None).await;
+        assert!(
+            s != StatusCode::NOT_FOUND && s != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}: {s}"
+        );
+    }
+    // ... and every route of the service is documented.
+    for route in [
+        "/v1/auth/login",
+        "/v1/auth/refresh",
+        "/v1/auth/logout",
+        "/v1/auth/connect-token",
+        "/v1/auth/introspect",
+        "/.well-known/jwks.json",
+        "/v1/admin/users",
+    ] {
+        assert!(paths.contains_key(route), "{route} is not in /openapi.json");
+    }
+    // A real login answer has exactly the documented properties, all the required ones.
+    let schema = &doc["components"]["schemas"]["SessionTokens"];
+    let mut documented_props: Vec<String> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    documented_props.sort();
+    let (_, body) = login(&app, "kim", "correct horse").await;
+    let mut actual: Vec<String> = body.as_object().unwrap().keys().cloned().collect();
+    actual.sort();
+    assert_eq!(actual, documented_props);
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(required.iter().all(|r| body.get(*r).is_some()));
+    // Error answers have the documented shape too.
+    let (_, err) = login(&app, "kim", "wrong horse!").await;
+    let detail = &doc["components"]["schemas"]["ErrorDetail"]["properties"];
+    assert!(detail.get("code").is_some() && detail.get("message").is_some());
+    assert!(err["error"]["code"].is_string() && err["error"]["message"].is_string());
+}
