@@ -92,6 +92,11 @@ impl SigningKeyPair {
             *b = u8::from_str_radix(&text[i * 2..i * 2 + 2], 16)
                 .map_err(|_| JwtError::Key("not hex".into()))?;
         }
+        if seed.iter().all(|b| *b == seed[0]) {
+            return Err(JwtError::Key(
+                "the signing key is one repeated byte: generate a real one".into(),
+            ));
+        }
         Ok(Self::from_seed(seed))
     }
 
@@ -423,5 +428,9 @@ mod tests {
         assert_eq!(again.kid, k.kid);
         assert_eq!(again.public_key(), k.public_key());
         assert!(SigningKeyPair::from_hex("zz").is_err());
+        assert!(
+            SigningKeyPair::from_hex(&"00".repeat(32)).is_err(),
+            "weak keys are refused"
+        );
     }
 }
