@@ -25,6 +25,9 @@ pub struct AuthConfig {
         default_value = "sqlite://data/croft.db"
     )]
     pub database: String,
+    /// A file holding the database URL (a mounted secret); wins over --database.
+    #[arg(long, env = "CROFT_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
     /// The JWT signing key (64 hex characters, an Ed25519 seed).
     #[arg(long, env = "CROFT_JWT_KEY_FILE")]
     pub jwt_key_file: Option<PathBuf>,
@@ -99,6 +102,12 @@ fn dev_key_file(path: &Path, make: impl FnOnce() -> anyhow::Result<String>) -> a
 /// Builds the service state from the configuration, refusing missing or weak secrets.
 pub async fn build_state(config: &AuthConfig) -> anyhow::Result<AuthState> {
     let mut config = config.clone();
+    if let Some(path) = &config.database_url_file {
+        config.database = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the database URL from {}", path.display()))?
+            .trim()
+            .to_string();
+    }
     if config.dev {
         tracing::warn!(
             data_dir = %config.data_dir.display(),
