@@ -133,6 +133,7 @@ async fn main() {
         refresh_ttl: Duration::from_secs(3600),
         backoff: Arc::new(auth::backoff::LoginBackoff::default()),
         admin_token: None,
+        sessions: Arc::new(auth::service::SessionCache::new(Duration::from_secs(1))),
     };
     let edge_config = edge::EdgeConfig {
         rate: edge::Rate {

@@ -169,6 +169,7 @@ pub async fn build_state(config: &AuthConfig) -> anyhow::Result<AuthState> {
         refresh_ttl: Duration::from_secs(config.refresh_ttl_seconds),
         backoff: Arc::new(crate::backoff::LoginBackoff::default()),
         admin_token: admin_token(&config)?,
+        sessions: Arc::new(crate::service::SessionCache::new(Duration::from_secs(1))),
     })
 }
 

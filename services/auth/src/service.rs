@@ -34,6 +34,60 @@ pub struct AuthState {
     pub backoff: Arc<LoginBackoff>,
     /// The admin credential; `None` turns the admin routes off.
     pub admin_token: Option<Arc<str>>,
+    pub sessions: Arc<SessionCache>,
+}
+
+/// Session liveness answered from memory: a revocation is permanent, so a revoked answer is kept;
+/// a live answer is re-read after `ttl`, which bounds how long a revocation made by another
+/// replica takes to be seen here. Revocations made by this process are seen at once.
+#[derive(Debug)]
+pub struct SessionCache {
+    ttl: Duration,
+    entries: std::sync::Mutex<std::collections::HashMap<String, (bool, std::time::Instant)>>,
+}
+
+impl SessionCache {
+    /// Entries beyond this are dropped wholesale (they are only a cache).
+    const MAX_ENTRIES: usize = 1_000_000;
+
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Default::default(),
+        }
+    }
+
+    /// `Some(true)` revoked, `Some(false)` live, `None` unknown.
+    pub async fn revoked(
+        &self,
+        store: &Store,
+        session_id: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        if let Ok(entries) = self.entries.lock()
+            && let Some((revoked, at)) = entries.get(session_id)
+            && (*revoked || at.elapsed() < self.ttl)
+        {
+            return Ok(Some(*revoked));
+        }
+        let answer = store.session_revoked(session_id).await?;
+        if let Some(revoked) = answer {
+            self.put(session_id, revoked);
+        }
+        Ok(answer)
+    }
+
+    pub fn mark_revoked(&self, session_id: &str) {
+        self.put(session_id, true);
+    }
+
+    fn put(&self, session_id: &str, revoked: bool) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= Self::MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(session_id.to_string(), (revoked, std::time::Instant::now()));
+        }
+    }
 }
 
 /// A JSON error with a stable code; internal details go to the log only.
@@ -305,7 +359,7 @@ impl AuthState {
                 "the access token is not valid",
             )
         })?;
-        if self.store.session_revoked(&claims.sid).await? != Some(false) {
+        if self.sessions.revoked(&self.store, &claims.sid).await? != Some(false) {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "session_revoked",
@@ -436,8 +490,9 @@ async fn refresh(
             user_id,
             session_id,
         } => Ok(Json(state.tokens(user_id, &session_id, next)?)),
-        RefreshOutcome::ReuseDetected => {
+        RefreshOutcome::ReuseDetected { session_id } => {
             tracing::warn!("refresh token reuse: family revoked");
+            state.sessions.mark_revoked(&session_id);
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "token_reused",
@@ -473,6 +528,7 @@ async fn logout(
 ) -> Result<StatusCode, ApiError> {
     let (user_id, session_id) = state.caller(&headers).await?;
     state.store.revoke_session(&session_id).await?;
+    state.sessions.mark_revoked(&session_id);
     tracing::info!(user_id, "logout");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -516,7 +572,11 @@ async fn introspect(
     body: Result<Json<IntrospectRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let req = json_body(body)?;
-    let active = state.store.session_revoked(&req.session_id).await? == Some(false);
+    let active = state
+        .sessions
+        .revoked(&state.store, &req.session_id)
+        .await?
+        == Some(false);
     Ok(Json(serde_json::json!({ "active": active })))
 }
 

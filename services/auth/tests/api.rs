@@ -33,6 +33,7 @@ fn state(store: Store) -> AuthState {
             Duration::from_secs(60),
         )),
         admin_token: Some("admin-credential-for-tests-0123456789".into()),
+        sessions: Arc::new(auth::service::SessionCache::new(Duration::from_secs(1))),
     }
 }
 

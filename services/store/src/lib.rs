@@ -374,8 +374,10 @@ pub enum RefreshOutcome {
         user_id: UserId,
         session_id: String,
     },
-    /// The token was already used: its whole family (and session) is now revoked.
-    ReuseDetected,
+    /// The token was already used: its whole family and its session are now revoked.
+    ReuseDetected {
+        session_id: String,
+    },
     Expired,
     Revoked,
     Unknown,
@@ -456,7 +458,7 @@ impl Store {
         if used_at.is_some() {
             revoke_family_tx(&mut tx, &family, &session_id, now).await?;
             tx.commit().await?;
-            return Ok(RefreshOutcome::ReuseDetected);
+            return Ok(RefreshOutcome::ReuseDetected { session_id });
         }
         if expires_at <= now {
             return Ok(RefreshOutcome::Expired);
@@ -472,7 +474,7 @@ impl Store {
             // Another request used it between our read and our write: that is reuse too.
             revoke_family_tx(&mut tx, &family, &session_id, now).await?;
             tx.commit().await?;
-            return Ok(RefreshOutcome::ReuseDetected);
+            return Ok(RefreshOutcome::ReuseDetected { session_id });
         }
         sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, family_id, session_id, user_id, issued_at, expires_at) \

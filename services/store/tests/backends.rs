@@ -196,7 +196,9 @@ async fn refresh_rotation_reuse_detection_and_logout() {
                 .rotate_refresh("h1", "h3", store::now_ms() + 60_000)
                 .await
                 .unwrap(),
-            RefreshOutcome::ReuseDetected
+            RefreshOutcome::ReuseDetected {
+                session_id: "s1".into()
+            }
         );
         assert_eq!(
             store
