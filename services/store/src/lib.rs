@@ -166,6 +166,9 @@ impl Store {
                         for pragma in [
                             "PRAGMA foreign_keys = ON",
                             "PRAGMA journal_mode = WAL",
+                            // WAL with NORMAL sync cannot corrupt the database; a power cut
+                            // may lose the last commits, which the embedded default accepts.
+                            "PRAGMA synchronous = NORMAL",
                             "PRAGMA busy_timeout = 5000",
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
