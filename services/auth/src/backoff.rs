@@ -8,6 +8,9 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Keys tracked at most per tracker.
+const MAX_TRACKED: usize = 100_000;
+
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
@@ -42,9 +45,13 @@ impl<K: Eq + Hash + Clone> Tracker<K> {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        if entries.len() > 100_000 {
+        if entries.len() >= MAX_TRACKED {
             let horizon = self.max_wait;
             entries.retain(|_, f| now.duration_since(f.last) < horizon);
+            if entries.len() >= MAX_TRACKED {
+                // Still full of recent failures: start over rather than grow without bound.
+                entries.clear();
+            }
         }
         let f = entries.entry(key).or_insert(Failures {
             count: 0,

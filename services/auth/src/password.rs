@@ -92,10 +92,11 @@ impl Passwords {
             Some(h) => (h, true),
             None => (&*self.dummy, false),
         };
-        let password = if password.len() > MAX_PASSWORD_LEN {
-            &password[..0]
+        // Too long to have been set: spend the same time on the dummy and say no.
+        let (hash, known) = if password.chars().count() > MAX_PASSWORD_LEN {
+            (&*self.dummy, false)
         } else {
-            password
+            (hash, known)
         };
         match self.hasher.verify_password(password.as_bytes(), hash) {
             Ok(()) => Ok(known),

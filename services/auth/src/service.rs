@@ -245,6 +245,9 @@ pub fn router(state: AuthState) -> Router {
         .with_state(state)
 }
 
+/// Usernames longer than this cannot be created, so logins with them fail early.
+pub const MAX_USERNAME_BYTES: usize = 64;
+
 fn random_token(bytes: usize) -> Result<String, ApiError> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| {
@@ -411,6 +414,10 @@ async fn login(
 ) -> Result<Json<SessionTokens>, ApiError> {
     let req = json_body(body)?;
     let ip = peer.map(|axum::Extension(axum::extract::ConnectInfo(addr))| addr.ip());
+    if req.username.len() > MAX_USERNAME_BYTES {
+        // No such account can exist; answering here keeps attacker strings out of the backoff map.
+        return Err(ApiError::unauthorized());
+    }
     let account = store::username_key(&req.username);
     if let Some(wait) = state.backoff.check(&account, ip) {
         let mut err = ApiError::new(
@@ -637,7 +644,7 @@ async fn admin_create_user(
         ));
     }
     let req = json_body(body)?;
-    if req.username.trim().is_empty() || req.username.len() > 64 {
+    if req.username.trim().is_empty() || req.username.len() > MAX_USERNAME_BYTES {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_username",

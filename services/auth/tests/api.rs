@@ -470,3 +470,40 @@ async fn the_openapi_document_matches_the_routes_and_the_bodies() {
     assert!(detail.get("code").is_some() && detail.get("message").is_some());
     assert!(err["error"]["code"].is_string() && err["error"]["message"].is_string());
 }
+
+#[tokio::test]
+async fn disabling_an_account_ends_its_sessions_and_long_names_are_refused_early() {
+    for (engine, store) in store::testing::both().await {
+        let st = state(store.clone());
+        let hash = st.passwords.hash_blocking("correct horse").unwrap();
+        let lee = store.create_user("lee", &hash).await.unwrap();
+        let app = router(st);
+        let (_, body) = login(&app, "lee", "correct horse").await;
+        let t: SessionTokens = serde_json::from_value(body).unwrap();
+        store.set_disabled(lee.id, true).await.unwrap();
+        let (s, e) = call(
+            &app,
+            "POST",
+            "/v1/auth/refresh",
+            None,
+            Some(serde_json::json!({"refresh_token": t.refresh_token})),
+        )
+        .await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("session_revoked")),
+            "{engine}"
+        );
+        let (s, _) = call(
+            &app,
+            "POST",
+            "/v1/auth/connect-token",
+            Some(&t.access_token),
+            None,
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{engine}");
+        let (s, _) = login(&app, &"x".repeat(10_000), "correct horse").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+    }
+}

@@ -248,15 +248,33 @@ impl Store {
         row.map(|r| user_from_row(&r)).transpose()
     }
 
+    /// Disabling also ends every session of the user, in the same transaction.
     pub async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
             .bind(i32::from(disabled))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        if disabled {
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -439,8 +457,9 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
-            "SELECT r.family_id, r.session_id, r.user_id, r.expires_at, r.used_at, r.revoked_at, s.revoked_at AS session_revoked \
-             FROM refresh_tokens r JOIN sessions s ON s.session_id = r.session_id WHERE r.token_hash = $1",
+                        "SELECT r.family_id, r.session_id, r.user_id, r.expires_at, r.used_at, r.revoked_at, s.revoked_at AS session_revoked, \
+             u.disabled FROM refresh_tokens r JOIN sessions s ON s.session_id = r.session_id \
+             JOIN users u ON u.id = r.user_id WHERE r.token_hash = $1",
         )
         .bind(old_hash)
         .fetch_optional(&mut *tx)
@@ -455,7 +474,8 @@ impl Store {
         let used_at: Option<i64> = row.try_get("used_at")?;
         let revoked_at: Option<i64> = row.try_get("revoked_at")?;
         let session_revoked: Option<i64> = row.try_get("session_revoked")?;
-        if revoked_at.is_some() || session_revoked.is_some() {
+        let disabled: i32 = row.try_get("disabled")?;
+        if revoked_at.is_some() || session_revoked.is_some() || disabled != 0 {
             return Ok(RefreshOutcome::Revoked);
         }
         if used_at.is_some() {

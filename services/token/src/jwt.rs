@@ -142,7 +142,7 @@ pub struct JwtKeys {
     active: SigningKeyPair,
     encoding: EncodingKey,
     verification: Vec<VerificationKey>,
-    decoding: HashMap<String, DecodingKey>,
+    decoding: HashMap<String, (DecodingKey, Option<u64>)>,
     pub access_ttl: Duration,
 }
 
@@ -172,7 +172,8 @@ impl JwtKeys {
     fn add_verification_key(&mut self, key: VerificationKey) {
         let x = B64URL.encode(key.public);
         if let Ok(decoding) = DecodingKey::from_ed_components(&x) {
-            self.decoding.insert(key.kid.clone(), decoding);
+            self.decoding
+                .insert(key.kid.clone(), (decoding, key.valid_until));
             self.verification.retain(|k| k.kid != key.kid);
             self.verification.push(key);
         }
@@ -247,9 +248,11 @@ impl JwtKeys {
 
     /// The JWKS document (RFC 7517) of every key that can still verify a token.
     pub fn jwks(&self) -> serde_json::Value {
+        let now = unix_now();
         let keys: Vec<serde_json::Value> = self
             .verification
             .iter()
+            .filter(|k| k.valid_until.is_none_or(|t| t >= now))
             .map(|k| {
                 serde_json::json!({
                     "kty": "OKP",
@@ -277,7 +280,7 @@ impl JwtKeys {
                 continue;
             };
             let key = DecodingKey::from_jwk(jwk).map_err(|e| JwtError::Key(e.to_string()))?;
-            decoding.insert(kid, key);
+            decoding.insert(kid, (key, None));
         }
         Ok(JwtVerifier {
             issuer: issuer.to_string(),
@@ -290,7 +293,7 @@ impl JwtKeys {
 #[derive(Clone)]
 pub struct JwtVerifier {
     issuer: String,
-    decoding: HashMap<String, DecodingKey>,
+    decoding: HashMap<String, (DecodingKey, Option<u64>)>,
 }
 
 impl JwtVerifier {
@@ -299,9 +302,10 @@ impl JwtVerifier {
     }
 }
 
+/// Verifies with the key named by `kid`; a retired key past its `valid_until` verifies nothing.
 fn verify_with(
     issuer: &str,
-    keys: &HashMap<String, DecodingKey>,
+    keys: &HashMap<String, (DecodingKey, Option<u64>)>,
     token: &str,
 ) -> Result<AccessClaims, JwtError> {
     let header =
@@ -315,7 +319,10 @@ fn verify_with(
     let kid = header
         .kid
         .ok_or_else(|| JwtError::Invalid("no kid".into()))?;
-    let key = keys.get(&kid).ok_or(JwtError::UnknownKey)?;
+    let (key, valid_until) = keys.get(&kid).ok_or(JwtError::UnknownKey)?;
+    if valid_until.is_some_and(|t| unix_now() > t) {
+        return Err(JwtError::UnknownKey);
+    }
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.set_issuer(&[issuer]);
     validation.leeway = 5;
@@ -401,6 +408,26 @@ mod tests {
         );
         assert!(k.verify(&after).is_ok());
         assert_eq!(k.jwks()["keys"].as_array().unwrap().len(), 2);
+        // A retired key past its validity verifies nothing, pruned or not.
+        let mut expired_rotation = keys();
+        let (old_token, _) = expired_rotation.issue(7, "s").unwrap();
+        let old = expired_rotation.active_kid().to_string();
+        expired_rotation
+            .rotate(SigningKeyPair::generate().unwrap())
+            .unwrap();
+        let mut retired = expired_rotation
+            .verification
+            .iter()
+            .find(|k| k.kid == old)
+            .cloned()
+            .unwrap();
+        retired.valid_until = Some(unix_now() - 1);
+        expired_rotation.add_verification_key(retired);
+        assert_eq!(
+            expired_rotation.verify(&old_token),
+            Err(JwtError::UnknownKey)
+        );
+        assert_eq!(expired_rotation.jwks()["keys"].as_array().unwrap().len(), 1);
         // Once the old key's tokens can no longer be valid, it leaves the set.
         k.prune(unix_now() + 10_000);
         assert_eq!(k.verify(&before), Err(JwtError::UnknownKey));
