@@ -413,7 +413,8 @@ async fn login(
     body: Result<Json<LoginRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<SessionTokens>, ApiError> {
     let req = json_body(body)?;
-    let ip = peer.map(|axum::Extension(axum::extract::ConnectInfo(addr))| addr.ip());
+    let ip =
+        peer.map(|axum::Extension(axum::extract::ConnectInfo(addr))| edge::limit_key(addr.ip()));
     if req.username.len() > MAX_USERNAME_BYTES {
         // No such account can exist; answering here keeps attacker strings out of the backoff map.
         return Err(ApiError::unauthorized());

@@ -153,7 +153,23 @@ pub fn wrap(router: Router, config: &EdgeConfig) -> Router {
 fn client_ip(req: &Request) -> Option<IpAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+        .map(|ConnectInfo(addr)| limit_key(addr.ip()))
+}
+
+/// The address a limit applies to: IPv4 as is, IPv6 by its /64 (one subscriber's allocation),
+/// so that a client cannot get fresh buckets by walking its own prefix.
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(seg.into())
+            }
+        },
+    }
 }
 
 async fn limits(State(state): State<EdgeState>, req: Request, next: Next) -> Response {
@@ -351,6 +367,17 @@ mod tests {
             .unwrap();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(error_code(r).await, "timeout");
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(limit_key(a), limit_key(b));
+        assert_ne!(limit_key(a), limit_key(c));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(limit_key(mapped), IpAddr::from([10, 0, 0, 1]));
     }
 
     #[test]
