@@ -78,6 +78,9 @@ pub struct AuthConfig {
     /// Login attempts per minute per client address (burst of 10).
     #[arg(long, env = "CROFT_LOGIN_RATE_PER_MINUTE", default_value_t = 60)]
     pub login_rate_per_minute: u32,
+    /// Internal listener for `/metrics`, `/healthz` and `/readyz` (kept off the public address).
+    #[arg(long, env = "CROFT_AUTH_METRICS", default_value = "127.0.0.1:7001")]
+    pub metrics: SocketAddr,
     /// Write the bound address here as JSON once ready.
     #[arg(long, env = "CROFT_READY_FILE")]
     pub ready_file: Option<PathBuf>,
@@ -203,14 +206,25 @@ pub async fn serve(config: AuthConfig) -> anyhow::Result<()> {
         ..edge::EdgeConfig::default()
     };
     let app = edge::wrap(router(state), &edge_config)
-        .merge(telemetry::router(readiness))
         .layer(axum::middleware::from_fn(telemetry::http_metrics));
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding {}", config.http))?;
     let addr = listener.local_addr()?;
+    let internal = tokio::net::TcpListener::bind(config.metrics)
+        .await
+        .with_context(|| format!("binding {}", config.metrics))?;
+    let metrics_addr = internal.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(internal, telemetry::router(readiness)).await {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    });
     if let Some(path) = &config.ready_file {
-        std::fs::write(path, serde_json::json!({ "http": addr }).to_string())?;
+        std::fs::write(
+            path,
+            serde_json::json!({ "http": addr, "metrics": metrics_addr }).to_string(),
+        )?;
     }
     match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {

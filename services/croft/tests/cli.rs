@@ -304,7 +304,16 @@ fn croft_auth_dev_logs_in_a_user_added_from_the_cli_and_stops_on_sigterm() {
 
     let ready = dir.join("auth.ready");
     let child = croft()
-        .args(["auth", "--dev", "--http", "127.0.0.1:0", "--database", &url])
+        .args([
+            "auth",
+            "--dev",
+            "--http",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--database",
+            &url,
+        ])
         .arg("--data-dir")
         .arg(&dir)
         .arg("--ready-file")
@@ -315,12 +324,15 @@ fn croft_auth_dev_logs_in_a_user_added_from_the_cli_and_stops_on_sigterm() {
         .unwrap();
     let mut child = Running(child);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let addr = loop {
+    let (addr, metrics_addr) = loop {
         assert!(std::time::Instant::now() < deadline, "auth did not start");
         if let Ok(text) = std::fs::read_to_string(&ready)
             && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
         {
-            break v["http"].as_str().unwrap().to_string();
+            break (
+                v["http"].as_str().unwrap().to_string(),
+                v["metrics"].as_str().unwrap().to_string(),
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
@@ -367,12 +379,15 @@ fn croft_auth_dev_logs_in_a_user_added_from_the_cli_and_stops_on_sigterm() {
         "{statuses:?}"
     );
     let metrics = http
-        .get(format!("http://{addr}/metrics"))
+        .get(format!("http://{metrics_addr}/metrics"))
         .send()
         .unwrap()
         .text()
         .unwrap();
     assert!(metrics.contains("http_requests_total"), "{metrics}");
+    // Not on the public address.
+    let public = http.get(format!("http://{addr}/metrics")).send().unwrap();
+    assert_eq!(public.status(), 404);
     // SIGTERM: graceful stop.
     let pid = child.0.id().to_string();
     assert!(
