@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -33,7 +33,8 @@ pub enum ControlCommand {
 
 /// State shared by the control API and the Bevy app.
 pub struct ControlShared {
-    pub data: RwLock<Arc<GameData>>,
+    /// The card data new matches start with (hot reload, when it comes, swaps this).
+    pub data: Arc<GameData>,
     /// Live matches: the shard each is seated on and its players.
     pub live: Mutex<HashMap<MatchId, (usize, [UserId; 2])>>,
     pub shard_addrs: Vec<SocketAddr>,
@@ -54,7 +55,7 @@ impl ControlShared {
         readiness: telemetry::Readiness,
     ) -> Self {
         Self {
-            data: RwLock::new(data),
+            data,
             live: Mutex::new(HashMap::new()),
             shard_addrs,
             max_matches,
@@ -88,10 +89,7 @@ impl ControlShared {
     }
 
     pub fn data(&self) -> Arc<GameData> {
-        match self.data.read() {
-            Ok(d) => d.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.data.clone()
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {

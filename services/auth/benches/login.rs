@@ -8,8 +8,8 @@
 //! 3. Session introspection and JWKS through HTTP: requests/s.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use auth::Passwords;
@@ -117,24 +117,19 @@ async fn main() {
     for i in 0..64 {
         let _ = store.create_user(&format!("bench{i}"), &hash).await;
     }
-    let state = AuthState {
-        store: store.clone(),
-        passwords: Passwords::new(cores).unwrap(),
-        jwt: Arc::new(RwLock::new(
-            JwtKeys::new(
-                "croft",
-                SigningKeyPair::generate().unwrap(),
-                Duration::from_secs(900),
-            )
-            .unwrap(),
-        )),
-        connect: token::ConnectTokenIssuer::new(token::NetcodeKey::generate().unwrap()),
-        connection_servers: vec!["127.0.0.1:5100".parse().unwrap()],
-        refresh_ttl: Duration::from_secs(3600),
-        backoff: Arc::new(auth::backoff::LoginBackoff::default()),
-        admin_token: None,
-        sessions: Arc::new(auth::service::SessionCache::new(Duration::from_secs(1))),
-    };
+    let state = AuthState::new(
+        store.clone(),
+        Passwords::new(cores).unwrap(),
+        JwtKeys::new(
+            "croft",
+            SigningKeyPair::generate().unwrap(),
+            Duration::from_secs(900),
+        )
+        .unwrap(),
+        token::ConnectTokenIssuer::new(token::NetcodeKey::generate().unwrap()),
+        vec!["127.0.0.1:5100".parse().unwrap()],
+        Duration::from_secs(3600),
+    );
     let edge_config = edge::EdgeConfig {
         rate: edge::Rate {
             burst: 1_000_000,

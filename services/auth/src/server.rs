@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -163,17 +163,16 @@ pub async fn build_state(config: &AuthConfig) -> anyhow::Result<AuthState> {
         .await
         .with_context(|| format!("connecting to {}", store::redact(&config.database)))?;
     store.migrate().await.context("running migrations")?;
-    Ok(AuthState {
+    let mut state = AuthState::new(
         store,
-        passwords: Passwords::new(config.max_concurrent_hashes)?,
-        jwt: Arc::new(RwLock::new(keys)),
-        connect: ConnectTokenIssuer::new(netcode),
-        connection_servers: config.connection_server.clone(),
-        refresh_ttl: Duration::from_secs(config.refresh_ttl_seconds),
-        backoff: Arc::new(crate::backoff::LoginBackoff::default()),
-        admin_token: admin_token(&config)?,
-        sessions: Arc::new(crate::service::SessionCache::new(Duration::from_secs(1))),
-    })
+        Passwords::new(config.max_concurrent_hashes)?,
+        keys,
+        ConnectTokenIssuer::new(netcode),
+        config.connection_server.clone(),
+        Duration::from_secs(config.refresh_ttl_seconds),
+    );
+    state.admin_token = admin_token(&config)?;
+    Ok(state)
 }
 
 /// The admin credential if one is configured; a weak one is refused.

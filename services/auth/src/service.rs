@@ -277,19 +277,46 @@ fn session_bytes(session_id: &str) -> [u8; 16] {
 }
 
 impl AuthState {
+    /// A service with the given parts and the defaults for everything else: login backoff, a
+    /// 1 s session-liveness cache, no admin API.
+    pub fn new(
+        store: Store,
+        passwords: Passwords,
+        jwt: JwtKeys,
+        connect: ConnectTokenIssuer,
+        connection_servers: Vec<SocketAddr>,
+        refresh_ttl: Duration,
+    ) -> Self {
+        Self {
+            store,
+            passwords,
+            jwt: Arc::new(RwLock::new(jwt)),
+            connect,
+            connection_servers,
+            refresh_ttl,
+            backoff: Arc::new(LoginBackoff::default()),
+            admin_token: None,
+            sessions: Arc::new(SessionCache::new(Duration::from_secs(1))),
+        }
+    }
+
+    fn keys(&self) -> Result<std::sync::RwLockReadGuard<'_, JwtKeys>, ApiError> {
+        self.jwt.read().map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        })
+    }
+
     fn tokens(
         &self,
         user_id: i64,
         session_id: &str,
         refresh_token: String,
     ) -> Result<SessionTokens, ApiError> {
-        let keys = self.jwt.read().map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
-        })?;
+        let keys = self.keys()?;
         let (access, exp) = keys.issue(user_id, session_id).map_err(internal)?;
         let expires_in = exp.saturating_sub(token::jwt::unix_now());
         drop(keys);
@@ -334,13 +361,7 @@ impl AuthState {
                 )
             })?;
         let claims = {
-            let keys = self.jwt.read().map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
-            })?;
+            let keys = self.keys()?;
             keys.verify(token)
         }
         .map_err(|e| match e {
@@ -591,13 +612,7 @@ async fn introspect(
 #[utoipa::path(get, path = "/.well-known/jwks.json",
     responses((status = 200, description = "JWKS (RFC 7517) of the Ed25519 verification keys", body = Object)))]
 async fn jwks(State(state): State<AuthState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let keys = state.jwt.read().map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
-    })?;
+    let keys = state.keys()?;
     Ok(Json(keys.jwks()))
 }
 

@@ -1,6 +1,6 @@
 //! The auth HTTP API against SQLite and Postgres, through the real router.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use auth::Passwords;
@@ -12,29 +12,27 @@ use token::jwt::{JwtKeys, SigningKeyPair};
 use tower::ServiceExt;
 
 fn state(store: Store) -> AuthState {
-    AuthState {
+    let mut state = AuthState::new(
         store,
         // Cheap parameters keep the suite fast; production parameters are tested in password.rs.
-        passwords: Passwords::with_params(4, 64, 1, 1).unwrap(),
-        jwt: Arc::new(RwLock::new(
-            JwtKeys::new(
-                "croft",
-                SigningKeyPair::generate().unwrap(),
-                Duration::from_secs(900),
-            )
-            .unwrap(),
-        )),
-        connect: token::ConnectTokenIssuer::new(token::NetcodeKey::generate().unwrap()),
-        connection_servers: vec!["127.0.0.1:5100".parse().unwrap()],
-        refresh_ttl: Duration::from_secs(3600),
-        backoff: Arc::new(auth::backoff::LoginBackoff::new(
-            3,
-            100,
-            Duration::from_secs(60),
-        )),
-        admin_token: Some("admin-credential-for-tests-0123456789".into()),
-        sessions: Arc::new(auth::service::SessionCache::new(Duration::from_secs(1))),
-    }
+        Passwords::with_params(4, 64, 1, 1).unwrap(),
+        JwtKeys::new(
+            "croft",
+            SigningKeyPair::generate().unwrap(),
+            Duration::from_secs(900),
+        )
+        .unwrap(),
+        token::ConnectTokenIssuer::new(token::NetcodeKey::generate().unwrap()),
+        vec!["127.0.0.1:5100".parse().unwrap()],
+        Duration::from_secs(3600),
+    );
+    state.backoff = Arc::new(auth::backoff::LoginBackoff::new(
+        3,
+        100,
+        Duration::from_secs(60),
+    ));
+    state.admin_token = Some("admin-credential-for-tests-0123456789".into());
+    state
 }
 
 async fn call(

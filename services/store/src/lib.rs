@@ -479,7 +479,7 @@ impl Store {
             return Ok(RefreshOutcome::Revoked);
         }
         if used_at.is_some() {
-            revoke_family_tx(&mut tx, &family, &session_id, now).await?;
+            revoke_session_tx(&mut tx, &session_id, now).await?;
             tx.commit().await?;
             return Ok(RefreshOutcome::ReuseDetected { session_id });
         }
@@ -495,7 +495,7 @@ impl Store {
         .await?;
         if claimed.rows_affected() != 1 {
             // Another request used it between our read and our write: that is reuse too.
-            revoke_family_tx(&mut tx, &family, &session_id, now).await?;
+            revoke_session_tx(&mut tx, &session_id, now).await?;
             tx.commit().await?;
             return Ok(RefreshOutcome::ReuseDetected { session_id });
         }
@@ -520,20 +520,8 @@ impl Store {
 
     /// Revokes a session and every refresh token in it (logout).
     pub async fn revoke_session(&self, session_id: &str) -> Result<(), StoreError> {
-        let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 WHERE session_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(session_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE session_id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(session_id)
-            .execute(&mut *tx)
-            .await?;
+        revoke_session_tx(&mut tx, session_id, now_ms()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -551,24 +539,25 @@ impl Store {
     }
 }
 
-async fn revoke_family_tx(
+/// Revokes a session and all its refresh tokens. A refresh family lives in exactly one session
+/// (opened with it, rotated within it), so this is also how a reused family is revoked.
+async fn revoke_session_tx(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    family: &str,
     session_id: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
-    )
-    .bind(now)
-    .bind(family)
-    .execute(&mut **tx)
-    .await?;
     sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE session_id = $2 AND revoked_at IS NULL")
         .bind(now)
         .bind(session_id)
         .execute(&mut **tx)
         .await?;
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = $1 WHERE session_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(session_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
