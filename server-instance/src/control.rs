@@ -43,7 +43,35 @@ pub struct ControlShared {
     pub clients_connected: AtomicUsize,
     /// Cleared when draining starts, so orchestrators stop routing here.
     pub readiness: telemetry::Readiness,
+    /// Recently ended matches, numbered, for the allocator to collect (`GET /v1/matches`).
+    ended: Mutex<(u64, std::collections::VecDeque<EndedMatch>)>,
     token: String,
+}
+
+/// How many ended matches the control API remembers for collection.
+pub const ENDED_KEPT: usize = 10_000;
+
+/// A match that ended, as the allocator collects it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedMatch {
+    /// Increases by one per ended match on this instance.
+    pub seq: u64,
+    pub match_id: MatchId,
+    pub players: [UserId; 2],
+    /// `None`: a draw or an aborted match.
+    pub winner: Option<UserId>,
+    /// `HeroDied`, `Concede`, `Forfeit`, `TurnLimit` or `Aborted`.
+    pub reason: String,
+    pub turns: u32,
+    pub data_version: u64,
+}
+
+/// `GET /v1/matches?after=SEQ`: what runs, and what ended after `after`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MatchesReport {
+    pub live: Vec<MatchId>,
+    pub ended: Vec<EndedMatch>,
+    pub draining: bool,
 }
 
 impl ControlShared {
@@ -62,7 +90,40 @@ impl ControlShared {
             draining: AtomicBool::new(false),
             clients_connected: AtomicUsize::new(0),
             readiness,
+            ended: Mutex::new((0, std::collections::VecDeque::new())),
             token,
+        }
+    }
+
+    /// Remembers an ended match for the allocator (the oldest are forgotten past [`ENDED_KEPT`]).
+    pub fn push_ended(&self, mut ended: EndedMatch) {
+        if let Ok(mut guard) = self.ended.lock() {
+            let (seq, list) = &mut *guard;
+            *seq += 1;
+            ended.seq = *seq;
+            if list.len() >= ENDED_KEPT {
+                list.pop_front();
+            }
+            list.push_back(ended);
+        }
+    }
+
+    pub fn report(&self, after: u64) -> MatchesReport {
+        let mut live: Vec<MatchId> = self
+            .live
+            .lock()
+            .map(|l| l.keys().copied().collect())
+            .unwrap_or_default();
+        live.sort_unstable();
+        let ended = self
+            .ended
+            .lock()
+            .map(|g| g.1.iter().filter(|e| e.seq > after).cloned().collect())
+            .unwrap_or_default();
+        MatchesReport {
+            live,
+            ended,
+            draining: self.draining.load(Ordering::SeqCst),
         }
     }
 
@@ -93,21 +154,9 @@ impl ControlShared {
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(value) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
-            return false;
-        };
-        let Some(given) = value.strip_prefix("Bearer ") else {
-            return false;
-        };
-        constant_time_eq(given.as_bytes(), self.token.as_bytes())
+        let value = headers.get("authorization").and_then(|v| v.to_str().ok());
+        token::bearer_matches(value, &self.token)
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Clone)]
@@ -172,7 +221,7 @@ impl IntoResponse for ApiError {
 
 pub fn router(shared: Arc<ControlShared>, commands: UnboundedSender<ControlCommand>) -> Router {
     Router::new()
-        .route("/v1/matches", post(create_match))
+        .route("/v1/matches", post(create_match).get(list_matches))
         .route("/v1/capacity", get(capacity))
         .route("/v1/drain", post(drain))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -210,6 +259,23 @@ async fn capacity(
         draining,
         clients_connected: s.clients_connected.load(Ordering::Relaxed),
     }))
+}
+
+#[derive(Debug, Deserialize)]
+struct AfterQuery {
+    #[serde(default)]
+    after: u64,
+}
+
+async fn list_matches(
+    State(state): State<ControlState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<AfterQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<MatchesReport>, ApiError> {
+    check_auth(&state, &headers)?;
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    Ok(Json(state.shared.report(q.after)))
 }
 
 async fn drain(

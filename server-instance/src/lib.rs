@@ -6,7 +6,6 @@ pub mod config;
 pub mod control;
 pub mod net;
 pub mod persist;
-pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -300,6 +299,15 @@ fn route_outbox(
                     "match ended"
                 );
                 control.shared.release(record.match_id);
+                control.shared.push_ended(control::EndedMatch {
+                    seq: 0,
+                    match_id: record.match_id,
+                    players: record.players,
+                    winner: record.result.winner.map(|s| record.players[s.index()]),
+                    reason,
+                    turns: record.turns,
+                    data_version: record.data_version,
+                });
                 for user in record.players {
                     net.away.remove(&(record.match_id, user));
                     net.close_later(record.match_id, user, CLOSE_AFTER_END);

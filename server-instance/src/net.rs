@@ -7,18 +7,16 @@
 //! cannot hold more than one, which is why this module drives renet directly.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
-use renet::{ClientId, RenetServer, ServerEvent};
-use renetcode::{ServerAuthentication, ServerConfig};
+use renet::{ClientId, ServerEvent};
 use shared_sim::plugin::{
     CardMatch, CommandKind, MatchClock, MatchCommand, MatchId, MatchInbox, MatchIndex, UserId,
 };
 use shared_sim::protocol::{
-    Channel, ClientMessage, ErrorCode, PROTOCOL_ID, ServerMessage, TokenKind, TokenUserData,
-    connection_config,
+    Channel, ClientMessage, ErrorCode, ServerMessage, TokenKind, TokenUserData,
 };
 use shared_sim::rules::Seat;
 
@@ -33,13 +31,7 @@ pub enum NetSystems {
     Send,
 }
 
-use crate::transport::NetcodeSocket;
-
-pub struct Shard {
-    pub server: RenetServer,
-    pub transport: NetcodeSocket,
-    pub public_addr: SocketAddr,
-}
+pub use shared_net::{BindError as NetError, Shard};
 
 /// How much a client may get away with, and how often idle clients are flushed.
 #[derive(Debug, Clone, Copy)]
@@ -96,17 +88,6 @@ pub struct NetServer {
     last_tick_update: Instant,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum NetError {
-    #[error("cannot bind UDP {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("socket setup failed: {0}")]
-    Io(#[from] std::io::Error),
-}
-
 impl NetServer {
     /// Binds `shards` sockets from `first` (consecutive ports, or ephemeral ports for port 0).
     pub fn bind(
@@ -116,46 +97,8 @@ impl NetServer {
         private_key: [u8; 32],
         limits: SessionLimits,
     ) -> Result<Self, NetError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let mut out = Vec::new();
-        for i in 0..shards.max(1) {
-            let mut addr = first;
-            if first.port() != 0 {
-                let port = u16::try_from(i)
-                    .ok()
-                    .and_then(|i| first.port().checked_add(i))
-                    .ok_or_else(|| {
-                        NetError::Io(std::io::Error::new(
-                            std::io::ErrorKind::InvalidInput,
-                            "shard ports run past 65535",
-                        ))
-                    })?;
-                addr.set_port(port);
-            }
-            let socket = UdpSocket::bind(addr).map_err(|source| NetError::Bind { addr, source })?;
-            let local = socket.local_addr()?;
-            let mut public_addr = local;
-            if let Some(ip) = public_ip {
-                public_addr.set_ip(ip);
-            }
-            let config = ServerConfig {
-                current_time: now,
-                max_clients: 1024,
-                protocol_id: PROTOCOL_ID,
-                public_addresses: vec![public_addr],
-                authentication: ServerAuthentication::Secure { private_key },
-            };
-            let transport = NetcodeSocket::new(config, socket)?;
-            out.push(Shard {
-                server: RenetServer::new(connection_config()),
-                transport,
-                public_addr,
-            });
-        }
         Ok(Self {
-            shards: out,
+            shards: shared_net::bind_shards(first, public_ip, shards, private_key)?,
             sessions: HashMap::new(),
             away: HashMap::new(),
             grace: limits.grace,
@@ -293,7 +236,7 @@ pub fn deliver_messages(
     let mut events = Vec::new();
     for (i, shard) in net.shards.iter_mut().enumerate() {
         shard.server.update(since_tick);
-        shard.transport.maintain(&mut shard.server);
+        shard.transport.maintain(&mut shard.server, clock.tick);
         while let Some(event) = shard.server.get_event() {
             events.push((i, event));
         }

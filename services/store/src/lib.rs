@@ -11,7 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
+pub mod social;
 pub mod testing;
+
+pub use social::{Friend, FriendError, FriendState, RequestOutcome, Revoked};
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -126,7 +129,9 @@ pub fn username_key(name: &str) -> String {
 fn random_id() -> Result<i64, StoreError> {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).map_err(|e| StoreError::Internal(format!("no OS randomness: {e}")))?;
-    Ok((u64::from_le_bytes(b) >> 1).max(1) as i64)
+    // 53 bits: ids travel in JSON, and JSON readers that use doubles (JavaScript, GDScript)
+    // keep integers exact only up to 2^53.
+    Ok((u64::from_le_bytes(b) >> 11).max(1) as i64)
 }
 
 impl Store {
@@ -379,6 +384,15 @@ impl Store {
         Ok(())
     }
 
+    /// The recorded end reason of a match, if it was recorded.
+    pub async fn match_reason(&self, match_id: i64) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT reason FROM match_results WHERE match_id = $1")
+            .bind(match_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("reason")).transpose()?)
+    }
+
     pub async fn match_count(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM match_results")
             .fetch_one(&self.pool)
@@ -622,6 +636,21 @@ fn user_from_row(r: &sqlx::any::AnyRow) -> Result<User, StoreError> {
         disabled: disabled != 0,
         created_at: r.try_get("created_at")?,
     })
+}
+
+/// The database URL: the content of `file` (a mounted secret) when one is given, else `url`.
+pub fn resolve_url(url: &str, file: Option<&std::path::Path>) -> Result<String, StoreError> {
+    match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| {
+                StoreError::Config(format!(
+                    "cannot read the database URL from {}: {e}",
+                    path.display()
+                ))
+            }),
+        None => Ok(url.to_string()),
+    }
 }
 
 /// A database URL with any password removed, for messages and logs.

@@ -273,3 +273,115 @@ async fn concurrent_refreshes_of_one_token_cannot_both_win() {
         assert!(wins <= 1, "{engine}: {outcomes:?}");
     }
 }
+
+#[tokio::test]
+async fn friend_requests_accept_decline_remove_and_list() {
+    use store::{FriendError, FriendState, RequestOutcome};
+    for (engine, store) in both().await {
+        let a = store.create_user("ann", "$argon2id$x").await.unwrap();
+        let b = store.create_user("ben", "$argon2id$x").await.unwrap();
+        let c = store.create_user("cid", "$argon2id$x").await.unwrap();
+        assert!(matches!(
+            store.request_friend(a.id, "nobody", "e1").await,
+            Err(FriendError::UnknownUser(_))
+        ));
+        assert!(matches!(
+            store.request_friend(a.id, "ANN", "e1").await,
+            Err(FriendError::Yourself)
+        ));
+        let out = store.request_friend(a.id, "Ben", "e2").await.unwrap();
+        assert_eq!(
+            out,
+            RequestOutcome::Requested {
+                to: b.id,
+                username: "ben".into()
+            },
+            "{engine}"
+        );
+        // Asking twice changes nothing and writes no second event.
+        assert_eq!(
+            store.request_friend(a.id, "ben", "e3").await.unwrap(),
+            RequestOutcome::Unchanged { with: b.id }
+        );
+        let listed = store.friends(b.id).await.unwrap();
+        assert_eq!(listed.len(), 1, "{engine}");
+        assert_eq!(listed[0].state, FriendState::Incoming);
+        assert_eq!(
+            store.friends(a.id).await.unwrap()[0].state,
+            FriendState::Outgoing
+        );
+        // Only the addressee can accept.
+        assert!(matches!(
+            store.accept_friend(a.id, b.id).await,
+            Err(FriendError::NoRequest(_))
+        ));
+        store.accept_friend(b.id, a.id).await.unwrap();
+        for (me, them) in [(a.id, b.id), (b.id, a.id)] {
+            let f = store.friends(me).await.unwrap();
+            assert_eq!(f.len(), 1, "{engine}");
+            assert_eq!((f[0].user_id, f[0].state), (them, FriendState::Accepted));
+        }
+        // A request crossing an existing one accepts it.
+        store.request_friend(c.id, "ann", "e4").await.unwrap();
+        assert_eq!(
+            store.request_friend(a.id, "cid", "e5").await.unwrap(),
+            RequestOutcome::Accepted {
+                with: c.id,
+                username: "cid".into()
+            }
+        );
+        assert_eq!(store.friends(a.id).await.unwrap().len(), 2, "{engine}");
+        // Decline and remove.
+        store.remove_friend(a.id, c.id).await.unwrap();
+        store.request_friend(c.id, "ben", "e6").await.unwrap();
+        store.decline_friend(b.id, c.id).await.unwrap();
+        assert!(matches!(
+            store.decline_friend(b.id, c.id).await,
+            Err(FriendError::NoRequest(_))
+        ));
+        assert!(store.remove_friend(b.id, a.id).await.unwrap());
+        assert!(!store.remove_friend(b.id, a.id).await.unwrap());
+        assert!(store.friends(a.id).await.unwrap().is_empty(), "{engine}");
+        let events = store.unsent_events(100).await.unwrap();
+        let requests = events
+            .iter()
+            .filter(|e| e.event.event_type == "friend_request")
+            .count();
+        assert_eq!(requests, 3, "{engine}: one event per new request");
+        assert_eq!(store.rating(a.id).await.unwrap(), 1000);
+    }
+}
+
+#[tokio::test]
+async fn the_revocation_feed_lists_revoked_sessions_since_a_time() {
+    for (engine, store) in both().await {
+        let u = store.create_user("rita", "$argon2id$x").await.unwrap();
+        let before = store::now_ms();
+        for s in ["s1", "s2"] {
+            let refresh = store::NewRefresh {
+                token_hash: format!("h-{s}"),
+                family_id: format!("f-{s}"),
+                expires_at: before + 60_000,
+            };
+            let event = OutboxEvent {
+                event_id: format!("login-{s}"),
+                event_type: "user_login".into(),
+                key: u.id.to_string(),
+                payload: "{}".into(),
+            };
+            store.open_session(u.id, s, &refresh, &event).await.unwrap();
+        }
+        assert!(store.revoked_since(before, 10).await.unwrap().is_empty());
+        store.revoke_session("s2").await.unwrap();
+        let feed = store.revoked_since(before, 10).await.unwrap();
+        assert_eq!(feed.len(), 1, "{engine}");
+        assert_eq!(feed[0].session_id, "s2");
+        assert!(
+            store
+                .revoked_since(feed[0].revoked_at + 1, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

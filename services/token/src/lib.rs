@@ -13,6 +13,7 @@ use renet_netcode::{ConnectToken, NETCODE_KEY_BYTES};
 use shared_sim::protocol::{PROTOCOL_ID, TokenKind, TokenUserData};
 
 pub mod jwt;
+pub mod revocation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -159,6 +160,18 @@ pub fn load_secret(
         return Err(SecretError::Weak { what, min: min_len });
     }
     Ok(text)
+}
+
+/// Compares secrets in time that depends on the length only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether an `Authorization` header value is `Bearer <expected>` (constant-time compare).
+pub fn bearer_matches(authorization: Option<&str>, expected: &str) -> bool {
+    authorization
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()))
 }
 
 /// The service credential instance servers require on their control API.

@@ -9,13 +9,78 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use renet::{ClientId, RenetServer};
 use renetcode::{
-    NETCODE_MAX_PACKET_BYTES, NETCODE_USER_DATA_BYTES, NetcodeServer, ServerConfig, ServerResult,
+    NETCODE_MAX_PACKET_BYTES, NETCODE_USER_DATA_BYTES, NetcodeServer, ServerAuthentication,
+    ServerConfig, ServerResult,
 };
+use shared_sim::protocol::{PROTOCOL_ID, connection_config};
+
+/// Most clients one netcode server (one socket) accepts.
+pub const MAX_CLIENTS_PER_SOCKET: usize = 1024;
+
+/// One socket and the renet server it feeds.
+pub struct Shard {
+    pub server: RenetServer,
+    pub transport: NetcodeSocket,
+    /// The address connect tokens must name for this socket.
+    pub public_addr: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("socket setup failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("shard ports run past 65535")]
+    Ports,
+}
+
+/// Binds `count` secure sockets from `first` (consecutive ports, or ephemeral ports for port 0);
+/// `public_ip` replaces the bound IP in the addresses tokens name (for NAT or `0.0.0.0` binds).
+pub fn bind_shards(
+    first: SocketAddr,
+    public_ip: Option<IpAddr>,
+    count: usize,
+    private_key: [u8; 32],
+) -> Result<Vec<Shard>, BindError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for i in 0..count.max(1) {
+        let mut addr = first;
+        if first.port() != 0 {
+            let port = u16::try_from(i)
+                .ok()
+                .and_then(|i| first.port().checked_add(i))
+                .ok_or(BindError::Ports)?;
+            addr.set_port(port);
+        }
+        let socket = UdpSocket::bind(addr).map_err(|source| BindError::Bind { addr, source })?;
+        let mut public_addr = socket.local_addr()?;
+        if let Some(ip) = public_ip {
+            public_addr.set_ip(ip);
+        }
+        let config = ServerConfig {
+            current_time: now,
+            max_clients: MAX_CLIENTS_PER_SOCKET,
+            protocol_id: PROTOCOL_ID,
+            public_addresses: vec![public_addr],
+            authentication: ServerAuthentication::Secure { private_key },
+        };
+        out.push(Shard {
+            server: RenetServer::new(connection_config()),
+            transport: NetcodeSocket::new(config, socket)?,
+            public_addr,
+        });
+    }
+    Ok(out)
+}
 
 /// renet's wire tag of an ack-only packet (`Packet::Ack`).
 pub const RENET_ACK_PACKET: u8 = 4;
@@ -26,6 +91,11 @@ pub struct NetcodeSocket {
     buffer: Box<[u8; NETCODE_MAX_PACKET_BYTES]>,
     /// Tick of each client's last flush.
     last_flush: HashMap<ClientId, u64>,
+    /// Tick at which each client's netcode upkeep (timeout check, keep-alive) is next due.
+    upkeep_at: HashMap<ClientId, u64>,
+    /// Ticks between a client's upkeeps: 1 checks every tick (netcode then sends a keep-alive
+    /// whenever 250 ms passed without a packet); more spaces keep-alives out for idle clients.
+    upkeep_every: u64,
 }
 
 impl NetcodeSocket {
@@ -36,7 +106,15 @@ impl NetcodeSocket {
             netcode: NetcodeServer::new(config),
             buffer: Box::new([0; NETCODE_MAX_PACKET_BYTES]),
             last_flush: HashMap::new(),
+            upkeep_at: HashMap::new(),
+            upkeep_every: 1,
         })
+    }
+
+    /// Runs each client's netcode upkeep every `ticks` ticks (spread over the ticks), which
+    /// bounds the server's keep-alives to one per client per `ticks` ticks.
+    pub fn set_upkeep_every(&mut self, ticks: u64) {
+        self.upkeep_every = ticks.max(1);
     }
 
     pub fn user_data(&self, client: ClientId) -> Option<[u8; NETCODE_USER_DATA_BYTES]> {
@@ -50,7 +128,10 @@ impl NetcodeSocket {
             match self.socket.recv_from(&mut self.buffer[..]) {
                 Ok((len, addr)) => {
                     let result = self.netcode.process_packet(addr, &mut self.buffer[..len]);
-                    handle(result, &self.socket, server);
+                    if let Some(gone) = handle(result, &self.socket, server) {
+                        self.last_flush.remove(&gone);
+                        self.upkeep_at.remove(&gone);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
@@ -61,17 +142,35 @@ impl NetcodeSocket {
         }
     }
 
-    /// Timeouts, keep-alives and renet-initiated disconnects: once per tick is plenty.
-    pub fn maintain(&mut self, server: &mut RenetServer) {
+    /// Timeouts, keep-alives and renet-initiated disconnects, once per tick; each client's
+    /// netcode upkeep runs every [`Self::set_upkeep_every`] ticks.
+    pub fn maintain(&mut self, server: &mut RenetServer, tick: u64) {
+        let every = self.upkeep_every;
         for client in self.netcode.clients_id() {
+            // New clients get a due tick spread by their id, so upkeep work is even per tick.
+            let due = self
+                .upkeep_at
+                .entry(client)
+                .or_insert_with(|| tick + client % every);
+            if *due > tick {
+                continue;
+            }
+            *due = tick + every;
             let result = self.netcode.update_client(client);
-            handle(result, &self.socket, server);
+            if let Some(gone) = handle(result, &self.socket, server) {
+                self.forget(gone);
+            }
         }
         for client in server.disconnections_id() {
             let result = self.netcode.disconnect(client);
             handle(result, &self.socket, server);
-            self.last_flush.remove(&client);
+            self.forget(client);
         }
+    }
+
+    fn forget(&mut self, client: ClientId) {
+        self.last_flush.remove(&client);
+        self.upkeep_at.remove(&client);
     }
 
     /// Sends one client's queued packets now, acks included.
@@ -93,7 +192,7 @@ impl NetcodeSocket {
             match self.netcode.generate_payload_packet(client, &packet) {
                 Ok((addr, payload)) => {
                     if let Err(e) = self.socket.send_to(payload, addr) {
-                        metrics::counter!("croft_instance_send_errors_total").increment(1);
+                        metrics::counter!("croft_netcode_send_errors_total").increment(1);
                         tracing::debug!(client, error = %e, "send failed");
                         return;
                     }
@@ -132,22 +231,28 @@ impl NetcodeSocket {
             handle(result, &self.socket, server);
         }
         self.last_flush.clear();
+        self.upkeep_at.clear();
     }
 }
 
-fn handle(result: ServerResult, socket: &UdpSocket, server: &mut RenetServer) {
+/// Acts on netcode's answer; returns the client that disconnected, if one did.
+fn handle(result: ServerResult, socket: &UdpSocket, server: &mut RenetServer) -> Option<ClientId> {
     let send = |packet: &[u8], addr: SocketAddr| {
         if let Err(e) = socket.send_to(packet, addr) {
             tracing::debug!(%addr, error = %e, "send failed");
         }
     };
     match result {
-        ServerResult::None => {}
-        ServerResult::PacketToSend { payload, addr } => send(payload, addr),
+        ServerResult::None => None,
+        ServerResult::PacketToSend { payload, addr } => {
+            send(payload, addr);
+            None
+        }
         ServerResult::Payload { client_id, payload } => {
             if server.process_packet_from(payload, client_id).is_err() {
                 tracing::debug!(client_id, "payload for an unknown client");
             }
+            None
         }
         ServerResult::ClientConnected {
             client_id,
@@ -157,6 +262,7 @@ fn handle(result: ServerResult, socket: &UdpSocket, server: &mut RenetServer) {
         } => {
             server.add_connection(client_id);
             send(payload, addr);
+            None
         }
         ServerResult::ClientDisconnected {
             client_id,
@@ -167,6 +273,7 @@ fn handle(result: ServerResult, socket: &UdpSocket, server: &mut RenetServer) {
             if let Some(payload) = payload {
                 send(payload, addr);
             }
+            Some(client_id)
         }
     }
 }
