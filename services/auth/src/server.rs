@@ -105,12 +105,7 @@ fn dev_key_file(path: &Path, make: impl FnOnce() -> anyhow::Result<String>) -> a
 /// Builds the service state from the configuration, refusing missing or weak secrets.
 pub async fn build_state(config: &AuthConfig) -> anyhow::Result<AuthState> {
     let mut config = config.clone();
-    if let Some(path) = &config.database_url_file {
-        config.database = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the database URL from {}", path.display()))?
-            .trim()
-            .to_string();
-    }
+    config.database = store::resolve_url(&config.database, config.database_url_file.as_deref())?;
     if config.dev {
         tracing::warn!(
             data_dir = %config.data_dir.display(),
@@ -195,6 +190,30 @@ fn admin_token(config: &AuthConfig) -> anyhow::Result<Option<Arc<str>>> {
 pub async fn serve(config: AuthConfig) -> anyhow::Result<()> {
     telemetry::init_logging("auth", telemetry::LogTarget::Stdout);
     let state = build_state(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("binding {}", config.http))?;
+    run(&config, state, listener, telemetry::shutdown_signal()).await
+}
+
+/// [`run`] with an owned configuration (for spawning).
+pub async fn run_owned(
+    config: AuthConfig,
+    state: AuthState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run(&config, state, listener, shutdown).await
+}
+
+/// Serves `state` on `listener` (HTTPS when configured) with the edge middleware, and the
+/// internal metrics listener, until `shutdown` completes.
+pub async fn run(
+    config: &AuthConfig,
+    state: AuthState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let readiness = telemetry::Readiness::new(true);
     let edge_config = edge::EdgeConfig {
         strict_rate: edge::Rate {
@@ -206,9 +225,6 @@ pub async fn serve(config: AuthConfig) -> anyhow::Result<()> {
     };
     let app = edge::wrap(router(state), &edge_config)
         .layer(axum::middleware::from_fn(telemetry::http_metrics));
-    let listener = tokio::net::TcpListener::bind(config.http)
-        .await
-        .with_context(|| format!("binding {}", config.http))?;
     let addr = listener.local_addr()?;
     let internal = tokio::net::TcpListener::bind(config.metrics)
         .await
@@ -229,7 +245,7 @@ pub async fn serve(config: AuthConfig) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => {
             let tls = edge::tls::server_config(cert, key)?;
             tracing::info!(%addr, "auth service listening (HTTPS)");
-            edge::tls::serve(listener, app, tls, telemetry::shutdown_signal())
+            edge::tls::serve(listener, app, tls, shutdown)
                 .await
                 .context("serving HTTPS")?;
         }
@@ -239,7 +255,7 @@ pub async fn serve(config: AuthConfig) -> anyhow::Result<()> {
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
             )
-            .with_graceful_shutdown(telemetry::shutdown_signal())
+            .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP")?;
         }

@@ -35,6 +35,9 @@ pub struct AuthState {
     /// The admin credential; `None` turns the admin routes off.
     pub admin_token: Option<Arc<str>>,
     pub sessions: Arc<SessionCache>,
+    /// Rotates the order of `connection_servers` in each connect token: netcode clients try the
+    /// addresses in order, so consecutive logins start on different sockets and servers.
+    pub next_server: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Session liveness answered from memory: a revocation is permanent, so a revoked answer is kept;
@@ -239,6 +242,7 @@ pub fn router(state: AuthState) -> Router {
         .route("/v1/auth/logout", post(logout))
         .route("/v1/auth/connect-token", post(connect_token))
         .route("/v1/auth/introspect", post(introspect))
+        .route("/v1/auth/revocations", get(revocations))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/admin/users", post(admin_create_user))
         .route("/openapi.json", get(openapi_json))
@@ -269,13 +273,6 @@ pub fn hash_refresh(token: &str) -> String {
         .collect()
 }
 
-fn session_bytes(session_id: &str) -> [u8; 16] {
-    let digest = Sha256::digest(session_id.as_bytes());
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&digest[..16]);
-    out
-}
-
 impl AuthState {
     /// A service with the given parts and the defaults for everything else: login backoff, a
     /// 1 s session-liveness cache, no admin API.
@@ -297,6 +294,7 @@ impl AuthState {
             backoff: Arc::new(LoginBackoff::default()),
             admin_token: None,
             sessions: Arc::new(SessionCache::new(Duration::from_secs(1))),
+            next_server: Arc::default(),
         }
     }
 
@@ -338,12 +336,17 @@ impl AuthState {
             kind: TokenKind::Connection,
             user_id: user_id as u64,
             match_id: 0,
-            session_id: session_bytes(session_id),
+            session_id: token::revocation::session_tag(session_id),
         };
-        let t = self
-            .connect
-            .mint(&self.connection_servers, data)
-            .map_err(internal)?;
+        let mut servers = self.connection_servers.clone();
+        if !servers.is_empty() {
+            let start = self
+                .next_server
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let n = servers.len();
+            servers.rotate_left(start % n);
+        }
+        let t = self.connect.mint(&servers, data).map_err(internal)?;
         Ok(token::encode_token(&t))
     }
 
@@ -609,6 +612,44 @@ async fn introspect(
     Ok(Json(serde_json::json!({ "active": active })))
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct RevocationsQuery {
+    /// Unix milliseconds; revocations at or after this time are listed.
+    pub since: i64,
+}
+
+/// Most revocations in one page of the feed.
+pub const REVOCATIONS_PAGE: i64 = 10_000;
+
+/// The revocation feed game servers poll: tags of sessions revoked since a time. A tag is the
+/// first 16 bytes of the SHA-256 of the session id (what connect tokens carry), so the feed
+/// names no session and no user.
+#[utoipa::path(get, path = "/v1/auth/revocations", params(RevocationsQuery),
+    responses(
+        (status = 200, description = "`{\"revoked\": [{\"tag\", \"revoked_at\"}], \"next_since\"}`", body = Object),
+        (status = 400, description = "Missing or malformed `since`", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ))]
+async fn revocations(
+    State(state): State<AuthState>,
+    query: Result<axum::extract::Query<RevocationsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<token::revocation::RevocationFeed>, ApiError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let rows = state.store.revoked_since(q.since, REVOCATIONS_PAGE).await?;
+    let next_since = rows.last().map(|r| r.revoked_at).unwrap_or(q.since);
+    Ok(Json(token::revocation::RevocationFeed {
+        revoked: rows
+            .iter()
+            .map(|r| token::revocation::RevokedTag {
+                tag: token::revocation::tag_hex(&token::revocation::session_tag(&r.session_id)),
+                revoked_at: r.revoked_at,
+            })
+            .collect(),
+        next_since,
+    }))
+}
+
 #[utoipa::path(get, path = "/.well-known/jwks.json",
     responses((status = 200, description = "JWKS (RFC 7517) of the Ed25519 verification keys", body = Object)))]
 async fn jwks(State(state): State<AuthState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -620,10 +661,6 @@ async fn jwks(State(state): State<AuthState>) -> Result<Json<serde_json::Value>,
 pub struct CreateUserRequest {
     pub username: String,
     pub password: String,
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Creates an account (registration is external: this is for the studio's own tools).
@@ -649,10 +686,8 @@ async fn admin_create_user(
     };
     let given = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        .and_then(|v| v.to_str().ok());
+    if !token::bearer_matches(given, expected) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -701,7 +736,7 @@ impl utoipa::Modify for SecurityAddon {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "croft auth", description = "Login, sessions and tokens"),
-    paths(login, refresh, logout, connect_token, introspect, jwks, admin_create_user),
+    paths(login, refresh, logout, connect_token, introspect, revocations, jwks, admin_create_user),
     components(schemas(LoginRequest, RefreshRequest, SessionTokens, ConnectTokenResponse, IntrospectRequest, CreateUserRequest, ErrorBody, ErrorDetail)),
     modifiers(&SecurityAddon)
 )]

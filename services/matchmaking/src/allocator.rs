@@ -1,0 +1,460 @@
+//! Where matches run. [`Allocator`] is the interface matchmaking uses; [`LocalAllocator`] is
+//! the embedded default: a pool of `croft instance` child processes on this machine. (The
+//! Kubernetes allocator plugs into the same interface.)
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use server_instance::ReadyInfo;
+use server_instance::control::{
+    Capacity, CreateMatchRequest, CreateMatchResponse, EndedMatch, MatchesReport,
+};
+use tokio::sync::Mutex;
+
+use crate::queue::{MatchId, UserId};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a match was placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub instance: String,
+    /// The UDP address the players' connect tokens name.
+    pub server_addr: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AllocError {
+    #[error("no instance has a free slot and no more can be started")]
+    NoCapacity,
+    #[error("instance refused the match: {0}")]
+    Refused(String),
+    #[error("cannot start an instance: {0}")]
+    Start(String),
+}
+
+/// What happened to placed matches since the last poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllocEvent {
+    Ended(EndedMatch),
+    /// The instance hosting it died or stopped answering: the match is lost.
+    Aborted {
+        match_id: MatchId,
+        players: [UserId; 2],
+        instance: String,
+    },
+}
+
+pub trait Allocator: Send + Sync {
+    /// Places a match on an instance with a free slot, starting one if needed.
+    fn allocate(&self, request: CreateMatchRequest)
+    -> BoxFuture<'_, Result<Placement, AllocError>>;
+    /// Collects ended and lost matches, and scales the pool.
+    fn poll(&self) -> BoxFuture<'_, Vec<AllocEvent>>;
+    /// A summary for operators.
+    fn status(&self) -> BoxFuture<'_, serde_json::Value>;
+    /// Drains every instance and waits for them to exit.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// The program and leading arguments that start an instance server, e.g. `croft instance`.
+    pub command: Vec<String>,
+    /// Arguments added to every instance (card folder, key files, ...).
+    pub extra_args: Vec<String>,
+    /// The instances' control credential.
+    pub control_token: String,
+    /// Where ready files and instance logs go.
+    pub work_dir: PathBuf,
+    /// Instances kept running even when idle.
+    pub warm: usize,
+    pub max_instances: usize,
+    /// Matches per instance.
+    pub max_matches: usize,
+    /// Start another instance when running/capacity reaches this.
+    pub scale_up_at: f64,
+    /// Stop an idle instance beyond the warm pool after this long without matches.
+    pub idle_stop_after: Duration,
+    /// Consecutive failed polls before an instance is declared dead.
+    pub max_failed_polls: u32,
+}
+
+impl LocalConfig {
+    pub fn new(command: Vec<String>, control_token: String, work_dir: PathBuf) -> Self {
+        Self {
+            command,
+            extra_args: Vec::new(),
+            control_token,
+            work_dir,
+            warm: 1,
+            max_instances: 4,
+            max_matches: 500,
+            scale_up_at: 0.75,
+            idle_stop_after: Duration::from_secs(60),
+            max_failed_polls: 3,
+        }
+    }
+}
+
+struct Instance {
+    id: String,
+    child: tokio::process::Child,
+    control: String,
+    udp: Vec<SocketAddr>,
+    capacity: usize,
+    running: usize,
+    draining: bool,
+    /// Matches placed here and not yet reported ended.
+    matches: HashMap<MatchId, [UserId; 2]>,
+    ended_after: u64,
+    failed_polls: u32,
+    idle_since: Option<Instant>,
+}
+
+pub struct LocalAllocator {
+    config: LocalConfig,
+    http: reqwest::Client,
+    state: Mutex<Pool>,
+}
+
+#[derive(Default)]
+struct Pool {
+    instances: Vec<Instance>,
+    next_id: u64,
+}
+
+impl LocalAllocator {
+    /// Starts the warm pool.
+    pub async fn start(config: LocalConfig) -> Result<Self, AllocError> {
+        std::fs::create_dir_all(&config.work_dir)
+            .map_err(|e| AllocError::Start(format!("{}: {e}", config.work_dir.display())))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| AllocError::Start(e.to_string()))?;
+        let this = Self {
+            config,
+            http,
+            state: Mutex::new(Pool::default()),
+        };
+        {
+            let mut pool = this.state.lock().await;
+            for _ in 0..this.config.warm {
+                this.spawn(&mut pool).await?;
+            }
+        }
+        Ok(this)
+    }
+
+    async fn spawn(&self, pool: &mut Pool) -> Result<usize, AllocError> {
+        pool.next_id += 1;
+        let id = format!("local-{}", pool.next_id);
+        let ready = self.config.work_dir.join(format!("{id}.ready.json"));
+        let log = self.config.work_dir.join(format!("{id}.log"));
+        let _ = std::fs::remove_file(&ready);
+        let (program, lead) = self
+            .config
+            .command
+            .split_first()
+            .ok_or_else(|| AllocError::Start("empty instance command".into()))?;
+        let log_file = std::fs::File::create(&log)
+            .map_err(|e| AllocError::Start(format!("{}: {e}", log.display())))?;
+        let child = tokio::process::Command::new(program)
+            .args(lead)
+            .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .arg("--max-matches")
+            .arg(self.config.max_matches.to_string())
+            .arg("--ready-file")
+            .arg(&ready)
+            .arg("--match-log")
+            .arg(self.config.work_dir.join(format!("{id}.matches.jsonl")))
+            .args(&self.config.extra_args)
+            .stdout(log_file)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| AllocError::Start(format!("{program}: {e}")))?;
+        let mut instance = Instance {
+            id: id.clone(),
+            child,
+            control: String::new(),
+            udp: Vec::new(),
+            capacity: 0,
+            running: 0,
+            draining: false,
+            matches: HashMap::new(),
+            ended_after: 0,
+            failed_polls: 0,
+            idle_since: Some(Instant::now()),
+        };
+        let info = wait_ready(&mut instance.child, &ready, Duration::from_secs(30)).await?;
+        instance.control = format!("http://{}", info.http);
+        instance.udp = info.udp.clone();
+        let cap: Capacity = self
+            .http
+            .get(format!("{}/v1/capacity", instance.control))
+            .bearer_auth(&self.config.control_token)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| AllocError::Start(format!("capacity of {id}: {e}")))?
+            .json()
+            .await
+            .map_err(|e| AllocError::Start(format!("capacity of {id}: {e}")))?;
+        instance.capacity = cap.max_matches;
+        tracing::info!(instance = %id, control = %instance.control, udp = ?info.udp, capacity = cap.max_matches, "instance started");
+        metrics::counter!("croft_allocator_instances_started_total").increment(1);
+        pool.instances.push(instance);
+        Ok(pool.instances.len() - 1)
+    }
+
+    async fn place(
+        &self,
+        instance: &mut Instance,
+        request: &CreateMatchRequest,
+    ) -> Result<Placement, AllocError> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/matches", instance.control))
+            .bearer_auth(&self.config.control_token)
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| AllocError::Refused(e.to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                // Full or draining: it says so; count it full until the next poll.
+                instance.running = instance.capacity;
+            }
+            return Err(AllocError::Refused(format!("{status}: {body}")));
+        }
+        let created: CreateMatchResponse = resp
+            .json()
+            .await
+            .map_err(|e| AllocError::Refused(e.to_string()))?;
+        instance.running += 1;
+        instance.idle_since = None;
+        instance.matches.insert(request.match_id, request.players);
+        Ok(Placement {
+            instance: instance.id.clone(),
+            server_addr: created.server_addr,
+        })
+    }
+
+    async fn poll_instance(&self, instance: &mut Instance) -> Result<Vec<EndedMatch>, String> {
+        if let Ok(Some(status)) = instance.child.try_wait() {
+            return Err(format!("exited: {status}"));
+        }
+        let report: MatchesReport = self
+            .http
+            .get(format!(
+                "{}/v1/matches?after={}",
+                instance.control, instance.ended_after
+            ))
+            .bearer_auth(&self.config.control_token)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        instance.running = report.live.len();
+        instance.draining |= report.draining;
+        if let Some(last) = report.ended.last() {
+            instance.ended_after = last.seq;
+        }
+        for e in &report.ended {
+            instance.matches.remove(&e.match_id);
+        }
+        if instance.running == 0 {
+            instance.idle_since.get_or_insert_with(Instant::now);
+        } else {
+            instance.idle_since = None;
+        }
+        Ok(report.ended)
+    }
+
+    async fn drain(&self, instance: &mut Instance) {
+        instance.draining = true;
+        let sent = self
+            .http
+            .post(format!("{}/v1/drain", instance.control))
+            .bearer_auth(&self.config.control_token)
+            .send()
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(instance = %instance.id, error = %e, "drain request failed");
+        }
+    }
+}
+
+impl Allocator for LocalAllocator {
+    fn allocate(
+        &self,
+        request: CreateMatchRequest,
+    ) -> BoxFuture<'_, Result<Placement, AllocError>> {
+        Box::pin(async move {
+            let mut pool = self.state.lock().await;
+            // Fullest first, so that idle instances empty out and can be stopped.
+            let mut order: Vec<usize> = (0..pool.instances.len())
+                .filter(|&i| {
+                    let s = &pool.instances[i];
+                    !s.draining && s.running < s.capacity
+                })
+                .collect();
+            order.sort_by_key(|&i| std::cmp::Reverse(pool.instances[i].running));
+            for i in order {
+                match self.place(&mut pool.instances[i], &request).await {
+                    Ok(p) => return Ok(p),
+                    Err(e) => {
+                        tracing::warn!(instance = %pool.instances[i].id, error = %e, "placement refused")
+                    }
+                }
+            }
+            let live = pool.instances.iter().filter(|s| !s.draining).count();
+            if live >= self.config.max_instances {
+                metrics::counter!("croft_allocator_no_capacity_total").increment(1);
+                return Err(AllocError::NoCapacity);
+            }
+            let i = self.spawn(&mut pool).await?;
+            self.place(&mut pool.instances[i], &request).await
+        })
+    }
+
+    fn poll(&self) -> BoxFuture<'_, Vec<AllocEvent>> {
+        Box::pin(async move {
+            let mut pool = self.state.lock().await;
+            let mut events = Vec::new();
+            let mut dead = Vec::new();
+            for (i, instance) in pool.instances.iter_mut().enumerate() {
+                match self.poll_instance(instance).await {
+                    Ok(ended) => {
+                        instance.failed_polls = 0;
+                        events.extend(ended.into_iter().map(AllocEvent::Ended));
+                    }
+                    Err(e) => {
+                        instance.failed_polls += 1;
+                        let exited = matches!(instance.child.try_wait(), Ok(Some(_)));
+                        if exited && instance.draining && instance.matches.is_empty() {
+                            tracing::info!(instance = %instance.id, "instance stopped after draining");
+                            dead.push(i);
+                        } else if exited || instance.failed_polls >= self.config.max_failed_polls {
+                            tracing::error!(instance = %instance.id, error = %e, "instance lost; its matches are aborted");
+                            metrics::counter!("croft_allocator_instances_lost_total").increment(1);
+                            let _ = instance.child.start_kill();
+                            for (match_id, players) in instance.matches.drain() {
+                                events.push(AllocEvent::Aborted {
+                                    match_id,
+                                    players,
+                                    instance: instance.id.clone(),
+                                });
+                            }
+                            dead.push(i);
+                        } else {
+                            tracing::warn!(instance = %instance.id, error = %e, "instance poll failed");
+                        }
+                    }
+                }
+            }
+            for i in dead.into_iter().rev() {
+                let mut gone = pool.instances.remove(i);
+                let _ = gone.child.wait().await;
+            }
+            // Scale: keep the warm pool, add one when busy, stop idle extras.
+            let serving: Vec<usize> = (0..pool.instances.len())
+                .filter(|&i| !pool.instances[i].draining)
+                .collect();
+            let capacity: usize = serving.iter().map(|&i| pool.instances[i].capacity).sum();
+            let running: usize = serving.iter().map(|&i| pool.instances[i].running).sum();
+            metrics::gauge!("croft_allocator_instances").set(serving.len() as f64);
+            metrics::gauge!("croft_allocator_matches_running").set(running as f64);
+            let busy = capacity == 0 || running as f64 >= self.config.scale_up_at * capacity as f64;
+            if (serving.len() < self.config.warm || busy)
+                && serving.len() < self.config.max_instances
+            {
+                if let Err(e) = self.spawn(&mut pool).await {
+                    tracing::error!(error = %e, "cannot start an instance");
+                }
+            } else if serving.len() > self.config.warm && !busy {
+                let idle = serving.into_iter().find(|&i| {
+                    let s = &pool.instances[i];
+                    s.running == 0
+                        && s.idle_since
+                            .is_some_and(|t| t.elapsed() >= self.config.idle_stop_after)
+                });
+                if let Some(i) = idle {
+                    tracing::info!(instance = %pool.instances[i].id, "stopping an idle instance");
+                    self.drain(&mut pool.instances[i]).await;
+                }
+            }
+            events
+        })
+    }
+
+    fn status(&self) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            let pool = self.state.lock().await;
+            let list: Vec<serde_json::Value> = pool
+                .instances
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "id": s.id, "control": s.control, "udp": s.udp, "pid": s.child.id(),
+                        "capacity": s.capacity, "running": s.running, "draining": s.draining,
+                    })
+                })
+                .collect();
+            serde_json::json!({ "allocator": "local", "instances": list })
+        })
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let mut pool = self.state.lock().await;
+            for instance in pool.instances.iter_mut() {
+                self.drain(instance).await;
+            }
+            for instance in pool.instances.iter_mut() {
+                let waited =
+                    tokio::time::timeout(Duration::from_secs(10), instance.child.wait()).await;
+                if waited.is_err() {
+                    let _ = instance.child.kill().await;
+                }
+            }
+            pool.instances.clear();
+        })
+    }
+}
+
+async fn wait_ready(
+    child: &mut tokio::process::Child,
+    file: &Path,
+    timeout: Duration,
+) -> Result<ReadyInfo, AllocError> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(AllocError::Start(format!(
+                "the instance exited during start-up: {status}"
+            )));
+        }
+        if let Ok(bytes) = tokio::fs::read(file).await
+            && let Ok(info) = serde_json::from_slice::<ReadyInfo>(&bytes)
+        {
+            return Ok(info);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.start_kill();
+    Err(AllocError::Start(format!(
+        "the instance was not ready within {timeout:?}"
+    )))
+}

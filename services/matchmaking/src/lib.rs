@@ -1,0 +1,12 @@
+//! Matchmaking: 1v1 queues with a widening rating window, match placement through an
+//! [`allocator::Allocator`] (local processes by default), and the updates connection servers
+//! relay to players.
+
+pub mod allocator;
+pub mod queue;
+pub mod server;
+pub mod service;
+
+pub use allocator::{Allocator, LocalAllocator, LocalConfig};
+pub use queue::{Queue, QueueConfig};
+pub use service::{Matchmaking, router, spawn_loops};

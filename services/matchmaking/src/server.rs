@@ -1,0 +1,186 @@
+//! `croft matchmaking`: the matchmaking service alone, with the local allocator.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::allocator::{Allocator, LocalAllocator, LocalConfig};
+use crate::queue::{Queue, QueueConfig};
+use crate::service::{Matchmaking, router, spawn_loops};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct MatchmakingConfig {
+    /// Internal HTTP API for connection servers (service credential required).
+    #[arg(long, env = "CROFT_MATCHMAKING_HTTP", default_value = "127.0.0.1:7002")]
+    pub http: SocketAddr,
+    #[arg(
+        long,
+        env = "CROFT_DATABASE_URL",
+        default_value = "sqlite://data/croft.db"
+    )]
+    pub database: String,
+    #[arg(long, env = "CROFT_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+    /// The netcode private key, to mint instance connect tokens (else env CROFT_NETCODE_KEY).
+    #[arg(long, env = "CROFT_NETCODE_KEY_FILE")]
+    pub netcode_key_file: Option<PathBuf>,
+    /// The credential connection servers present (else env CROFT_SERVICE_TOKEN).
+    #[arg(long, env = "CROFT_SERVICE_TOKEN_FILE")]
+    pub service_token_file: Option<PathBuf>,
+    /// The instance servers' control credential (else env CROFT_CONTROL_TOKEN).
+    #[arg(long, env = "CROFT_CONTROL_TOKEN_FILE")]
+    pub control_token_file: Option<PathBuf>,
+    #[arg(long, env = "CROFT_CARDS", default_value = "assets/cards")]
+    pub cards: PathBuf,
+    /// Players per match.
+    #[arg(long, env = "CROFT_MATCH_SIZE", default_value_t = 2)]
+    pub match_size: usize,
+    #[arg(long, env = "CROFT_TICKET_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub ticket_timeout_seconds: u64,
+    #[arg(long, env = "CROFT_RATING_WINDOW", default_value_t = 100)]
+    pub rating_window: u32,
+    #[arg(long, env = "CROFT_RATING_WINDOW_GROWTH", default_value_t = 50)]
+    pub rating_window_growth_per_second: u32,
+    #[arg(long, env = "CROFT_RATING_WINDOW_MAX", default_value_t = 1000)]
+    pub rating_window_max: u32,
+    /// The program (and leading arguments) that starts an instance server; default: this
+    /// binary's `instance` subcommand.
+    #[arg(long, env = "CROFT_INSTANCE_COMMAND", value_delimiter = ' ')]
+    pub instance_command: Vec<String>,
+    /// Instance servers kept running when idle.
+    #[arg(long, env = "CROFT_WARM_INSTANCES", default_value_t = 1)]
+    pub warm_instances: usize,
+    #[arg(long, env = "CROFT_MAX_INSTANCES", default_value_t = 4)]
+    pub max_instances: usize,
+    /// Matches per instance server.
+    #[arg(long, env = "CROFT_INSTANCE_MAX_MATCHES", default_value_t = 500)]
+    pub instance_max_matches: usize,
+    /// Start another instance when this share of the slots is taken.
+    #[arg(long, env = "CROFT_SCALE_UP_AT", default_value_t = 0.75)]
+    pub scale_up_at: f64,
+    /// Stop an idle instance beyond the warm pool after this many seconds.
+    #[arg(long, env = "CROFT_IDLE_STOP_SECONDS", default_value_t = 60)]
+    pub idle_stop_seconds: u64,
+    /// Where instance logs, ready files and match logs go.
+    #[arg(long, env = "CROFT_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
+impl MatchmakingConfig {
+    pub fn queue(&self) -> anyhow::Result<QueueConfig> {
+        if self.match_size != 2 {
+            anyhow::bail!(
+                "the card game seats two players: --match-size {} is not supported by the instance servers",
+                self.match_size
+            );
+        }
+        Ok(QueueConfig {
+            match_size: self.match_size,
+            ticket_timeout: Duration::from_secs(self.ticket_timeout_seconds),
+            initial_window: self.rating_window,
+            widen_per_second: self.rating_window_growth_per_second,
+            max_window: self.rating_window_max,
+        })
+    }
+
+    /// The local allocator's configuration; `control_token` is the instances' credential.
+    pub fn local(&self, control_token: String) -> anyhow::Result<LocalConfig> {
+        let command = if self.instance_command.is_empty() {
+            let exe = std::env::current_exe().context("locating this binary")?;
+            vec![exe.display().to_string(), "instance".into()]
+        } else {
+            self.instance_command.clone()
+        };
+        let mut local = LocalConfig::new(command, control_token, self.data_dir.join("instances"));
+        local.warm = self.warm_instances;
+        local.max_instances = self.max_instances.max(1);
+        local.max_matches = self.instance_max_matches;
+        local.scale_up_at = self.scale_up_at;
+        local.idle_stop_after = Duration::from_secs(self.idle_stop_seconds);
+        local.extra_args = vec!["--cards".into(), self.cards.display().to_string()];
+        if let Some(f) = &self.netcode_key_file {
+            local.extra_args.push("--netcode-key-file".into());
+            local.extra_args.push(f.display().to_string());
+        }
+        if let Some(f) = &self.control_token_file {
+            local.extra_args.push("--control-token-file".into());
+            local.extra_args.push(f.display().to_string());
+        }
+        Ok(local)
+    }
+}
+
+/// The running service: its state, its loops and its allocator.
+pub struct Running {
+    pub matchmaking: Arc<Matchmaking>,
+    pub loops: tokio::task::JoinHandle<()>,
+    pub allocator: Arc<dyn Allocator>,
+}
+
+/// Starts the warm pool and the loops over `store`.
+pub async fn start(config: &MatchmakingConfig, store: store::Store) -> anyhow::Result<Running> {
+    let queue = Queue::new(config.queue()?);
+    let data = shared_sim::GameData::load_dir(&config.cards)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("loading card data from {}", config.cards.display()))?;
+    let decks: Vec<String> = data.starter_decks.iter().map(|d| d.id.clone()).collect();
+    if decks.is_empty() {
+        anyhow::bail!("the card data has no starter decks");
+    }
+    let key = token::NetcodeKey::load(config.netcode_key_file.as_deref())
+        .context("loading the netcode key")?;
+    let service_token = token::load_secret(
+        config.service_token_file.as_deref(),
+        "CROFT_SERVICE_TOKEN",
+        "service credential",
+        24,
+    )?;
+    let control_token = token::load_control_token(config.control_token_file.as_deref())?;
+    let local = config.local(control_token)?;
+    let allocator: Arc<dyn Allocator> = Arc::new(
+        LocalAllocator::start(local)
+            .await
+            .context("starting the instance pool")?,
+    );
+    let matchmaking = Matchmaking::new(
+        queue,
+        store,
+        allocator.clone(),
+        token::ConnectTokenIssuer::new(key),
+        decks,
+        service_token,
+    );
+    let loops = spawn_loops(matchmaking.clone(), Duration::from_millis(100));
+    Ok(Running {
+        matchmaking,
+        loops,
+        allocator,
+    })
+}
+
+/// Serves until SIGTERM or Ctrl-C, then drains the instance pool.
+pub async fn serve(config: MatchmakingConfig) -> anyhow::Result<()> {
+    telemetry::init_logging("matchmaking", telemetry::LogTarget::Stdout);
+    let database = store::resolve_url(&config.database, config.database_url_file.as_deref())?;
+    let store = store::Store::connect(&database, &store::PoolSettings::default())
+        .await
+        .with_context(|| format!("connecting to {}", store::redact(&database)))?;
+    store.migrate().await.context("running migrations")?;
+    let running = start(&config, store).await?;
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("binding {}", config.http))?;
+    tracing::info!(addr = %listener.local_addr()?, "matchmaking listening");
+    let app = router(running.matchmaking.clone())
+        .merge(telemetry::router(telemetry::Readiness::new(true)))
+        .layer(axum::middleware::from_fn(telemetry::http_metrics));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(telemetry::shutdown_signal())
+        .await?;
+    running.loops.abort();
+    running.allocator.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,605 @@
+//! The matchmaking service: the HTTP API connection servers call (with the service
+//! credential), the loop that forms and places matches, and the loop that collects ended and
+//! lost matches from the allocator.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use server_instance::control::CreateMatchRequest;
+use store::{OutboxEvent, Store};
+use token::ConnectTokenIssuer;
+use tokio::sync::Notify;
+
+use crate::allocator::{AllocEvent, Allocator, Placement};
+use crate::queue::{Enqueued, MatchId, Queue, QueueError, UserId};
+
+/// What a connection server learns about one of its players.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UpdateKind {
+    QueueLeft {
+        /// `timed_out` or `no_capacity`.
+        reason: String,
+    },
+    MatchFound {
+        match_id: MatchId,
+        server_addr: SocketAddr,
+        /// The netcode connect token for this player, base64.
+        connect_token: String,
+    },
+    MatchEnded {
+        match_id: MatchId,
+        aborted: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    pub seq: u64,
+    pub user_id: UserId,
+    #[serde(flatten)]
+    pub kind: UpdateKind,
+}
+
+/// Updates for one connection server, kept until it acknowledges them (`after`).
+#[derive(Default)]
+struct Mailbox {
+    next_seq: u64,
+    items: VecDeque<Update>,
+}
+
+/// Most unacknowledged updates kept per connection server (one that went away stops reading).
+const MAILBOX_LIMIT: usize = 100_000;
+
+pub struct Matchmaking {
+    pub queue: Mutex<Queue>,
+    pub store: Store,
+    pub allocator: Arc<dyn Allocator>,
+    pub issuer: ConnectTokenIssuer,
+    /// Starter decks by name, dealt by user id until players choose decks.
+    pub starter_decks: Vec<String>,
+    service_token: String,
+    mailboxes: Mutex<HashMap<String, Mailbox>>,
+    notify: Notify,
+    /// Where each running match is, for reconnect tokens.
+    placements: Mutex<HashMap<MatchId, (Placement, Vec<UserId>)>>,
+}
+
+impl Matchmaking {
+    pub fn new(
+        queue: Queue,
+        store: Store,
+        allocator: Arc<dyn Allocator>,
+        issuer: ConnectTokenIssuer,
+        starter_decks: Vec<String>,
+        service_token: String,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            queue: Mutex::new(queue),
+            store,
+            allocator,
+            issuer,
+            starter_decks,
+            service_token,
+            mailboxes: Mutex::new(HashMap::new()),
+            notify: Notify::new(),
+            placements: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn push(&self, server: &str, user_id: UserId, kind: UpdateKind) {
+        if let Ok(mut boxes) = self.mailboxes.lock() {
+            let mb = boxes.entry(server.to_string()).or_default();
+            mb.next_seq += 1;
+            if mb.items.len() >= MAILBOX_LIMIT {
+                mb.items.pop_front();
+                metrics::counter!("croft_matchmaking_updates_dropped_total").increment(1);
+            }
+            mb.items.push_back(Update {
+                seq: mb.next_seq,
+                user_id,
+                kind,
+            });
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn updates_after(&self, server: &str, after: u64) -> (Vec<Update>, u64) {
+        let Ok(mut boxes) = self.mailboxes.lock() else {
+            return (Vec::new(), after);
+        };
+        let mb = boxes.entry(server.to_string()).or_default();
+        while mb.items.front().is_some_and(|u| u.seq <= after) {
+            mb.items.pop_front();
+        }
+        (mb.items.iter().cloned().collect(), mb.next_seq)
+    }
+
+    /// The connection server of each player, remembered from their ticket.
+    fn servers(&self) -> std::sync::MutexGuard<'_, HashMap<MatchId, (Placement, Vec<UserId>)>> {
+        self.placements.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One pass: expire old tickets, form matches, place them.
+    pub async fn tick(self: &Arc<Self>, routes: &Mutex<HashMap<UserId, String>>) {
+        let now = Instant::now();
+        let (expired, groups, queued, oldest) = {
+            let mut q = self.lock_queue();
+            let expired = q.expire(now);
+            let groups = q.form(now);
+            (expired, groups, q.queued(), q.oldest_wait(now))
+        };
+        metrics::gauge!("croft_matchmaking_queued").set(queued as f64);
+        metrics::gauge!("croft_matchmaking_oldest_wait_seconds").set(oldest.as_secs_f64());
+        for t in expired {
+            metrics::counter!("croft_matchmaking_tickets_timed_out_total").increment(1);
+            self.push(
+                &t.server,
+                t.user_id,
+                UpdateKind::QueueLeft {
+                    reason: "timed_out".into(),
+                },
+            );
+        }
+        for group in groups {
+            if let Ok(mut r) = routes.lock() {
+                for t in &group {
+                    r.insert(t.user_id, t.server.clone());
+                }
+            }
+            let this = self.clone();
+            let waits: Vec<f64> = group
+                .iter()
+                .map(|t| now.saturating_duration_since(t.enqueued_at).as_secs_f64())
+                .collect();
+            for w in waits {
+                metrics::histogram!("croft_matchmaking_queue_wait_seconds").record(w);
+            }
+            tokio::spawn(async move { this.start_match(group).await });
+        }
+    }
+
+    async fn start_match(&self, group: Vec<crate::queue::Ticket>) {
+        let users: Vec<UserId> = group.iter().map(|t| t.user_id).collect();
+        let placed = match (random_match_id(), users.as_slice()) {
+            (Ok(match_id), [a, b]) => {
+                let deck = |u: &UserId| {
+                    self.starter_decks[(*u as usize) % self.starter_decks.len().max(1)].clone()
+                };
+                let request = CreateMatchRequest {
+                    match_id,
+                    players: [*a, *b],
+                    decks: None,
+                    starter_decks: Some([deck(a), deck(b)]),
+                    seed: None,
+                };
+                self.allocator
+                    .allocate(request)
+                    .await
+                    .map(|p| (match_id, p))
+                    .map_err(|e| e.to_string())
+            }
+            (Err(e), _) => Err(e),
+            _ => Err(format!(
+                "the card game seats two players, not {}",
+                users.len()
+            )),
+        };
+        let (match_id, placement) = match placed {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, ?users, "cannot place a match");
+                self.lock_queue().release(&users);
+                for t in &group {
+                    self.push(
+                        &t.server,
+                        t.user_id,
+                        UpdateKind::QueueLeft {
+                            reason: "no_capacity".into(),
+                        },
+                    );
+                }
+                return;
+            }
+        };
+        self.lock_queue().assign(match_id, &users);
+        self.servers()
+            .insert(match_id, (placement.clone(), users.clone()));
+        let event = OutboxEvent {
+            event_id: random_event_id(),
+            event_type: "match_found".into(),
+            key: match_id.to_string(),
+            payload: serde_json::json!({
+                "match_id": match_id, "players": users,
+                "instance": placement.instance, "server_addr": placement.server_addr,
+            })
+            .to_string(),
+        };
+        if let Err(e) = self.store.insert_event(&event).await {
+            // The match goes ahead; the event is what is lost, and that is logged and counted.
+            metrics::counter!("croft_matchmaking_event_errors_total").increment(1);
+            tracing::error!(match_id, error = %e, "cannot write the match_found event");
+        }
+        metrics::counter!("croft_matchmaking_matches_formed_total").increment(1);
+        tracing::info!(match_id, ?users, instance = %placement.instance, addr = %placement.server_addr, "match found");
+        for t in &group {
+            match self
+                .issuer
+                .mint_instance(placement.server_addr, t.user_id, match_id)
+            {
+                Ok(token) => self.push(
+                    &t.server,
+                    t.user_id,
+                    UpdateKind::MatchFound {
+                        match_id,
+                        server_addr: placement.server_addr,
+                        connect_token: token::encode_token(&token),
+                    },
+                ),
+                Err(e) => tracing::error!(error = %e, "cannot mint an instance token"),
+            }
+        }
+    }
+
+    /// Collects ended and lost matches: records them and frees their players.
+    pub async fn collect(&self, routes: &Mutex<HashMap<UserId, String>>) {
+        for event in self.allocator.poll().await {
+            let (match_id, players, aborted, winner, reason, turns, record) = match &event {
+                AllocEvent::Ended(e) => (
+                    e.match_id,
+                    e.players,
+                    false,
+                    e.winner,
+                    e.reason.clone(),
+                    e.turns,
+                    serde_json::to_string(e).unwrap_or_default(),
+                ),
+                AllocEvent::Aborted {
+                    match_id,
+                    players,
+                    instance,
+                } => (
+                    *match_id,
+                    *players,
+                    true,
+                    None,
+                    "Aborted".to_string(),
+                    0,
+                    serde_json::json!({ "instance_lost": instance }).to_string(),
+                ),
+            };
+            let data_version = match &event {
+                AllocEvent::Ended(e) => e.data_version.to_string(),
+                _ => String::new(),
+            };
+            match self
+                .store
+                .record_match(
+                    match_id as i64,
+                    [players[0] as i64, players[1] as i64],
+                    winner.map(|w| w as i64),
+                    &reason,
+                    turns as i32,
+                    &data_version,
+                    &record,
+                )
+                .await
+            {
+                Ok(()) | Err(store::StoreError::Conflict(_)) => {}
+                Err(e) => {
+                    metrics::counter!("croft_matchmaking_record_errors_total").increment(1);
+                    tracing::error!(match_id, error = %e, "cannot record a match result");
+                }
+            }
+            self.lock_queue().match_ended(match_id);
+            self.servers().remove(&match_id);
+            let reason_label = if aborted { "aborted" } else { "ended" };
+            metrics::counter!("croft_matchmaking_matches_closed_total", "how" => reason_label)
+                .increment(1);
+            tracing::info!(match_id, aborted, reason, "match closed");
+            let routes = routes.lock().map(|r| r.clone()).unwrap_or_default();
+            for p in players {
+                if let Some(server) = routes.get(&p) {
+                    self.push(server, p, UpdateKind::MatchEnded { match_id, aborted });
+                }
+            }
+        }
+    }
+}
+
+/// Runs the formation loop (every `every`) and the collection loop (every second) until the
+/// returned handle is aborted.
+pub fn spawn_loops(mm: Arc<Matchmaking>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let routes = Arc::new(Mutex::new(HashMap::new()));
+        let collector = {
+            let mm = mm.clone();
+            let routes = routes.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    mm.collect(&routes).await;
+                }
+            })
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if collector.is_finished() {
+                tracing::error!("the match collector stopped");
+            }
+            mm.tick(&routes).await;
+        }
+    })
+}
+
+fn random_u64() -> Result<u64, String> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| format!("no OS randomness: {e}"))?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// Match ids stay below 2^53 so that JSON readers in any language keep them exact.
+fn random_match_id() -> Result<MatchId, String> {
+    Ok((random_u64()? >> 11).max(1))
+}
+
+fn random_event_id() -> String {
+    format!(
+        "{:016x}{:016x}",
+        random_u64().unwrap_or(0),
+        random_u64().unwrap_or(0)
+    )
+}
+
+// ------------------------------------------------------------------------------------------
+// HTTP API
+// ------------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn check_auth(mm: &Matchmaking, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok());
+    if token::bearer_matches(given, &mm.service_token) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid service credential is required",
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TicketRequest {
+    pub user_id: UserId,
+    /// The connection server that relays this player's updates.
+    pub server: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TicketResponse {
+    /// `queued` or `already_queued`.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdatesQuery {
+    pub server: String,
+    #[serde(default)]
+    pub after: u64,
+    /// Hold the request up to this long while there is nothing new.
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdatesResponse {
+    pub updates: Vec<Update>,
+    /// The highest sequence number issued to this server so far.
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RejoinRequest {
+    pub user_id: UserId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RejoinResponse {
+    pub match_id: MatchId,
+    pub server_addr: SocketAddr,
+    pub connect_token: String,
+}
+
+pub fn router(mm: Arc<Matchmaking>) -> Router {
+    Router::new()
+        .route("/v1/matchmaking/tickets", post(create_ticket))
+        .route("/v1/matchmaking/tickets/{user_id}", delete(cancel_ticket))
+        .route("/v1/matchmaking/updates", get(updates))
+        .route("/v1/matchmaking/rejoin", post(rejoin))
+        .route("/v1/matchmaking/status", get(status))
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .with_state(mm)
+}
+
+fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    body.map(|Json(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))
+}
+
+async fn create_ticket(
+    State(mm): State<Arc<Matchmaking>>,
+    headers: HeaderMap,
+    body: Result<Json<TicketRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<TicketResponse>, ApiError> {
+    check_auth(&mm, &headers)?;
+    let req = json_body(body)?;
+    let rating = match mm.store.rating(req.user_id as i64).await {
+        Ok(r) => r,
+        Err(store::StoreError::NotFound) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_user",
+                "no such user",
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "rating lookup failed");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "try again shortly",
+            ));
+        }
+    };
+    let result = mm
+        .lock_queue()
+        .enqueue(req.user_id, rating, &req.server, Instant::now());
+    match result {
+        Ok(Enqueued::New) => {
+            metrics::counter!("croft_matchmaking_tickets_total").increment(1);
+            Ok(Json(TicketResponse {
+                status: "queued".into(),
+            }))
+        }
+        Ok(Enqueued::Existing) => Ok(Json(TicketResponse {
+            status: "already_queued".into(),
+        })),
+        Err(QueueError::InMatch(m)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "in_match",
+            format!("already in match {m}"),
+        )),
+        Err(QueueError::Forming) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "forming",
+            "a match is being set up",
+        )),
+    }
+}
+
+async fn cancel_ticket(
+    State(mm): State<Arc<Matchmaking>>,
+    headers: HeaderMap,
+    Path(user_id): Path<UserId>,
+) -> Result<StatusCode, ApiError> {
+    check_auth(&mm, &headers)?;
+    match mm.lock_queue().cancel(user_id) {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_queued",
+            "no ticket for this user",
+        )),
+    }
+}
+
+async fn updates(
+    State(mm): State<Arc<Matchmaking>>,
+    headers: HeaderMap,
+    query: Result<Query<UpdatesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<UpdatesResponse>, ApiError> {
+    check_auth(&mm, &headers)?;
+    let Query(q) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let deadline = Instant::now() + Duration::from_millis(q.wait_ms.min(30_000));
+    loop {
+        let notified = mm.notify.notified();
+        let (updates, last_seq) = mm.updates_after(&q.server, q.after);
+        if !updates.is_empty() || Instant::now() >= deadline {
+            return Ok(Json(UpdatesResponse { updates, last_seq }));
+        }
+        let _ = tokio::time::timeout_at(deadline.into(), notified).await;
+    }
+}
+
+async fn rejoin(
+    State(mm): State<Arc<Matchmaking>>,
+    headers: HeaderMap,
+    body: Result<Json<RejoinRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<RejoinResponse>, ApiError> {
+    check_auth(&mm, &headers)?;
+    let req = json_body(body)?;
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_in_match", "not in a match");
+    let match_id = mm
+        .lock_queue()
+        .match_of(req.user_id)
+        .ok_or_else(not_found)?;
+    let placement = mm
+        .servers()
+        .get(&match_id)
+        .map(|(p, _)| p.clone())
+        .ok_or_else(not_found)?;
+    let token = mm
+        .issuer
+        .mint_instance(placement.server_addr, req.user_id, match_id)
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot mint a rejoin token");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        })?;
+    Ok(Json(RejoinResponse {
+        match_id,
+        server_addr: placement.server_addr,
+        connect_token: token::encode_token(&token),
+    }))
+}
+
+async fn status(
+    State(mm): State<Arc<Matchmaking>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_auth(&mm, &headers)?;
+    let (queued, running) = {
+        let q = mm.lock_queue();
+        (q.queued(), q.matches_running())
+    };
+    let alloc = mm.allocator.status().await;
+    Ok(Json(serde_json::json!({
+        "queued": queued, "matches_running": running, "allocator": alloc,
+    })))
+}
