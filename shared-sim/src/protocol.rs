@@ -13,11 +13,16 @@ use crate::rules::{Action, ActionError, MatchEvent, Seat};
 use crate::view::MatchSnapshot;
 
 /// Bumped whenever any message layout changes.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The netcode protocol id: ASCII "CROFT" then the version, so that clients of another protocol
 /// version are refused at the handshake instead of sending messages the server misreads.
 pub const PROTOCOL_ID: u64 = 0x4352_4F46_5400_0000 | PROTOCOL_VERSION as u64;
+
+/// Idle keep-alive interval on connection-server connections, each way: players sit idle
+/// there for hours, so they send far less than netcode's default of 4 per second. Well
+/// inside the 15 s connection timeout.
+pub const LOBBY_KEEPALIVE: Duration = Duration::from_secs(2);
 
 /// Client messages larger than this are rejected before decoding.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 1024;
@@ -95,6 +100,16 @@ pub enum ErrorCode {
     ShuttingDown,
     /// More messages per second than the server accepts from one client.
     RateLimited,
+    /// The named user does not exist or is not reachable.
+    UnknownUser,
+    /// A chat message over [`MAX_CHAT_CHARS`] or empty.
+    BadChat,
+    /// A backing service (database, matchmaking) did not answer; try again.
+    Unavailable,
+    /// The session behind the connect token was revoked (logout, reuse detection, ban).
+    SessionRevoked,
+    /// The same account connected again elsewhere.
+    Replaced,
 }
 
 /// Messages the server sends.
@@ -123,6 +138,134 @@ pub enum ServerMessage {
         grace_seconds: u32,
     },
     OpponentReturned,
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Where a player is, as their friends see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Presence {
+    Offline,
+    Online,
+    InQueue,
+    InMatch,
+}
+
+/// How a friend entry stands from the listing player's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FriendState {
+    Accepted,
+    /// They asked; the listing player may accept or decline.
+    Incoming,
+    /// The listing player asked; waiting for them.
+    Outgoing,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FriendEntry {
+    pub user_id: u64,
+    pub username: String,
+    pub state: FriendState,
+    /// `Offline` unless `state` is `Accepted` and they are connected.
+    pub presence: Presence,
+}
+
+/// A chat destination.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatTarget {
+    /// A direct message to one user.
+    User(u64),
+    /// The common-area channel every connected player hears.
+    Common,
+}
+
+/// Most characters in one chat message.
+pub const MAX_CHAT_CHARS: usize = 256;
+
+/// Messages a client sends to the connection server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LobbyClientMessage {
+    /// Join the matchmaking queue. Idempotent: asking again while queued keeps the ticket.
+    FindMatch,
+    CancelMatch,
+    Chat {
+        to: ChatTarget,
+        text: String,
+    },
+    FriendRequest {
+        username: String,
+    },
+    FriendAccept {
+        user_id: u64,
+    },
+    FriendDecline {
+        user_id: u64,
+    },
+    FriendRemove {
+        user_id: u64,
+    },
+    FriendList,
+    /// A fresh connect token for the match the player is in (to reconnect after a drop).
+    RejoinMatch,
+}
+
+/// Why a queue entry ended without a match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueEnd {
+    Cancelled,
+    TimedOut,
+    /// No instance server could take the match; queue again.
+    NoCapacity,
+}
+
+/// Messages the connection server sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LobbyServerMessage {
+    Welcome {
+        user_id: u64,
+        username: String,
+    },
+    Friends(Vec<FriendEntry>),
+    FriendPresence {
+        user_id: u64,
+        presence: Presence,
+    },
+    FriendRequestReceived {
+        user_id: u64,
+        username: String,
+    },
+    /// A request this player sent was accepted (or a friendship ended: `accepted: false`).
+    FriendUpdate {
+        user_id: u64,
+        accepted: bool,
+    },
+    Queued,
+    QueueLeft {
+        reason: QueueEnd,
+    },
+    /// Connect to `server_addr` with `connect_token` (netcode token bytes) to play.
+    MatchFound {
+        match_id: u64,
+        server_addr: std::net::SocketAddr,
+        connect_token: Vec<u8>,
+    },
+    /// The match is over (normally or because its server failed): the player is free again.
+    MatchEnded {
+        match_id: u64,
+        aborted: bool,
+    },
+    Chat {
+        from: u64,
+        from_name: String,
+        to: ChatTarget,
+        text: String,
+    },
+    /// An announcement to everyone.
+    Notification {
+        text: String,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -173,6 +316,26 @@ impl ClientMessage {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         decode(bytes, MAX_CLIENT_MESSAGE_BYTES)
+    }
+}
+
+impl LobbyClientMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes, MAX_CLIENT_MESSAGE_BYTES)
+    }
+}
+
+impl LobbyServerMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes, usize::MAX)
     }
 }
 

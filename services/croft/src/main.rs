@@ -31,6 +31,19 @@ enum Command {
     Instance(server_instance::InstanceConfig),
     /// Run the auth service (login, sessions, tokens) alone.
     Auth(auth::server::AuthConfig),
+    /// Run a connection server (presence, friends, chat, matchmaking relay).
+    Connection(server_connection::ConnectionConfig),
+    /// Run matchmaking with its local instance allocator.
+    Matchmaking(matchmaking::server::MatchmakingConfig),
+    /// Broadcast a notification to every player on a connection server.
+    Notify {
+        /// The connection server's admin HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:7200")]
+        connection: String,
+        #[arg(long, env = "CROFT_SERVICE_TOKEN_FILE")]
+        service_token_file: Option<PathBuf>,
+        text: String,
+    },
     /// Apply database migrations.
     Migrate(users::DatabaseArg),
     /// Account administration.
@@ -48,18 +61,6 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Development only: mint an instance-server connect token (base64) with the shared key.
-    DevToken {
-        #[arg(long, env = "CROFT_NETCODE_KEY_FILE")]
-        netcode_key_file: Option<PathBuf>,
-        /// The instance server's UDP address.
-        #[arg(long)]
-        server: std::net::SocketAddr,
-        #[arg(long)]
-        user: u64,
-        #[arg(long = "match")]
-        match_id: u64,
-    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -76,6 +77,15 @@ fn main() {
         Command::Auth(config) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(auth::server::serve(config))),
+        Command::Connection(config) => server_connection::run(config),
+        Command::Matchmaking(config) => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(matchmaking::server::serve(config))),
+        Command::Notify {
+            connection,
+            service_token_file,
+            text,
+        } => notify(&connection, service_token_file.as_deref(), &text),
         Command::Migrate(db) => users::migrate(db),
         Command::User { command } => users::run(command),
         Command::Cards {
@@ -85,12 +95,6 @@ fn main() {
             .and_then(|k| k.write_file(&out))
             .map(|_| println!("wrote {}", out.display()))
             .map_err(anyhow::Error::from),
-        Command::DevToken {
-            netcode_key_file,
-            server,
-            user,
-            match_id,
-        } => dev_token(netcode_key_file, server, user, match_id),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -98,15 +102,23 @@ fn main() {
     }
 }
 
-fn dev_token(
-    key_file: Option<PathBuf>,
-    server: std::net::SocketAddr,
-    user: u64,
-    match_id: u64,
+fn notify(
+    connection: &str,
+    token_file: Option<&std::path::Path>,
+    text: &str,
 ) -> anyhow::Result<()> {
-    let key = token::NetcodeKey::load(key_file.as_deref())?;
-    let issuer = token::ConnectTokenIssuer::new(key);
-    let t = issuer.mint_instance(server, user, match_id)?;
-    println!("{}", token::encode_token(&t));
+    let token = server_connection::load_service_token(token_file)?;
+    let resp = reqwest::blocking::Client::new()
+        .post(format!(
+            "{}/v1/notifications",
+            connection.trim_end_matches('/')
+        ))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "text": text }))
+        .send()?;
+    if !resp.status().is_success() {
+        anyhow::bail!("{}: {}", resp.status(), resp.text().unwrap_or_default());
+    }
+    println!("sent");
     Ok(())
 }

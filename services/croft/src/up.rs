@@ -1,55 +1,96 @@
-//! `croft up`: the local stack on embedded defaults. Today that is an instance server (a child
-//! process of this binary) and bots that play matches on it through the real protocol.
+//! `croft up`: the whole stack on embedded defaults. In this process: the auth service and
+//! matchmaking (with the local allocator, which starts instance servers as child processes);
+//! beside it: a connection server (a child process). SQLite under the data folder. With
+//! `--bots N`, bots log in through the API, queue, play and the stack stops when they are done;
+//! without, it runs until Ctrl-C.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use clap::Parser;
 use headless_bot::Pacing;
-use headless_bot::dev::{DevMatchmaker, play_matches};
-use server_instance::ReadyInfo;
+use headless_bot::api::AuthApi;
 
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
-    /// Where keys, the match log and logs live; created if missing.
+    /// Where keys, the database and logs live; created if missing.
     #[arg(long, env = "CROFT_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
     #[arg(long, env = "CROFT_CARDS", default_value = "assets/cards")]
     cards: PathBuf,
-    /// Matches to play at once (two bots each).
-    #[arg(long, default_value_t = 1)]
-    matches: usize,
+    /// Database URL (default: SQLite in the data folder).
+    #[arg(long)]
+    database: Option<String>,
+    /// Bots to run: each logs in, connects, queues and plays, until Ctrl-C or `--matches`.
+    #[arg(long, default_value_t = 0)]
+    bots: usize,
+    /// Matches each bot plays; then the stack stops (exit 0 when every bot finished).
+    #[arg(long)]
+    matches: Option<usize>,
     /// Milliseconds a bot waits before each move.
     #[arg(long, default_value_t = 100)]
     think_ms: u64,
-    /// Give up on the matches after this long.
+    /// Give up on the bots after this long.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
-    /// UDP address of the instance server (port 0: any free port).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    udp: std::net::SocketAddr,
-    /// Control HTTP address of the instance server (port 0: any free port).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    instance_http: std::net::SocketAddr,
+    /// Public REST address (the auth service).
+    #[arg(long = "http", alias = "auth-http", default_value = "127.0.0.1:7000")]
+    auth_http: SocketAddr,
+    /// Internal address for the auth service's /metrics and health.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    auth_metrics: SocketAddr,
+    /// Internal matchmaking API.
+    #[arg(long, default_value = "127.0.0.1:7002")]
+    matchmaking_http: SocketAddr,
+    /// UDP address of the connection server.
+    #[arg(long, default_value = "127.0.0.1:5100")]
+    connection_udp: SocketAddr,
+    /// Admin/metrics HTTP of the connection server.
+    #[arg(long, default_value = "127.0.0.1:7200")]
+    connection_http: SocketAddr,
+    /// Instance servers kept warm.
+    #[arg(long, default_value_t = 1)]
+    warm_instances: usize,
+    #[arg(long, default_value_t = 4)]
+    max_instances: usize,
+    /// Matches one instance server hosts.
+    #[arg(long, default_value_t = 500)]
+    instance_max_matches: usize,
+    /// Write where each part listens here as JSON once everything is up.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
 }
 
-/// Stops the instance child however `up` ends.
+/// Stops a child however `up` ends: SIGTERM, then SIGKILL after a while.
 struct ChildGuard(Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        terminate(&mut self.0, Duration::from_secs(10));
     }
+}
+
+fn terminate(child: &mut Child, wait: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn secret_file(path: &Path, make: impl FnOnce() -> anyhow::Result<String>) -> anyhow::Result<()> {
@@ -66,112 +107,305 @@ fn secret_file(path: &Path, make: impl FnOnce() -> anyhow::Result<String>) -> an
     Ok(())
 }
 
+#[derive(Parser)]
+struct AuthArgs {
+    #[command(flatten)]
+    config: auth::server::AuthConfig,
+}
+
+#[derive(Parser)]
+struct MatchmakingArgs {
+    #[command(flatten)]
+    config: matchmaking::server::MatchmakingConfig,
+}
+
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     telemetry::init_logging("croft-up", telemetry::LogTarget::Stderr);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let key_file = args.data_dir.join("netcode.key");
-    let control_file = args.data_dir.join("control.token");
-    secret_file(&key_file, || Ok(token::NetcodeKey::generate()?.to_hex()))?;
-    secret_file(&control_file, || Ok(token::generate_secret()?))?;
-    let ready_file = args.data_dir.join("instance.ready.json");
-    let _ = std::fs::remove_file(&ready_file);
-    let data =
-        Arc::new(shared_sim::GameData::load_dir(&args.cards).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let dir = std::fs::canonicalize(&args.data_dir)?;
+    let cards = std::fs::canonicalize(&args.cards)
+        .with_context(|| format!("card data folder {}", args.cards.display()))?;
+    let netcode_key = dir.join("netcode.key");
+    let jwt_key = dir.join("jwt.key");
+    let service_token = dir.join("service.token");
+    let admin_token = dir.join("admin.token");
+    let bot_password = dir.join("bots.password");
+    secret_file(&netcode_key, || Ok(token::NetcodeKey::generate()?.to_hex()))?;
+    secret_file(&jwt_key, || {
+        Ok(token::jwt::SigningKeyPair::generate()?.to_hex())
+    })?;
+    secret_file(&service_token, || Ok(token::generate_secret()?))?;
+    secret_file(&admin_token, || Ok(token::generate_secret()?))?;
+    secret_file(&bot_password, || Ok(token::generate_secret()?))?;
+    let database = args
+        .database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}/croft.db", dir.display()));
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(run_stack(&args, &dir, &cards, &database))
+}
 
-    let exe = std::env::current_exe().context("locating the croft binary")?;
-    let log_path = args.data_dir.join("instance.log");
-    let instance_log = std::fs::File::create(&log_path)
+async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> anyhow::Result<()> {
+    let p = |f: &str| dir.join(f).display().to_string();
+    let auth_config = AuthArgs::try_parse_from([
+        "auth".to_string(),
+        "--database".into(),
+        database.to_string(),
+        "--jwt-key-file".into(),
+        p("jwt.key"),
+        "--netcode-key-file".into(),
+        p("netcode.key"),
+        "--admin-token-file".into(),
+        p("admin.token"),
+        "--http".into(),
+        args.auth_http.to_string(),
+        "--metrics".into(),
+        args.auth_metrics.to_string(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+    ])?
+    .config;
+    let mm_config = MatchmakingArgs::try_parse_from([
+        "matchmaking".to_string(),
+        "--http".into(),
+        args.matchmaking_http.to_string(),
+        "--database".into(),
+        database.to_string(),
+        "--netcode-key-file".into(),
+        p("netcode.key"),
+        "--service-token-file".into(),
+        p("service.token"),
+        "--control-token-file".into(),
+        p("service.token"),
+        "--cards".into(),
+        cards.display().to_string(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+        "--warm-instances".into(),
+        args.warm_instances.to_string(),
+        "--max-instances".into(),
+        args.max_instances.to_string(),
+        "--instance-max-matches".into(),
+        args.instance_max_matches.to_string(),
+    ])?
+    .config;
+
+    // The database, migrated once, shared by auth and matchmaking.
+    let mut state = auth::server::build_state(&auth_config).await?;
+    let auth_listener = tokio::net::TcpListener::bind(args.auth_http)
+        .await
+        .with_context(|| format!("binding {}", args.auth_http))?;
+    let auth_addr = auth_listener.local_addr()?;
+    let mm_listener = tokio::net::TcpListener::bind(args.matchmaking_http)
+        .await
+        .with_context(|| format!("binding {}", args.matchmaking_http))?;
+    let mm_addr = mm_listener.local_addr()?;
+
+    let mm = matchmaking::server::start(&mm_config, state.store.clone()).await?;
+    let mm_app = matchmaking::router(mm.matchmaking.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let mm_server = tokio::spawn(
+        axum::serve(mm_listener, mm_app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+
+    // The connection server, a child process.
+    let ready_file = dir.join("connection.ready.json");
+    let _ = std::fs::remove_file(&ready_file);
+    let log_path = dir.join("connection.log");
+    let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("locating the croft binary")?;
     let child = Command::new(exe)
-        .arg("instance")
-        .arg("--udp")
-        .arg(args.udp.to_string())
-        .arg("--http")
-        .arg(args.instance_http.to_string())
-        .arg("--netcode-key-file")
-        .arg(&key_file)
-        .arg("--control-token-file")
-        .arg(&control_file)
-        .arg("--cards")
-        .arg(&args.cards)
-        .arg("--match-log")
-        .arg(args.data_dir.join("matches.jsonl"))
+        .arg("connection")
+        .args(["--udp", &args.connection_udp.to_string()])
+        .args(["--http", &args.connection_http.to_string()])
+        .args(["--database", database])
+        .args(["--auth-url", &format!("http://{auth_addr}")])
+        .args(["--matchmaking-url", &format!("http://{mm_addr}")])
+        .args(["--service-token-file", &p("service.token")])
+        .args(["--netcode-key-file", &p("netcode.key")])
+        .args(["--server-id", "conn-local-1"])
         .arg("--ready-file")
         .arg(&ready_file)
-        .stdout(instance_log)
+        .stdout(log)
         .spawn()
-        .context("starting the instance server")?;
-    let mut child = ChildGuard(child);
-    let ready = wait_ready(&mut child.0, &ready_file, Duration::from_secs(30))?;
-    println!(
-        "instance server: control http://{} udp {:?}",
-        ready.http, ready.udp
-    );
+        .context("starting the connection server")?;
+    let mut connection = ChildGuard(child);
+    let conn_ready = wait_ready(&mut connection.0, &ready_file, Duration::from_secs(30)).await?;
+    state.connection_servers = conn_ready.udp.clone();
 
-    let control_url = format!("http://{}", ready.http);
-    let control_token = token::load_control_token(Some(&control_file))?;
-    let mm = DevMatchmaker::new(
-        control_url.clone(),
-        control_token.clone(),
-        token::ConnectTokenIssuer::new(token::NetcodeKey::read_file(&key_file)?),
-        1,
-    )?;
-    let pacing = Pacing {
-        think: Duration::from_millis(args.think_ms),
-        jitter: 0.2,
+    // Accounts for the bots, created once and kept in the database.
+    let mut accounts = Vec::new();
+    if args.bots > 0 {
+        let password = std::fs::read_to_string(dir.join("bots.password"))?
+            .trim()
+            .to_string();
+        for i in 1..=args.bots {
+            let name = format!("bot-{i}");
+            if state.store.user_by_name(&name).await?.is_none() {
+                let hash = state.passwords.hash(password.clone()).await?;
+                match state.store.create_user(&name, &hash).await {
+                    Ok(_) | Err(store::StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            accounts.push((name, password.clone()));
+        }
+    }
+
+    let auth_server = tokio::spawn(auth::server::run_owned(
+        auth_config,
+        state,
+        auth_listener,
+        stopped(stop_rx.clone()),
+    ));
+    println!("croft is up (data in {})", dir.display());
+    println!("  auth          http://{auth_addr}");
+    println!("  matchmaking   http://{mm_addr}  (internal)");
+    println!(
+        "  connection    udp {:?}  admin http://{}",
+        conn_ready.udp, conn_ready.http
+    );
+    println!(
+        "  instances     {}",
+        mm.allocator.status().await["instances"]
+    );
+    println!("  database      {}", store::redact(database));
+    println!("  admin token   {}", dir.join("admin.token").display());
+
+    if let Some(path) = &args.ready_file {
+        let info = serde_json::json!({
+            "auth": format!("http://{auth_addr}"),
+            "matchmaking": format!("http://{mm_addr}"),
+            "connection_udp": conn_ready.udp,
+            "connection_http": format!("http://{}", conn_ready.http),
+            "data_dir": dir,
+        });
+        std::fs::write(path, info.to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let outcome = if args.bots == 0 {
+        println!("press Ctrl-C to stop");
+        telemetry::shutdown_signal().await;
+        Ok(())
+    } else {
+        let data =
+            Arc::new(shared_sim::GameData::load_dir(cards).map_err(|e| anyhow::anyhow!("{e}"))?);
+        let pacing = Pacing {
+            think: Duration::from_millis(args.think_ms),
+            jitter: 0.2,
+        };
+        let (bots, timeout) = (args.bots, args.timeout_secs);
+        let matches = args.matches.unwrap_or(usize::MAX);
+        match args.matches {
+            Some(m) => println!("{bots} bots play {m} match(es) each"),
+            None => println!("{bots} bots play until Ctrl-C"),
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if args.matches.is_none() {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                telemetry::shutdown_signal().await;
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        let base = format!("http://{auth_addr}");
+        let timeout = if args.matches.is_some() {
+            Duration::from_secs(timeout)
+        } else {
+            Duration::MAX
+        };
+        let played = tokio::task::spawn_blocking(move || {
+            let api = AuthApi::new(&base)?;
+            headless_bot::lobby::play_until(&api, &accounts, matches, &data, pacing, timeout, &stop)
+        })
+        .await?;
+        let status = mm.matchmaking.clone();
+        let (queued, in_match) = {
+            let q = status.queue.lock().unwrap_or_else(|e| e.into_inner());
+            (q.queued(), q.matches_running())
+        };
+        println!("matchmaking after the bots: {queued} queued, {in_match} matches open");
+        report(played, args)
     };
-    println!(
-        "playing {} match(es) with {} bots",
-        args.matches,
-        args.matches * 2
-    );
-    let summary = play_matches(
-        &mm,
-        &data,
-        args.matches,
-        1_000,
-        pacing,
-        Duration::from_secs(args.timeout_secs),
-    );
 
-    // Drain: the instance finishes what runs and exits.
-    let _ = reqwest::blocking::Client::new()
-        .post(format!("{control_url}/v1/drain"))
-        .bearer_auth(&control_token)
-        .send();
-    drop(child);
-    let summary = summary?;
+    // Shut down: connection server, instances, then the services.
+    tokio::task::spawn_blocking(move || drop(connection)).await?;
+    mm.loops.abort();
+    mm.allocator.shutdown().await;
+    let _ = stop_tx.send(true);
+    let _ = auth_server.await;
+    let _ = mm_server.await;
+    println!("croft stopped");
+    outcome
+}
+
+fn report(
+    played: anyhow::Result<(headless_bot::Summary, Vec<headless_bot::lobby::LobbyBot>)>,
+    args: &UpArgs,
+) -> anyhow::Result<()> {
+    let (summary, bots) = played?;
     println!("{summary}");
+    let ms = |d: &Duration| d.as_micros() as u64;
+    let mut waits: Vec<u64> = bots
+        .iter()
+        .flat_map(|b| b.queue_waits.iter().map(ms))
+        .collect();
+    waits.sort_unstable();
+    let mut starts: Vec<u64> = bots
+        .iter()
+        .filter_map(|b| b.login_to_match.as_ref().map(ms))
+        .collect();
+    starts.sort_unstable();
+    let pct = |v: &[u64], q: f64| headless_bot::percentile(v, q) as f64 / 1000.0;
     println!(
-        "match log: {}",
-        args.data_dir.join("matches.jsonl").display()
+        "login -> match start: p50 {:.1} ms p99 {:.1} ms ({} bots) | queue wait: p50 {:.1} ms p99 {:.1} ms ({} matches found)",
+        pct(&starts, 0.5),
+        pct(&starts, 0.99),
+        starts.len(),
+        pct(&waits, 0.5),
+        pct(&waits, 0.99),
+        waits.len()
     );
     for f in &summary.failures {
         eprintln!("failed: {f}");
     }
-    if summary.failed > 0 || summary.finished != summary.players {
+    let Some(matches) = args.matches else {
+        return Ok(());
+    };
+    let expected = args.bots * matches;
+    if summary.failed > 0 || summary.finished != expected {
         bail!(
-            "{} of {} bots did not finish their match",
-            summary.players - summary.finished,
-            summary.players
+            "{} of {expected} bot matches finished ({} failed)",
+            summary.finished,
+            summary.failed
         );
     }
     Ok(())
 }
 
-fn wait_ready(child: &mut Child, file: &Path, timeout: Duration) -> anyhow::Result<ReadyInfo> {
+async fn wait_ready(
+    child: &mut Child,
+    file: &Path,
+    timeout: Duration,
+) -> anyhow::Result<server_connection::ReadyInfo> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
-            bail!("the instance server exited during start-up: {status}");
+            bail!("the connection server exited during start-up: {status}");
         }
         if let Ok(bytes) = std::fs::read(file)
-            && let Ok(info) = serde_json::from_slice::<ReadyInfo>(&bytes)
+            && let Ok(info) = serde_json::from_slice(&bytes)
         {
             return Ok(info);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("the instance server did not become ready in {timeout:?}")
+    bail!("the connection server did not become ready in {timeout:?}")
 }

@@ -3,7 +3,9 @@
 //! or thousands of players from one thread. The bot binary and the test suites use it; the
 //! Godot bindings will wrap the same core.
 
+pub mod api;
 pub mod dev;
+pub mod lobby;
 pub mod policy;
 pub mod transport;
 
@@ -68,6 +70,12 @@ impl Connection {
         })
     }
 
+    /// Sends idle keep-alives only this often (connection-server connections use
+    /// [`shared_sim::protocol::LOBBY_KEEPALIVE`]).
+    pub fn set_keepalive(&mut self, every: Duration) {
+        self.transport.keepalive_every = every;
+    }
+
     /// Reads the socket and advances timers. Returns an error once the connection is gone.
     pub fn update(&mut self) -> Result<(), ClientError> {
         let now = Instant::now();
@@ -114,6 +122,13 @@ impl Connection {
         self.client
             .receive_message(Channel::Reliable)
             .map(|bytes| ServerMessage::decode(&bytes))
+    }
+
+    /// The next message's bytes, undecoded (for the connection server's message set).
+    pub fn receive_raw(&mut self) -> Option<Vec<u8>> {
+        self.client
+            .receive_message(Channel::Reliable)
+            .map(|b| b.to_vec())
     }
 
     pub fn is_connected(&self) -> bool {
@@ -433,6 +448,10 @@ pub struct Summary {
 
 impl Summary {
     pub fn of(players: &[MatchPlayer]) -> Self {
+        Self::of_refs(&players.iter().collect::<Vec<_>>())
+    }
+
+    pub fn of_refs(players: &[&MatchPlayer]) -> Self {
         let mut s = Summary {
             players: players.len(),
             ..Default::default()

@@ -25,10 +25,17 @@ pub enum TransportError {
     Disconnected(String),
 }
 
+/// netcode's packet type of a keep-alive, in the low bits of a packet's first byte.
+const NETCODE_KEEP_ALIVE: u8 = 4;
+
 pub struct ClientSocket {
     socket: UdpSocket,
     netcode: NetcodeClient,
     buffer: Box<[u8; NETCODE_MAX_PACKET_BYTES]>,
+    /// Keep-alives go out only when nothing was sent for this long (netcode itself sends one
+    /// every 250 ms without other traffic).
+    pub keepalive_every: Duration,
+    last_sent: std::time::Instant,
 }
 
 impl ClientSocket {
@@ -42,6 +49,8 @@ impl ClientSocket {
             socket,
             netcode: NetcodeClient::new(now, authentication)?,
             buffer: Box::new([0; NETCODE_MAX_PACKET_BYTES]),
+            keepalive_every: Duration::from_millis(250),
+            last_sent: std::time::Instant::now(),
         })
     }
 
@@ -74,8 +83,16 @@ impl ClientSocket {
                 client.process_packet(payload);
             }
         }
+        let connected = self.netcode.is_connected();
         if let Some((packet, addr)) = self.netcode.update(dt) {
-            self.socket.send_to(packet, addr)?;
+            let keepalive = connected
+                && packet
+                    .first()
+                    .is_some_and(|b| b & 0x0f == NETCODE_KEEP_ALIVE);
+            if !keepalive || self.last_sent.elapsed() >= self.keepalive_every {
+                self.socket.send_to(packet, addr)?;
+                self.last_sent = std::time::Instant::now();
+            }
         }
         Ok(())
     }
@@ -95,6 +112,7 @@ impl ClientSocket {
             }
             let (addr, payload) = self.netcode.generate_payload_packet(&packet)?;
             self.socket.send_to(payload, addr)?;
+            self.last_sent = std::time::Instant::now();
         }
         Ok(())
     }

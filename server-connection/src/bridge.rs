@@ -1,0 +1,549 @@
+//! The async side of the connection server: database and matchmaking calls, the revocation
+//! feed, matchmaking updates and the admin API run on a tokio runtime; the Bevy loop sends
+//! [`Job`]s and reads [`Reply`]s without ever waiting for them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use matchmaking::service::{
+    RejoinRequest, RejoinResponse, TicketRequest, Update, UpdateKind, UpdatesResponse,
+};
+use serde::Deserialize;
+use shared_sim::protocol::ErrorCode;
+use store::{Friend, FriendError, RequestOutcome, Store};
+use token::revocation::{RevocationFeed, RevocationSet};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+pub type UserId = u64;
+
+/// Work the Bevy loop hands to the async side.
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// A player connected: their name and friends.
+    Load {
+        user: UserId,
+    },
+    Friends {
+        user: UserId,
+    },
+    FindMatch {
+        user: UserId,
+    },
+    CancelMatch {
+        user: UserId,
+        quiet: bool,
+    },
+    Rejoin {
+        user: UserId,
+    },
+    FriendRequest {
+        user: UserId,
+        username: String,
+    },
+    FriendAccept {
+        user: UserId,
+        other: UserId,
+    },
+    FriendDecline {
+        user: UserId,
+        other: UserId,
+    },
+    FriendRemove {
+        user: UserId,
+        other: UserId,
+    },
+}
+
+/// What comes back.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Loaded {
+        user: UserId,
+        username: String,
+        friends: Vec<Friend>,
+    },
+    LoadFailed {
+        user: UserId,
+        message: String,
+    },
+    Friends {
+        user: UserId,
+        friends: Vec<Friend>,
+    },
+    /// A friend operation changed these users' lists; the Bevy side refreshes them.
+    FriendsChanged {
+        users: Vec<UserId>,
+    },
+    FriendRequestReceived {
+        to: UserId,
+        from: UserId,
+        from_name: String,
+    },
+    FriendAccepted {
+        users: [UserId; 2],
+    },
+    FriendRemoved {
+        users: [UserId; 2],
+    },
+    Queued {
+        user: UserId,
+    },
+    Cancelled {
+        user: UserId,
+    },
+    Matchmaking(Update),
+    Failed {
+        user: UserId,
+        code: ErrorCode,
+        message: String,
+    },
+    /// Sessions revoked since the last poll (session tags).
+    Revoked(Vec<[u8; 16]>),
+    Broadcast(String),
+}
+
+#[derive(Clone)]
+pub struct Bridge {
+    pub store: Store,
+    pub http: reqwest::Client,
+    pub matchmaking_url: String,
+    pub auth_url: String,
+    pub service_token: Arc<str>,
+    pub server_id: String,
+    pub replies: tokio::sync::mpsc::UnboundedSender<Reply>,
+}
+
+impl Bridge {
+    fn reply(&self, r: Reply) {
+        // The Bevy side is gone only when the server stops.
+        let _ = self.replies.send(r);
+    }
+
+    fn failed(&self, user: UserId, code: ErrorCode, message: impl Into<String>) {
+        self.reply(Reply::Failed {
+            user,
+            code,
+            message: message.into(),
+        });
+    }
+
+    fn store_failed(&self, user: UserId, e: &dyn std::fmt::Display) {
+        tracing::warn!(user, error = %e, "database call failed");
+        self.failed(
+            user,
+            ErrorCode::Unavailable,
+            "the service is unavailable; try again",
+        );
+    }
+
+    /// Runs jobs: matchmaking calls in order on one task, the rest concurrently.
+    pub async fn run_jobs(self, mut jobs: UnboundedReceiver<Job>) {
+        let (mm_tx, mut mm_rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        let mm = self.clone();
+        tokio::spawn(async move {
+            while let Some(job) = mm_rx.recv().await {
+                mm.matchmaking_job(job).await;
+            }
+        });
+        let limit = Arc::new(tokio::sync::Semaphore::new(32));
+        while let Some(job) = jobs.recv().await {
+            match job {
+                Job::FindMatch { .. } | Job::CancelMatch { .. } | Job::Rejoin { .. } => {
+                    let _ = mm_tx.send(job);
+                }
+                other => {
+                    let this = self.clone();
+                    let Ok(permit) = limit.clone().acquire_owned().await else {
+                        return;
+                    };
+                    tokio::spawn(async move {
+                        this.store_job(other).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+
+    async fn store_job(&self, job: Job) {
+        match job {
+            Job::Load { user } => {
+                let loaded = async {
+                    let u = self.store.user_by_id(user as i64).await?;
+                    let friends = self.store.friends(user as i64).await?;
+                    Ok::<_, store::StoreError>((u, friends))
+                }
+                .await;
+                match loaded {
+                    Ok((Some(u), friends)) if !u.disabled => self.reply(Reply::Loaded {
+                        user,
+                        username: u.username,
+                        friends,
+                    }),
+                    Ok(_) => self.reply(Reply::LoadFailed {
+                        user,
+                        message: "unknown or disabled account".into(),
+                    }),
+                    Err(e) => {
+                        tracing::warn!(user, error = %e, "cannot load a player");
+                        self.reply(Reply::LoadFailed {
+                            user,
+                            message: "the service is unavailable; try again".into(),
+                        })
+                    }
+                }
+            }
+            Job::Friends { user } => match self.store.friends(user as i64).await {
+                Ok(friends) => self.reply(Reply::Friends { user, friends }),
+                Err(e) => self.store_failed(user, &e),
+            },
+            Job::FriendRequest { user, username } => {
+                let event_id = random_id();
+                match self
+                    .store
+                    .request_friend(user as i64, &username, &event_id)
+                    .await
+                {
+                    Ok(RequestOutcome::Requested { to, .. }) => {
+                        let from_name = self
+                            .store
+                            .user_by_id(user as i64)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|u| u.username)
+                            .unwrap_or_default();
+                        self.reply(Reply::FriendRequestReceived {
+                            to: to as u64,
+                            from: user,
+                            from_name,
+                        });
+                        self.reply(Reply::FriendsChanged {
+                            users: vec![user, to as u64],
+                        });
+                    }
+                    Ok(RequestOutcome::Accepted { with, .. }) => {
+                        self.reply(Reply::FriendAccepted {
+                            users: [user, with as u64],
+                        });
+                        self.reply(Reply::FriendsChanged {
+                            users: vec![user, with as u64],
+                        });
+                    }
+                    Ok(RequestOutcome::Unchanged { .. }) => {
+                        self.reply(Reply::FriendsChanged { users: vec![user] })
+                    }
+                    Err(e) => self.friend_error(user, e),
+                }
+            }
+            Job::FriendAccept { user, other } => {
+                match self.store.accept_friend(user as i64, other as i64).await {
+                    Ok(()) => {
+                        self.reply(Reply::FriendAccepted {
+                            users: [user, other],
+                        });
+                        self.reply(Reply::FriendsChanged {
+                            users: vec![user, other],
+                        });
+                    }
+                    Err(e) => self.friend_error(user, e),
+                }
+            }
+            Job::FriendDecline { user, other } => {
+                match self.store.decline_friend(user as i64, other as i64).await {
+                    Ok(()) => self.reply(Reply::FriendsChanged {
+                        users: vec![user, other],
+                    }),
+                    Err(e) => self.friend_error(user, e),
+                }
+            }
+            Job::FriendRemove { user, other } => {
+                match self.store.remove_friend(user as i64, other as i64).await {
+                    Ok(true) => {
+                        self.reply(Reply::FriendRemoved {
+                            users: [user, other],
+                        });
+                        self.reply(Reply::FriendsChanged {
+                            users: vec![user, other],
+                        });
+                    }
+                    Ok(false) => self.failed(user, ErrorCode::UnknownUser, "not a friend"),
+                    Err(e) => self.store_failed(user, &e),
+                }
+            }
+            Job::FindMatch { .. } | Job::CancelMatch { .. } | Job::Rejoin { .. } => {}
+        }
+    }
+
+    fn friend_error(&self, user: UserId, e: FriendError) {
+        match e {
+            FriendError::UnknownUser(name) => self.failed(
+                user,
+                ErrorCode::UnknownUser,
+                format!("no user named `{name}`"),
+            ),
+            FriendError::Yourself => {
+                self.failed(user, ErrorCode::NotAllowed, "you cannot befriend yourself")
+            }
+            FriendError::NoRequest(other) => self.failed(
+                user,
+                ErrorCode::NotAllowed,
+                format!("no pending request from user {other}"),
+            ),
+            FriendError::Store(e) => self.store_failed(user, &e),
+        }
+    }
+
+    async fn matchmaking_job(&self, job: Job) {
+        let base = &self.matchmaking_url;
+        match job {
+            Job::FindMatch { user } => {
+                let sent = self
+                    .http
+                    .post(format!("{base}/v1/matchmaking/tickets"))
+                    .bearer_auth(&*self.service_token)
+                    .json(&TicketRequest {
+                        user_id: user,
+                        server: self.server_id.clone(),
+                    })
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => self.reply(Reply::Queued { user }),
+                    Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => self.failed(
+                        user,
+                        ErrorCode::NotAllowed,
+                        "already in a match or being matched",
+                    ),
+                    Ok(r) => {
+                        tracing::warn!(user, status = %r.status(), "matchmaking refused a ticket");
+                        self.failed(user, ErrorCode::Unavailable, "matchmaking is unavailable")
+                    }
+                    Err(e) => {
+                        tracing::warn!(user, error = %e, "matchmaking unreachable");
+                        self.failed(user, ErrorCode::Unavailable, "matchmaking is unavailable")
+                    }
+                }
+            }
+            Job::CancelMatch { user, quiet } => {
+                let sent = self
+                    .http
+                    .delete(format!("{base}/v1/matchmaking/tickets/{user}"))
+                    .bearer_auth(&*self.service_token)
+                    .send()
+                    .await;
+                if quiet {
+                    return;
+                }
+                match sent {
+                    // Not queued (any more) is also "not queued now".
+                    Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => {
+                        self.reply(Reply::Cancelled { user })
+                    }
+                    _ => self.failed(user, ErrorCode::Unavailable, "matchmaking is unavailable"),
+                }
+            }
+            Job::Rejoin { user } => {
+                let sent = self
+                    .http
+                    .post(format!("{base}/v1/matchmaking/rejoin"))
+                    .bearer_auth(&*self.service_token)
+                    .json(&RejoinRequest { user_id: user })
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => match r.json::<RejoinResponse>().await {
+                        Ok(j) => self.reply(Reply::Matchmaking(Update {
+                            seq: 0,
+                            user_id: user,
+                            kind: UpdateKind::MatchFound {
+                                match_id: j.match_id,
+                                server_addr: j.server_addr,
+                                connect_token: j.connect_token,
+                            },
+                        })),
+                        Err(e) => {
+                            self.failed(user, ErrorCode::Unavailable, format!("bad answer: {e}"))
+                        }
+                    },
+                    Ok(r) if r.status().as_u16() == 404 => {
+                        self.failed(user, ErrorCode::NotAllowed, "you are not in a match")
+                    }
+                    _ => self.failed(user, ErrorCode::Unavailable, "matchmaking is unavailable"),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Long-polls matchmaking for this server's updates, forever.
+    pub async fn follow_matchmaking(self) {
+        let mut after = 0u64;
+        loop {
+            let got = self
+                .http
+                .get(format!("{}/v1/matchmaking/updates", self.matchmaking_url))
+                .query(&[
+                    ("server", self.server_id.as_str()),
+                    ("after", &after.to_string()),
+                    ("wait_ms", "20000"),
+                ])
+                .timeout(Duration::from_secs(30))
+                .bearer_auth(&*self.service_token)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status());
+            let body = match got {
+                Ok(r) => r.json::<UpdatesResponse>().await,
+                Err(e) => Err(e),
+            };
+            match body {
+                Ok(page) => {
+                    for u in page.updates {
+                        after = after.max(u.seq);
+                        self.reply(Reply::Matchmaking(u));
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!("croft_connection_matchmaking_poll_errors_total")
+                        .increment(1);
+                    tracing::debug!(error = %e, "matchmaking updates unavailable");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    /// Polls the auth service's revocation feed, forever.
+    pub async fn follow_revocations(self, every: Duration) {
+        let mut set = RevocationSet::starting_at(store::now_ms(), 5 * 60 * 1000);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let got = self
+                .http
+                .get(format!("{}/v1/auth/revocations", self.auth_url))
+                .query(&[("since", set.since.to_string())])
+                .send()
+                .await
+                .and_then(|r| r.error_for_status());
+            let feed = match got {
+                Ok(r) => r.json::<RevocationFeed>().await,
+                Err(e) => Err(e),
+            };
+            match feed {
+                Ok(feed) => {
+                    let fresh = set.apply(&feed);
+                    set.prune(store::now_ms() - 10 * 60 * 1000);
+                    if !fresh.is_empty() {
+                        self.reply(Reply::Revoked(fresh));
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!("croft_connection_revocation_poll_errors_total").increment(1);
+                    tracing::debug!(error = %e, "revocation feed unavailable");
+                }
+            }
+        }
+    }
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+// ------------------------------------------------------------------------------------------
+// Admin API
+// ------------------------------------------------------------------------------------------
+
+#[derive(Clone)]
+struct AdminState {
+    bridge: Bridge,
+    status: Arc<std::sync::Mutex<serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+struct NotificationRequest {
+    text: String,
+}
+
+/// `POST /v1/notifications` (broadcast) and `GET /v1/status`, behind the service credential.
+pub fn admin_router(bridge: Bridge, status: Arc<std::sync::Mutex<serde_json::Value>>) -> Router {
+    Router::new()
+        .route("/v1/notifications", post(notify))
+        .route("/v1/status", get(status_handler))
+        .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+        .with_state(AdminState { bridge, status })
+}
+
+fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok());
+    token::bearer_matches(given, &state.bridge.service_token)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> (StatusCode, Json<serde_json::Value>) {
+    (
+        status,
+        Json(serde_json::json!({ "error": { "code": code, "message": message } })),
+    )
+}
+
+async fn notify(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: Result<Json<NotificationRequest>, axum::extract::rejection::JsonRejection>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    if !authorized(&state, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid service credential is required",
+        );
+    }
+    let Ok(Json(req)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected {\"text\": \"...\"}",
+        );
+    };
+    let n = req.text.chars().count();
+    if n == 0 || n > 1024 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_text",
+            "a notification has 1 to 1024 characters",
+        );
+    }
+    state.bridge.reply(Reply::Broadcast(req.text));
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "status": "queued" })),
+    )
+}
+
+async fn status_handler(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<serde_json::Value>) {
+    if !authorized(&state, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid service credential is required",
+        );
+    }
+    let v = state
+        .status
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or(serde_json::Value::Null);
+    (StatusCode::OK, Json(v))
+}

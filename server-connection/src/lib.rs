@@ -1,0 +1,167 @@
+//! The Global Connection Server: a headless Bevy app holding every online player's persistent
+//! connection (secure netcode, one socket per 1024 clients) for presence, friends, chat, global
+//! notifications and the matchmaking relay. Database and service calls run on a tokio runtime
+//! beside the Bevy loop (see [`bridge`]).
+
+pub mod bridge;
+pub mod config;
+pub mod lobby;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use bevy::app::ScheduleRunnerPlugin;
+use bevy::prelude::*;
+use serde::{Deserialize, Serialize};
+
+pub use config::ConnectionConfig;
+use lobby::{Limits, Lobby};
+
+/// Where a started connection server listens; written to `--ready-file` as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadyInfo {
+    pub http: SocketAddr,
+    pub udp: Vec<SocketAddr>,
+    pub server_id: String,
+}
+
+#[derive(Resource, Clone)]
+struct Stop(Arc<AtomicBool>);
+
+/// The service credential, from a file or `CROFT_SERVICE_TOKEN`.
+pub fn load_service_token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    Ok(token::load_secret(
+        file,
+        "CROFT_SERVICE_TOKEN",
+        "service credential",
+        24,
+    )?)
+}
+
+/// Runs until SIGTERM or Ctrl-C.
+pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
+    telemetry::init_logging("server-connection", telemetry::LogTarget::Stdout);
+    let key = token::NetcodeKey::load(config.netcode_key_file.as_deref())
+        .context("loading the netcode key")?;
+    let service_token = load_service_token(config.service_token_file.as_deref())?;
+    let database = store::resolve_url(&config.database, config.database_url_file.as_deref())?;
+    let server_id = match &config.server_id {
+        Some(id) => id.clone(),
+        None => {
+            let mut b = [0u8; 6];
+            getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+            format!(
+                "conn-{}",
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            )
+        }
+    };
+    let mut shards =
+        shared_net::bind_shards(config.udp, config.public_ip, config.sockets(), *key.bytes())?;
+    let udp: Vec<SocketAddr> = shards.iter().map(|s| s.public_addr).collect();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("connection-io")
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")?;
+    let store = runtime
+        .block_on(store::Store::connect(
+            &database,
+            &store::PoolSettings::default(),
+        ))
+        .with_context(|| format!("connecting to {}", store::redact(&database)))?;
+    runtime
+        .block_on(store.migrate())
+        .context("running migrations")?;
+    let (reply_tx, reply_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (job_tx, job_rx) = tokio::sync::mpsc::unbounded_channel();
+    let bridge = bridge::Bridge {
+        store,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?,
+        matchmaking_url: config.matchmaking_url.trim_end_matches('/').to_string(),
+        auth_url: config.auth_url.trim_end_matches('/').to_string(),
+        service_token: service_token.into(),
+        server_id: server_id.clone(),
+        replies: reply_tx,
+    };
+    let status = Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
+    let readiness = telemetry::Readiness::new(false);
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.http))
+        .with_context(|| format!("binding {}", config.http))?;
+    let http = listener.local_addr()?;
+    let router = bridge::admin_router(bridge.clone(), status.clone())
+        .merge(telemetry::router(readiness.clone()))
+        .layer(axum::middleware::from_fn(telemetry::http_metrics));
+    runtime.spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "admin HTTP server failed");
+        }
+    });
+    runtime.spawn(bridge.clone().run_jobs(job_rx));
+    runtime.spawn(bridge.clone().follow_matchmaking());
+    runtime.spawn(
+        bridge
+            .clone()
+            .follow_revocations(Duration::from_millis(config.revocation_poll_ms.max(100))),
+    );
+    let stop = Stop(Arc::new(AtomicBool::new(false)));
+    {
+        let stop = stop.clone();
+        runtime.spawn(async move {
+            telemetry::shutdown_signal().await;
+            tracing::info!("shutdown requested");
+            stop.0.store(true, Ordering::SeqCst);
+        });
+    }
+    let hz = config.hz.max(1);
+    let upkeep = (config.keepalive_ms * u64::from(hz) / 1000).max(1);
+    for s in &mut shards {
+        s.transport.set_upkeep_every(upkeep);
+    }
+    let limits = Limits {
+        chat_per_10s: config.chat_per_10s,
+        max_messages_per_second: config.max_messages_per_second,
+        bad_message_budget: config.bad_message_budget,
+        idle_flush_frames: (u64::from(hz) / 4).max(1),
+    };
+    let lobby = Lobby::new(shards, job_tx, reply_rx, limits, status);
+    let mut app = App::new();
+    app.add_plugins(
+        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
+            1.0 / f64::from(hz),
+        ))),
+    )
+    .insert_resource(lobby)
+    .insert_resource(stop)
+    .add_systems(Update, (lobby::lobby_frame, stop_system).chain());
+    let ready = ReadyInfo {
+        http,
+        udp: udp.clone(),
+        server_id: server_id.clone(),
+    };
+    if let Some(path) = &config.ready_file {
+        std::fs::write(path, serde_json::to_vec(&ready)?)
+            .with_context(|| format!("writing ready file {}", path.display()))?;
+    }
+    tracing::info!(%http, ?udp, %server_id, "connection server ready");
+    readiness.set(true);
+    let exit = app.run();
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!(?exit, "connection server stopped");
+    Ok(())
+}
+
+fn stop_system(stop: Res<Stop>, mut lobby: ResMut<Lobby>, mut exit: MessageWriter<AppExit>) {
+    if stop.0.load(Ordering::SeqCst) {
+        lobby::disconnect_all(&mut lobby);
+        exit.write(AppExit::Success);
+    }
+}

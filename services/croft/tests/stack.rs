@@ -1,0 +1,549 @@
+//! The login-to-match flow with real processes: `croft up` (auth + matchmaking in one process,
+//! a connection server and instance servers as children), driven by clients that log in over
+//! HTTP and speak the lobby protocol over secure netcode.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use headless_bot::Connection;
+use headless_bot::api::{AuthApi, SessionTokens};
+use shared_sim::protocol::{
+    ChatTarget, ErrorCode, FriendState, LobbyClientMessage, LobbyServerMessage, Presence, QueueEnd,
+};
+
+struct Stack {
+    child: Child,
+    dir: PathBuf,
+    info: serde_json::Value,
+}
+
+impl Stack {
+    fn start(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("croft-stack-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ready = dir.join("up.ready.json");
+        let child = Command::new(env!("CARGO_BIN_EXE_croft"))
+            .arg("up")
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--cards")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"))
+            .args([
+                "--auth-http",
+                "127.0.0.1:0",
+                "--auth-metrics",
+                "127.0.0.1:0",
+                "--matchmaking-http",
+                "127.0.0.1:0",
+                "--connection-udp",
+                "127.0.0.1:0",
+                "--connection-http",
+                "127.0.0.1:0",
+            ])
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stack = Stack {
+            child,
+            dir,
+            info: serde_json::Value::Null,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "croft up did not start");
+            assert!(
+                stack.child.try_wait().unwrap().is_none(),
+                "croft up exited during start-up"
+            );
+            if let Ok(text) = std::fs::read_to_string(&ready)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                stack.info = v;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stack
+    }
+
+    fn url(&self, part: &str) -> String {
+        self.info[part].as_str().unwrap().to_string()
+    }
+
+    fn secret(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn add_user(&self, name: &str) {
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/admin/users", self.url("auth")))
+            .bearer_auth(self.secret("admin.token"))
+            .json(&serde_json::json!({ "username": name, "password": "a long enough password" }))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text());
+    }
+
+    fn login(&self, name: &str) -> Client {
+        let api = AuthApi::new(&self.url("auth")).unwrap();
+        let session = api.login(name, "a long enough password").unwrap();
+        let mut conn = Connection::connect(session.netcode_token().unwrap()).unwrap();
+        conn.set_keepalive(shared_sim::protocol::LOBBY_KEEPALIVE);
+        let mut c = Client {
+            session,
+            conn,
+            inbox: Vec::new(),
+        };
+        match c.wait(|m| matches!(m, LobbyServerMessage::Welcome { .. })) {
+            LobbyServerMessage::Welcome { username, .. } => assert_eq!(username, name),
+            _ => unreachable!(),
+        }
+        c
+    }
+}
+
+impl Stack {
+    /// SIGTERM, then the exit status (within 30 s).
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "croft up did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Client {
+    session: SessionTokens,
+    conn: Connection,
+    inbox: Vec<LobbyServerMessage>,
+}
+
+impl Client {
+    fn user_id(&self) -> u64 {
+        self.session.user_id
+    }
+
+    fn send(&mut self, m: &LobbyClientMessage) {
+        self.conn.send_raw(m.encode());
+        self.conn.flush().unwrap();
+    }
+
+    fn pump(&mut self) -> Result<(), String> {
+        self.conn.update().map_err(|e| e.to_string())?;
+        while let Some(bytes) = self.conn.receive_raw() {
+            self.inbox
+                .push(LobbyServerMessage::decode(&bytes).expect("decodable server message"));
+        }
+        self.conn.flush_if_due(false).map_err(|e| e.to_string())
+    }
+
+    /// Waits up to 5 s for a message matching `pred` (removing it and everything before it).
+    fn wait(&mut self, pred: impl Fn(&LobbyServerMessage) -> bool) -> LobbyServerMessage {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(i) = self.inbox.iter().position(&pred) {
+                let m = self.inbox[i].clone();
+                self.inbox.drain(..=i);
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such message; got {:?}",
+                self.inbox
+            );
+            self.pump().expect("connection alive");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Pumps for `d`, returning what arrived.
+    fn idle(&mut self, d: Duration) -> Vec<LobbyServerMessage> {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            let _ = self.pump();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::mem::take(&mut self.inbox)
+    }
+}
+
+fn pump_all(clients: &mut [&mut Client], d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        for c in clients.iter_mut() {
+            let _ = c.pump();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn error_code(m: &LobbyServerMessage) -> Option<ErrorCode> {
+    match m {
+        LobbyServerMessage::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+#[test]
+fn friends_presence_chat_notifications_and_revocation() {
+    let stack = Stack::start("social");
+    for n in ["amy", "bob", "cat"] {
+        stack.add_user(n);
+    }
+    let mut amy = stack.login("amy");
+    let mut bob = stack.login("bob");
+    let bob_id = bob.user_id();
+
+    // Friend request by name, seen by bob, accepted: both see each other online.
+    amy.send(&LobbyClientMessage::FriendRequest {
+        username: "BOB".into(),
+    });
+    let amy_id = amy.user_id();
+    bob.wait(|m| {
+        matches!(m, LobbyServerMessage::FriendRequestReceived { user_id, username } if *user_id == amy_id && username == "amy")
+    });
+    amy.send(&LobbyClientMessage::FriendRequest {
+        username: "nobody".into(),
+    });
+    assert_eq!(
+        error_code(&amy.wait(|m| error_code(m).is_some())),
+        Some(ErrorCode::UnknownUser)
+    );
+    bob.send(&LobbyClientMessage::FriendAccept { user_id: amy_id });
+    amy.wait(|m| {
+        matches!(m, LobbyServerMessage::FriendUpdate { user_id, accepted: true } if *user_id == bob_id)
+    });
+    match amy.wait(|m| matches!(m, LobbyServerMessage::Friends(list) if list.iter().any(|f| f.state == FriendState::Accepted)))
+    {
+        LobbyServerMessage::Friends(list) => {
+            assert_eq!(list.len(), 1);
+            assert_eq!(list[0].username, "bob");
+            assert_eq!(list[0].presence, Presence::Online);
+        }
+        _ => unreachable!(),
+    }
+
+    // Bob quits and logs in again: amy hears offline, then online within a second.
+    bob.conn.disconnect();
+    drop(bob);
+    amy.wait(|m| {
+        matches!(m, LobbyServerMessage::FriendPresence { user_id, presence: Presence::Offline } if *user_id == bob_id)
+    });
+    let t = Instant::now();
+    let mut bob = stack.login("bob");
+    amy.wait(|m| {
+        matches!(m, LobbyServerMessage::FriendPresence { user_id, presence: Presence::Online } if *user_id == bob_id)
+    });
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+
+    // Direct chat, common chat, and the errors.
+    amy.send(&LobbyClientMessage::Chat {
+        to: ChatTarget::User(bob_id),
+        text: "hello bob".into(),
+    });
+    bob.wait(|m| {
+        matches!(m, LobbyServerMessage::Chat { from, text, to: ChatTarget::User(_), .. } if *from == amy_id && text == "hello bob")
+    });
+    let mut cat = stack.login("cat");
+    cat.send(&LobbyClientMessage::Chat {
+        to: ChatTarget::Common,
+        text: "hi all".into(),
+    });
+    for c in [&mut amy, &mut bob] {
+        c.wait(|m| matches!(m, LobbyServerMessage::Chat { to: ChatTarget::Common, text, from_name, .. } if text == "hi all" && from_name == "cat"));
+    }
+    cat.send(&LobbyClientMessage::Chat {
+        to: ChatTarget::User(424242),
+        text: "anyone?".into(),
+    });
+    assert_eq!(
+        error_code(&cat.wait(|m| error_code(m).is_some())),
+        Some(ErrorCode::UnknownUser)
+    );
+    cat.send(&LobbyClientMessage::Chat {
+        to: ChatTarget::Common,
+        text: "x".repeat(257),
+    });
+    assert_eq!(
+        error_code(&cat.wait(|m| error_code(m).is_some())),
+        Some(ErrorCode::BadChat)
+    );
+    // 10 per 10 s: the 11th is refused (one was already sent above).
+    for i in 0..10 {
+        cat.send(&LobbyClientMessage::Chat {
+            to: ChatTarget::User(amy_id),
+            text: format!("spam {i}"),
+        });
+    }
+    assert_eq!(
+        error_code(&cat.wait(|m| error_code(m).is_some())),
+        Some(ErrorCode::RateLimited)
+    );
+
+    // Malformed bytes: a clear error, the connection stays.
+    cat.conn.send_raw(vec![0xff, 0xff, 0xff]);
+    cat.conn.flush().unwrap();
+    cat.wait(|m| error_code(m) == Some(ErrorCode::Malformed));
+
+    // A global notification through the admin command reaches everyone.
+    let out = Command::new(env!("CARGO_BIN_EXE_croft"))
+        .args(["notify", "--connection", &stack.url("connection_http")])
+        .arg("--service-token-file")
+        .arg(stack.dir.join("service.token"))
+        .arg("maintenance at noon")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for c in [&mut amy, &mut bob, &mut cat] {
+        c.wait(|m| matches!(m, LobbyServerMessage::Notification { text } if text == "maintenance at noon"));
+    }
+    // Without the credential: refused.
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/notifications", stack.url("connection_http")))
+        .json(&serde_json::json!({ "text": "x" }))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+
+    // Logout revokes the session: the connection server drops cat within the poll interval,
+    // and the old connect token no longer gets in.
+    let api = AuthApi::new(&stack.url("auth")).unwrap();
+    api.logout(&cat.session.access_token).unwrap();
+    assert_eq!(
+        error_code(&cat.wait(|m| error_code(m) == Some(ErrorCode::SessionRevoked))),
+        Some(ErrorCode::SessionRevoked)
+    );
+    let t = Instant::now();
+    while cat.pump().is_ok() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(cat.pump().is_err(), "a revoked session stays connected");
+
+    // A token minted for an instance server is refused here.
+    let key = token::NetcodeKey::read_file(&stack.dir.join("netcode.key")).unwrap();
+    let udp: std::net::SocketAddr = stack.info["connection_udp"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let wrong = token::ConnectTokenIssuer::new(key)
+        .mint_instance(udp, 999_999, 1)
+        .unwrap();
+    let mut conn = Connection::connect(wrong).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut refused = false;
+    while Instant::now() < deadline && !refused {
+        if conn.update().is_err() {
+            break;
+        }
+        while let Some(b) = conn.receive_raw() {
+            refused |= matches!(
+                LobbyServerMessage::decode(&b),
+                Ok(LobbyServerMessage::Error {
+                    code: ErrorCode::BadToken,
+                    ..
+                })
+            );
+        }
+        let _ = conn.flush();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        refused,
+        "an instance token was accepted by the connection server"
+    );
+    // The others are unaffected.
+    pump_all(&mut [&mut amy, &mut bob], Duration::from_millis(200));
+    amy.send(&LobbyClientMessage::FriendRemove { user_id: bob_id });
+    bob.wait(|m| {
+        matches!(m, LobbyServerMessage::FriendUpdate { user_id, accepted: false } if *user_id == amy_id)
+    });
+}
+
+#[test]
+fn queueing_is_idempotent_cancellable_and_a_dead_instance_aborts_its_matches() {
+    let stack = Stack::start("mm");
+    for n in ["dan", "eve", "fay"] {
+        stack.add_user(n);
+    }
+    let mut dan = stack.login("dan");
+    let mut eve = stack.login("eve");
+    let mut fay = stack.login("fay");
+
+    // Queue, queue again (same ticket), cancel.
+    fay.send(&LobbyClientMessage::FindMatch);
+    fay.wait(|m| matches!(m, LobbyServerMessage::Queued));
+    fay.send(&LobbyClientMessage::FindMatch);
+    fay.wait(|m| matches!(m, LobbyServerMessage::Queued));
+    fay.send(&LobbyClientMessage::CancelMatch);
+    fay.wait(|m| {
+        matches!(
+            m,
+            LobbyServerMessage::QueueLeft {
+                reason: QueueEnd::Cancelled
+            }
+        )
+    });
+
+    // Two players queue and are matched; nobody else is pulled in.
+    dan.send(&LobbyClientMessage::FindMatch);
+    eve.send(&LobbyClientMessage::FindMatch);
+    let found = |m: &LobbyServerMessage| matches!(m, LobbyServerMessage::MatchFound { .. });
+    let (
+        LobbyServerMessage::MatchFound {
+            match_id,
+            server_addr,
+            ..
+        },
+        _,
+    ) = (dan.wait(found), eve.wait(found))
+    else {
+        unreachable!()
+    };
+    let idle = fay.idle(Duration::from_millis(300));
+    assert!(!idle.iter().any(found), "{idle:?}");
+    // In a match: queueing again is refused.
+    dan.send(&LobbyClientMessage::FindMatch);
+    assert_eq!(
+        error_code(&dan.wait(|m| error_code(m).is_some())),
+        Some(ErrorCode::NotAllowed)
+    );
+    // A rejoin token for the same match is available.
+    dan.send(&LobbyClientMessage::RejoinMatch);
+    dan.wait(
+        |m| matches!(m, LobbyServerMessage::MatchFound { match_id: id, .. } if *id == match_id),
+    );
+
+    // Kill the instance hosting the match: both players are told it was aborted, the result
+    // is recorded, and they can queue again.
+    let status: serde_json::Value = reqwest::blocking::Client::new()
+        .get(format!(
+            "{}/v1/matchmaking/status",
+            stack.url("matchmaking")
+        ))
+        .bearer_auth(stack.secret("service.token"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let instances = status["allocator"]["instances"].as_array().unwrap();
+    let host = instances
+        .iter()
+        .find(|i| {
+            i["udp"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a.as_str() == Some(&server_addr.to_string()))
+        })
+        .unwrap_or_else(|| panic!("no instance has {server_addr}: {status}"));
+    let pid = host["pid"].as_u64().unwrap();
+    assert!(
+        Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+    for c in [&mut dan, &mut eve] {
+        c.wait(|m| {
+            matches!(m, LobbyServerMessage::MatchEnded { match_id: id, aborted: true } if *id == match_id)
+        });
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let recorded = rt.block_on(async {
+        let url = format!("sqlite://{}/croft.db", stack.dir.display());
+        let store = store::Store::connect(&url, &store::PoolSettings::default())
+            .await
+            .unwrap();
+        sqlx_reason(&store, match_id).await
+    });
+    assert_eq!(recorded.as_deref(), Some("Aborted"));
+    for c in [&mut dan, &mut eve] {
+        c.send(&LobbyClientMessage::FindMatch);
+        c.wait(|m| matches!(m, LobbyServerMessage::Queued));
+    }
+    // They were matched again, on a new instance the allocator started.
+    for c in [&mut dan, &mut eve] {
+        c.wait(found);
+    }
+
+    // Ctrl-C (SIGTERM here) stops everything cleanly: croft up exits 0, and neither the
+    // connection server nor any instance server is left running.
+    let status: serde_json::Value = reqwest::blocking::Client::new()
+        .get(format!(
+            "{}/v1/matchmaking/status",
+            stack.url("matchmaking")
+        ))
+        .bearer_auth(stack.secret("service.token"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let pids: Vec<u64> = status["allocator"]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["pid"].as_u64().unwrap())
+        .collect();
+    assert!(!pids.is_empty());
+    let mut stack = stack;
+    let code = stack.stop();
+    assert!(code.success(), "{code:?}");
+    for pid in pids {
+        let alive = Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            !alive,
+            "instance {pid} still running after croft up stopped"
+        );
+    }
+}
+
+async fn sqlx_reason(store: &store::Store, match_id: u64) -> Option<String> {
+    store.match_reason(match_id as i64).await.unwrap()
+}

@@ -1,0 +1,318 @@
+//! The whole player flow: log in through the auth API, connect to the connection server with
+//! the connect token it returned, queue, follow `MatchFound` to the instance server, play, and
+//! queue again until the bot has played its matches.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use renet_netcode::ConnectToken;
+use shared_sim::GameData;
+use shared_sim::protocol::{ErrorCode, LobbyClientMessage, LobbyServerMessage, QueueEnd};
+
+use crate::api::{AuthApi, SessionTokens};
+use crate::{Connection, MatchPlayer, Pacing, PlayerState, TokenSource};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BotState {
+    /// Connecting to the connection server.
+    Connecting,
+    /// Waiting for the previous match to be closed before queueing again.
+    Idle,
+    Queued,
+    Playing,
+    Done,
+    Failed(String),
+}
+
+/// One bot: a lobby connection and, while it plays, a [`MatchPlayer`].
+pub struct LobbyBot {
+    pub username: String,
+    pub session: SessionTokens,
+    pub state: BotState,
+    /// Matches still to play.
+    pub matches_left: usize,
+    /// Finished match players (their results and stats).
+    pub played: Vec<MatchPlayer>,
+    /// Every lobby message received, in order (tests read it).
+    pub inbox: Vec<LobbyServerMessage>,
+    /// Time from FindMatch to MatchFound, per match.
+    pub queue_waits: Vec<Duration>,
+    /// When the login request was sent.
+    pub login_at: Instant,
+    /// Login request -> seated in the first match (instance `Welcome`).
+    pub login_to_match: Option<Duration>,
+    conn: Option<Connection>,
+    player: Option<MatchPlayer>,
+    data: Arc<GameData>,
+    pacing: Pacing,
+    queued_at: Option<Instant>,
+    /// Set while a `NoCapacity`/`TimedOut` answer waits for a retry.
+    retry_at: Option<Instant>,
+    /// The lobby closed the current match before the match client saw its end.
+    closed_match: Option<u64>,
+}
+
+/// Reconnects inside a lobby-driven match are not attempted by this bot (the lobby offers
+/// `RejoinMatch` for clients that want them).
+struct NoRejoin;
+
+impl TokenSource for NoRejoin {
+    fn instance_token(&self, _user_id: u64, _match_id: u64) -> anyhow::Result<ConnectToken> {
+        anyhow::bail!("this bot does not rejoin matches")
+    }
+}
+
+impl LobbyBot {
+    /// Logs in and starts connecting to the connection server.
+    pub fn login(
+        api: &AuthApi,
+        username: &str,
+        password: &str,
+        matches: usize,
+        data: Arc<GameData>,
+        pacing: Pacing,
+    ) -> anyhow::Result<Self> {
+        let login_at = Instant::now();
+        let session = api.login(username, password)?;
+        let mut conn = Connection::connect(session.netcode_token()?)?;
+        conn.set_keepalive(shared_sim::protocol::LOBBY_KEEPALIVE);
+        Ok(Self {
+            username: username.to_string(),
+            session,
+            state: BotState::Connecting,
+            matches_left: matches,
+            played: Vec::new(),
+            inbox: Vec::new(),
+            queue_waits: Vec::new(),
+            login_at,
+            login_to_match: None,
+            conn: Some(conn),
+            player: None,
+            data,
+            pacing,
+            queued_at: None,
+            retry_at: None,
+            closed_match: None,
+        })
+    }
+
+    pub fn user_id(&self) -> u64 {
+        self.session.user_id
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, BotState::Done | BotState::Failed(_))
+    }
+
+    /// Sends a lobby message (chat, friends ...).
+    pub fn send(&mut self, msg: &LobbyClientMessage) {
+        if let Some(c) = self.conn.as_mut() {
+            c.send_raw(msg.encode());
+            let _ = c.flush();
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.is_connected())
+    }
+
+    fn fail(&mut self, why: String) {
+        tracing::warn!(bot = %self.username, %why, "bot failed");
+        self.state = BotState::Failed(why);
+    }
+
+    fn find_match(&mut self) {
+        if self.matches_left == 0 {
+            self.state = BotState::Done;
+            if let Some(mut c) = self.conn.take() {
+                let _ = c.flush();
+                c.disconnect();
+            }
+            return;
+        }
+        self.send(&LobbyClientMessage::FindMatch);
+        self.queued_at = Some(Instant::now());
+        self.state = BotState::Queued;
+    }
+
+    /// Advances the bot: lobby in, match, lobby out.
+    pub fn poll(&mut self) {
+        if self.is_done() {
+            return;
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return self.fail("lobby connection lost".into());
+        };
+        if let Err(e) = conn.update() {
+            self.conn = None;
+            return self.fail(format!("lobby connection lost: {e}"));
+        }
+        let mut messages = Vec::new();
+        while let Some(bytes) = conn.receive_raw() {
+            messages.push(LobbyServerMessage::decode(&bytes));
+        }
+        for m in messages {
+            match m {
+                Ok(m) => self.handle(m),
+                Err(e) => return self.fail(format!("undecodable lobby message: {e}")),
+            }
+        }
+        if let Some(p) = self.player.as_mut() {
+            p.poll(&NoRejoin);
+            if p.seat.is_some() && self.login_to_match.is_none() {
+                self.login_to_match = Some(self.login_at.elapsed());
+            }
+            if p.is_done() {
+                let p = self.player.take();
+                if let Some(p) = p {
+                    if let PlayerState::Failed(why) = &p.state {
+                        tracing::warn!(bot = %self.username, %why, "match failed");
+                    }
+                    self.played.push(p);
+                }
+                self.matches_left = self.matches_left.saturating_sub(1);
+                // Queue again once the lobby says the match is closed.
+                self.state = BotState::Idle;
+                if self.closed_match.take().is_some() {
+                    self.find_match();
+                }
+            }
+        }
+        if self.retry_at.is_some_and(|t| Instant::now() >= t) {
+            self.retry_at = None;
+            self.find_match();
+        }
+        if let Some(c) = self.conn.as_mut() {
+            let _ = c.flush_if_due(false);
+        }
+    }
+
+    fn handle(&mut self, msg: LobbyServerMessage) {
+        self.inbox.push(msg.clone());
+        match msg {
+            LobbyServerMessage::Welcome { .. } if self.state == BotState::Connecting => {
+                self.find_match();
+            }
+            LobbyServerMessage::MatchFound {
+                match_id,
+                connect_token,
+                ..
+            } => {
+                if let Some(t) = self.queued_at.take() {
+                    self.queue_waits.push(t.elapsed());
+                }
+                let token = match ConnectToken::read(&mut connect_token.as_slice()) {
+                    Ok(t) => t,
+                    Err(e) => return self.fail(format!("bad match token: {e}")),
+                };
+                match MatchPlayer::new(
+                    self.session.user_id,
+                    match_id,
+                    token,
+                    self.data.clone(),
+                    self.pacing,
+                ) {
+                    Ok(p) => {
+                        self.player = Some(p);
+                        self.state = BotState::Playing;
+                    }
+                    Err(e) => self.fail(format!("cannot reach the instance: {e}")),
+                }
+            }
+            LobbyServerMessage::MatchEnded { match_id, .. } => {
+                if self.player.is_none() && self.state == BotState::Idle {
+                    self.find_match();
+                } else {
+                    // Closed before our client saw the end: queue as soon as it does.
+                    self.closed_match = Some(match_id);
+                }
+            }
+            LobbyServerMessage::QueueLeft {
+                reason: QueueEnd::NoCapacity | QueueEnd::TimedOut,
+            } if self.state == BotState::Queued => {
+                self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+            }
+            LobbyServerMessage::Error { code, message } => {
+                tracing::debug!(bot = %self.username, ?code, %message, "lobby error");
+                if matches!(
+                    code,
+                    ErrorCode::BadToken | ErrorCode::SessionRevoked | ErrorCode::Replaced
+                ) {
+                    self.fail(format!(
+                        "refused by the connection server: {code:?}: {message}"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Logs `accounts` in, plays `matches_each` matches with each, and summarises the matches.
+pub fn play_through_lobby(
+    api: &AuthApi,
+    accounts: &[(String, String)],
+    matches_each: usize,
+    data: &Arc<GameData>,
+    pacing: Pacing,
+    timeout: Duration,
+) -> anyhow::Result<(crate::Summary, Vec<LobbyBot>)> {
+    play_until(
+        api,
+        accounts,
+        matches_each,
+        data,
+        pacing,
+        timeout,
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+}
+
+/// As [`play_through_lobby`], also ending (without failing the bots) when `stop` is set.
+pub fn play_until(
+    api: &AuthApi,
+    accounts: &[(String, String)],
+    matches_each: usize,
+    data: &Arc<GameData>,
+    pacing: Pacing,
+    timeout: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<(crate::Summary, Vec<LobbyBot>)> {
+    let mut bots = Vec::with_capacity(accounts.len());
+    for (name, password) in accounts {
+        bots.push(LobbyBot::login(
+            api,
+            name,
+            password,
+            matches_each,
+            data.clone(),
+            pacing,
+        )?);
+    }
+    let start = Instant::now();
+    while start.elapsed() < timeout
+        && !bots.iter().all(|b| b.is_done())
+        && !stop.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        for b in bots.iter_mut() {
+            b.poll();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let stopped = stop.load(std::sync::atomic::Ordering::Relaxed);
+    for b in bots.iter_mut() {
+        if !b.is_done() && !stopped {
+            let state = b.state.clone();
+            b.fail(format!("timed out in state {state:?}"));
+        }
+    }
+    let players: Vec<&MatchPlayer> = bots.iter().flat_map(|b| b.played.iter()).collect();
+    let mut summary = crate::Summary::of_refs(&players);
+    for b in &bots {
+        if let BotState::Failed(why) = &b.state {
+            summary.failed += 1;
+            summary.failures.push(format!("{}: {why}", b.username));
+        }
+    }
+    Ok((summary, bots))
+}
