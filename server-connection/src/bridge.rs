@@ -26,6 +26,7 @@ pub enum Job {
     /// A player connected: their name and friends.
     Load {
         user: UserId,
+        tag: [u8; 16],
     },
     Friends {
         user: UserId,
@@ -68,6 +69,8 @@ pub enum Reply {
     },
     LoadFailed {
         user: UserId,
+        /// The session tag of the connection it was for.
+        tag: [u8; 16],
         message: String,
     },
     Friends {
@@ -156,13 +159,15 @@ impl Bridge {
                     let _ = mm_tx.send(job);
                 }
                 other => {
+                    // The permit is taken inside the task, so slow database work never holds
+                    // up the matchmaking calls behind it.
                     let this = self.clone();
-                    let Ok(permit) = limit.clone().acquire_owned().await else {
-                        return;
-                    };
+                    let limit = limit.clone();
                     tokio::spawn(async move {
+                        let Ok(_permit) = limit.acquire_owned().await else {
+                            return;
+                        };
                         this.store_job(other).await;
-                        drop(permit);
                     });
                 }
             }
@@ -171,7 +176,7 @@ impl Bridge {
 
     async fn store_job(&self, job: Job) {
         match job {
-            Job::Load { user } => {
+            Job::Load { user, tag } => {
                 let loaded = async {
                     let u = self.store.user_by_id(user as i64).await?;
                     let friends = self.store.friends(user as i64).await?;
@@ -186,12 +191,14 @@ impl Bridge {
                     }),
                     Ok(_) => self.reply(Reply::LoadFailed {
                         user,
+                        tag,
                         message: "unknown or disabled account".into(),
                     }),
                     Err(e) => {
                         tracing::warn!(user, error = %e, "cannot load a player");
                         self.reply(Reply::LoadFailed {
                             user,
+                            tag,
                             message: "the service is unavailable; try again".into(),
                         })
                     }
@@ -344,6 +351,11 @@ impl Bridge {
                     Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => {
                         self.reply(Reply::Cancelled { user })
                     }
+                    Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => self.failed(
+                        user,
+                        ErrorCode::NotAllowed,
+                        "too late to cancel: a match is being set up",
+                    ),
                     _ => self.failed(user, ErrorCode::Unavailable, "matchmaking is unavailable"),
                 }
             }
@@ -352,7 +364,10 @@ impl Bridge {
                     .http
                     .post(format!("{base}/v1/matchmaking/rejoin"))
                     .bearer_auth(&*self.service_token)
-                    .json(&RejoinRequest { user_id: user })
+                    .json(&RejoinRequest {
+                        user_id: user,
+                        server: self.server_id.clone(),
+                    })
                     .send()
                     .await;
                 match sent {
@@ -403,6 +418,12 @@ impl Bridge {
             };
             match body {
                 Ok(page) => {
+                    if page.last_seq < after {
+                        // Matchmaking restarted and numbers from 1 again: take everything.
+                        tracing::warn!(after, last = page.last_seq, "matchmaking restarted");
+                        after = 0;
+                        continue;
+                    }
                     for u in page.updates {
                         after = after.max(u.seq);
                         self.reply(Reply::Matchmaking(u));
@@ -428,7 +449,10 @@ impl Bridge {
             let got = self
                 .http
                 .get(format!("{}/v1/auth/revocations", self.auth_url))
-                .query(&[("since", set.since.to_string())])
+                .query(&[
+                    ("since", set.since.to_string()),
+                    ("skip", set.skip.to_string()),
+                ])
                 .send()
                 .await
                 .and_then(|r| r.error_for_status());

@@ -47,10 +47,15 @@ pub struct Lobby {
     pub sessions: HashMap<UserId, Session>,
     pub jobs: UnboundedSender<Job>,
     pub replies: tokio::sync::mpsc::UnboundedReceiver<Reply>,
-    pub revoked: HashSet<[u8; 16]>,
+    /// Revoked session tags and when they were learned (pruned after ten minutes: connect
+    /// tokens live one minute, so older revocations cannot be presented again).
+    pub revoked: HashMap<[u8; 16], Instant>,
     pub limits: Limits,
     pub status: std::sync::Arc<std::sync::Mutex<serde_json::Value>>,
     dirty: HashSet<ClientId>,
+    /// Clients whose messages arrived this frame: acknowledged at once rather than at the
+    /// idle cadence, so their reliable messages are not resent.
+    ack_now: HashSet<ClientId>,
     frame: u64,
     last: Instant,
 }
@@ -68,10 +73,11 @@ impl Lobby {
             sessions: HashMap::new(),
             jobs,
             replies,
-            revoked: HashSet::new(),
+            revoked: HashMap::new(),
             limits,
             status,
             dirty: HashSet::new(),
+            ack_now: HashSet::new(),
             frame: 0,
             last: Instant::now(),
         }
@@ -130,7 +136,10 @@ impl Lobby {
         let Some(s) = self.sessions.remove(&user) else {
             return;
         };
-        if s.presence == Presence::InQueue {
+        // Also when a FindMatch is still on its way: matchmaking calls run in order, so the
+        // cancel lands after it. A match already being set up goes ahead (the no-show rule of
+        // the instance server ends it).
+        if s.presence != Presence::InMatch && s.username.is_some() {
             self.job(Job::CancelMatch { user, quiet: true });
         }
         if s.username.is_some() {
@@ -244,6 +253,12 @@ pub fn lobby_frame(mut lobby: ResMut<Lobby>) {
     read_messages(lobby);
     let (idle, frame) = (lobby.limits.idle_flush_frames.max(1), lobby.frame);
     let dirty = std::mem::take(&mut lobby.dirty);
+    for user in std::mem::take(&mut lobby.ack_now) {
+        if let Some(shard) = lobby.sessions.get(&user).map(|s| s.shard) {
+            let s = &mut lobby.shards[shard];
+            s.transport.flush_client(&mut s.server, user, frame);
+        }
+    }
     for shard in &mut lobby.shards {
         shard
             .transport
@@ -286,7 +301,7 @@ fn admit(lobby: &mut Lobby, shard: usize, client: ClientId) {
             return lobby.refuse(shard, client, ErrorCode::BadToken, "no user data".into());
         }
     };
-    if lobby.revoked.contains(&data.session_id) {
+    if lobby.revoked.contains_key(&data.session_id) {
         return lobby.refuse(
             shard,
             client,
@@ -320,7 +335,10 @@ fn admit(lobby: &mut Lobby, shard: usize, client: ClientId) {
         },
     );
     metrics::counter!("croft_connection_logins_total").increment(1);
-    lobby.job(Job::Load { user: client });
+    lobby.job(Job::Load {
+        user: client,
+        tag: data.session_id,
+    });
 }
 
 fn apply_reply(lobby: &mut Lobby, reply: Reply) {
@@ -348,8 +366,10 @@ fn apply_reply(lobby: &mut Lobby, reply: Reply) {
             lobby.send(user, &LobbyServerMessage::Friends(entries));
             lobby.tell_friends(user, &accepted, Presence::Online);
         }
-        Reply::LoadFailed { user, message } => {
-            if let Some(shard) = lobby.sessions.get(&user).map(|s| s.shard) {
+        Reply::LoadFailed { user, tag, message } => {
+            // Only the session it was loading for (not a newer one of the same account).
+            let current = lobby.sessions.get(&user).filter(|s| s.tag == tag);
+            if let Some(shard) = current.map(|s| s.shard) {
                 lobby.sessions.remove(&user);
                 lobby.refuse(shard, user, ErrorCode::Unavailable, message);
             }
@@ -448,7 +468,11 @@ fn apply_reply(lobby: &mut Lobby, reply: Reply) {
                 .filter(|(_, s)| tags.contains(&s.tag))
                 .map(|(u, s)| (*u, s.shard))
                 .collect();
-            lobby.revoked.extend(tags);
+            let now = Instant::now();
+            lobby
+                .revoked
+                .retain(|_, at| now.duration_since(*at) < Duration::from_secs(600));
+            lobby.revoked.extend(tags.into_iter().map(|t| (t, now)));
             for (user, shard) in hit {
                 lobby.refuse(
                     shard,
@@ -507,11 +531,18 @@ fn apply_update(lobby: &mut Lobby, update: matchmaking::service::Update) {
             );
         }
         UpdateKind::MatchEnded { match_id, aborted } => {
-            if let Some(s) = lobby.sessions.get_mut(&user) {
-                s.match_id = None;
-            }
-            if lobby.presence_of(user) == Presence::InMatch {
-                lobby.set_presence(user, Presence::Online);
+            // An older match's end must not free a player who is in a newer one.
+            let current = lobby
+                .sessions
+                .get(&user)
+                .is_some_and(|s| s.match_id.is_none_or(|m| m == match_id));
+            if current {
+                if let Some(s) = lobby.sessions.get_mut(&user) {
+                    s.match_id = None;
+                }
+                if lobby.presence_of(user) == Presence::InMatch {
+                    lobby.set_presence(user, Presence::Online);
+                }
             }
             lobby.send(user, &LobbyServerMessage::MatchEnded { match_id, aborted });
         }
@@ -569,6 +600,7 @@ fn read_messages(lobby: &mut Lobby) {
                     ),
                 ))
             };
+            lobby.ack_now.insert(user);
             match decoded {
                 Ok(msg) => handle(lobby, user, msg, now),
                 Err((code, message)) => {
@@ -674,8 +706,17 @@ fn chat(lobby: &mut Lobby, user: UserId, to: ChatTarget, text: String, now: Inst
     }
 }
 
-/// Disconnects everyone (shutdown).
+/// Disconnects everyone (shutdown), withdrawing their queue tickets.
 pub fn disconnect_all(lobby: &mut Lobby) {
+    let queued: Vec<UserId> = lobby
+        .sessions
+        .iter()
+        .filter(|(_, s)| s.presence != Presence::InMatch && s.username.is_some())
+        .map(|(u, _)| *u)
+        .collect();
+    for user in queued {
+        lobby.job(Job::CancelMatch { user, quiet: true });
+    }
     for shard in &mut lobby.shards {
         shard.transport.disconnect_all(&mut shard.server);
     }

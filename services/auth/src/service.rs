@@ -616,6 +616,9 @@ async fn introspect(
 pub struct RevocationsQuery {
     /// Unix milliseconds; revocations at or after this time are listed.
     pub since: i64,
+    /// Entries of the `since` millisecond to skip (the previous page's `next_skip`).
+    #[serde(default)]
+    pub skip: i64,
 }
 
 /// Most revocations in one page of the feed.
@@ -626,7 +629,7 @@ pub const REVOCATIONS_PAGE: i64 = 10_000;
 /// names no session and no user.
 #[utoipa::path(get, path = "/v1/auth/revocations", params(RevocationsQuery),
     responses(
-        (status = 200, description = "`{\"revoked\": [{\"tag\", \"revoked_at\"}], \"next_since\"}`", body = Object),
+        (status = 200, description = "`{\"revoked\": [{\"tag\", \"revoked_at\"}], \"next_since\", \"next_skip\"}`", body = Object),
         (status = 400, description = "Missing or malformed `since`", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     ))]
@@ -636,8 +639,18 @@ async fn revocations(
 ) -> Result<Json<token::revocation::RevocationFeed>, ApiError> {
     let axum::extract::Query(q) =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-    let rows = state.store.revoked_since(q.since, REVOCATIONS_PAGE).await?;
+    let rows = state
+        .store
+        .revoked_since(q.since, q.skip.max(0), REVOCATIONS_PAGE)
+        .await?;
     let next_since = rows.last().map(|r| r.revoked_at).unwrap_or(q.since);
+    // Rows of the last millisecond in this page, plus those skipped before if it is `since`.
+    let same = rows.iter().filter(|r| r.revoked_at == next_since).count() as i64;
+    let next_skip = if next_since == q.since {
+        q.skip.max(0) + same
+    } else {
+        same
+    };
     Ok(Json(token::revocation::RevocationFeed {
         revoked: rows
             .iter()
@@ -647,6 +660,7 @@ async fn revocations(
             })
             .collect(),
         next_since,
+        next_skip,
     }))
 }
 

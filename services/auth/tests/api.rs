@@ -505,3 +505,62 @@ async fn disabling_an_account_ends_its_sessions_and_long_names_are_refused_early
         assert_eq!(s, StatusCode::UNAUTHORIZED);
     }
 }
+
+#[tokio::test]
+async fn connect_tokens_spread_logins_over_the_connection_servers_and_revocations_are_listed() {
+    let store = store::testing::sqlite().await;
+    let mut st = state(store.clone());
+    let servers: Vec<std::net::SocketAddr> = vec![
+        "127.0.0.1:5100".parse().unwrap(),
+        "127.0.0.1:5101".parse().unwrap(),
+        "127.0.0.1:5200".parse().unwrap(),
+    ];
+    st.connection_servers = servers.clone();
+    let hash = st.passwords.hash("spread the load".into()).await.unwrap();
+    store.create_user("sam", &hash).await.unwrap();
+    let app = auth::service::router(st);
+    let mut firsts = Vec::new();
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = login(&app, "sam", "spread the load").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let t = token::decode_token(body["connect_token"].as_str().unwrap()).unwrap();
+        let listed: Vec<std::net::SocketAddr> =
+            t.server_addresses.iter().flatten().copied().collect();
+        // Every server is in every token, in a rotated order.
+        let mut sorted = listed.clone();
+        sorted.sort();
+        assert_eq!(sorted, servers);
+        firsts.push(listed[0]);
+        sessions.push(body["session_id"].as_str().unwrap().to_string());
+    }
+    firsts.sort();
+    assert_eq!(
+        firsts, servers,
+        "three logins start on three different servers"
+    );
+
+    // The revocation feed names the logged-out session by its tag only.
+    let since = store::now_ms() - 1000;
+    store.revoke_session(&sessions[1]).await.unwrap();
+    let (status, feed) = call(
+        &app,
+        "GET",
+        &format!("/v1/auth/revocations?since={since}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let tags: Vec<&str> = feed["revoked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["tag"].as_str().unwrap())
+        .collect();
+    let expected = token::revocation::tag_hex(&token::revocation::session_tag(&sessions[1]));
+    assert_eq!(tags, vec![expected.as_str()]);
+    assert!(!feed.to_string().contains(&sessions[1]));
+    let (status, _) = call(&app, "GET", "/v1/auth/revocations", None, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

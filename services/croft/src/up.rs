@@ -5,6 +5,7 @@
 //! without, it runs until Ctrl-C.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -98,12 +99,16 @@ fn secret_file(path: &Path, make: impl FnOnce() -> anyhow::Result<String>) -> an
         return Ok(());
     }
     let text = make()?;
-    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    // Readable by the owner only from the moment it exists.
     #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, (text + "\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -234,6 +239,8 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
         .arg("--ready-file")
         .arg(&ready_file)
         .stdout(log)
+        // Its own process group: Ctrl-C reaches `croft up`, which stops the parts in order.
+        .process_group(0)
         .spawn()
         .context("starting the connection server")?;
     let mut connection = ChildGuard(child);

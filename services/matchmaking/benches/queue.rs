@@ -42,18 +42,19 @@ fn main() {
     let mut formed = 0usize;
     let mut latencies = Vec::with_capacity(tickets);
     let mut passes = 0u64;
-    while formed < tickets - tickets % 2 {
+    let mut last_formed = Instant::now();
+    loop {
         // Tickets due by now at the arrival rate arrive in this pass.
         let due = ((start.elapsed().as_secs_f64() * rate) as usize).min(tickets);
         let t0 = Instant::now();
         while enqueued < due {
-            let r = 1000
-                + (next() % 600) as i32
-                + if next() % 20 == 0 {
-                    (next() % 1500) as i32
-                } else {
-                    0
-                };
+            // A ladder: most ratings in 1000-1600, one in twenty up to 600 higher.
+            let tail = if next() % 20 == 0 {
+                (next() % 600) as i32
+            } else {
+                0
+            };
+            let r = 1000 + (next() % 600) as i32 + tail;
             enqueued += 1;
             let _ = q.enqueue(enqueued as u64, r, "bench", Instant::now());
         }
@@ -71,7 +72,14 @@ fn main() {
             // Stand in for allocation so the players leave the "forming" set.
             q.release(&users);
         }
-        if enqueued >= tickets && groups.is_empty() && q.queued() < 2 {
+        if !groups.is_empty() {
+            last_formed = Instant::now();
+        }
+        // Done when everyone arrived and nothing formed for longer than the window takes to
+        // reach its maximum (whoever is left has no partner).
+        if enqueued >= tickets
+            && (q.queued() < 2 || last_formed.elapsed() > Duration::from_secs(20))
+        {
             break;
         }
         let next_pass = t0 + pass;

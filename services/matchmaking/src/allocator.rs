@@ -35,6 +35,10 @@ pub enum AllocError {
     Refused(String),
     #[error("cannot start an instance: {0}")]
     Start(String),
+    /// The request may or may not have reached the instance: the match id must not be placed
+    /// anywhere else.
+    #[error("no answer from the instance: {0}")]
+    Unknown(String),
 }
 
 /// What happened to placed matches since the last poll.
@@ -126,6 +130,8 @@ pub struct LocalAllocator {
 struct Pool {
     instances: Vec<Instance>,
     next_id: u64,
+    /// Set by `shutdown`: nothing is placed or started after it.
+    closed: bool,
 }
 
 impl LocalAllocator {
@@ -176,6 +182,9 @@ impl LocalAllocator {
             .args(&self.config.extra_args)
             .stdout(log_file)
             .stdin(std::process::Stdio::null())
+            // Its own process group: Ctrl-C in a terminal reaches the parent, which drains
+            // the instances in order, not every instance at once.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| AllocError::Start(format!("{program}: {e}")))?;
@@ -225,7 +234,7 @@ impl LocalAllocator {
             .json(request)
             .send()
             .await
-            .map_err(|e| AllocError::Refused(e.to_string()))?;
+            .map_err(|e| AllocError::Unknown(e.to_string()))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
@@ -271,15 +280,19 @@ impl LocalAllocator {
         if let Some(last) = report.ended.last() {
             instance.ended_after = last.seq;
         }
-        for e in &report.ended {
-            instance.matches.remove(&e.match_id);
-        }
+        // Only matches placed here (an instance restarted on the same port, or a stray
+        // report, must not free players of another match).
+        let ended: Vec<EndedMatch> = report
+            .ended
+            .into_iter()
+            .filter(|e| instance.matches.remove(&e.match_id).is_some())
+            .collect();
         if instance.running == 0 {
             instance.idle_since.get_or_insert_with(Instant::now);
         } else {
             instance.idle_since = None;
         }
-        Ok(report.ended)
+        Ok(ended)
     }
 
     async fn drain(&self, instance: &mut Instance) {
@@ -303,6 +316,9 @@ impl Allocator for LocalAllocator {
     ) -> BoxFuture<'_, Result<Placement, AllocError>> {
         Box::pin(async move {
             let mut pool = self.state.lock().await;
+            if pool.closed {
+                return Err(AllocError::NoCapacity);
+            }
             // Fullest first, so that idle instances empty out and can be stopped.
             let mut order: Vec<usize> = (0..pool.instances.len())
                 .filter(|&i| {
@@ -314,6 +330,7 @@ impl Allocator for LocalAllocator {
             for i in order {
                 match self.place(&mut pool.instances[i], &request).await {
                     Ok(p) => return Ok(p),
+                    Err(e @ AllocError::Unknown(_)) => return Err(e),
                     Err(e) => {
                         tracing::warn!(instance = %pool.instances[i].id, error = %e, "placement refused")
                     }
@@ -333,6 +350,9 @@ impl Allocator for LocalAllocator {
         Box::pin(async move {
             let mut pool = self.state.lock().await;
             let mut events = Vec::new();
+            if pool.closed {
+                return events;
+            }
             let mut dead = Vec::new();
             for (i, instance) in pool.instances.iter_mut().enumerate() {
                 match self.poll_instance(instance).await {
@@ -419,6 +439,7 @@ impl Allocator for LocalAllocator {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let mut pool = self.state.lock().await;
+            pool.closed = true;
             for instance in pool.instances.iter_mut() {
                 self.drain(instance).await;
             }

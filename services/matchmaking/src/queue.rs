@@ -62,6 +62,8 @@ pub struct Queue {
     pub config: QueueConfig,
     /// Oldest first.
     tickets: Vec<Ticket>,
+    /// The users in `tickets`, for O(1) membership checks on enqueue.
+    queued_users: HashSet<UserId>,
     /// Players whose match is being allocated.
     forming: HashSet<UserId>,
     in_match: HashMap<UserId, MatchId>,
@@ -97,11 +99,14 @@ impl Queue {
         if self.forming.contains(&user_id) {
             return Err(QueueError::Forming);
         }
-        if let Some(t) = self.tickets.iter_mut().find(|t| t.user_id == user_id) {
-            // The player may have moved to another connection server.
-            t.server = server.to_string();
+        if self.queued_users.contains(&user_id) {
+            if let Some(t) = self.tickets.iter_mut().find(|t| t.user_id == user_id) {
+                // The player may have moved to another connection server.
+                t.server = server.to_string();
+            }
             return Ok(Enqueued::Existing);
         }
+        self.queued_users.insert(user_id);
         self.tickets.push(Ticket {
             user_id,
             rating,
@@ -112,18 +117,31 @@ impl Queue {
     }
 
     pub fn cancel(&mut self, user_id: UserId) -> Option<Ticket> {
+        if !self.queued_users.remove(&user_id) {
+            return None;
+        }
         let i = self.tickets.iter().position(|t| t.user_id == user_id)?;
         Some(self.tickets.remove(i))
+    }
+
+    /// Whether the player's match is being set up (too late to cancel).
+    pub fn is_forming(&self, user_id: UserId) -> bool {
+        self.forming.contains(&user_id)
     }
 
     /// Removes and returns tickets older than the time-out.
     pub fn expire(&mut self, now: Instant) -> Vec<Ticket> {
         let timeout = self.config.ticket_timeout;
-        self.tickets
+        let gone: Vec<Ticket> = self
+            .tickets
             .extract_if(.., |t| {
                 now.saturating_duration_since(t.enqueued_at) >= timeout
             })
-            .collect()
+            .collect();
+        for t in &gone {
+            self.queued_users.remove(&t.user_id);
+        }
+        gone
     }
 
     /// Forms every match it can, oldest tickets first: each takes the closest ratings that
@@ -142,37 +160,63 @@ impl Queue {
         for (p, &i) in by_rating.iter().enumerate() {
             place[i] = p;
         }
-        let mut used = vec![false; self.tickets.len()];
+        let n = self.tickets.len();
+        let mut used = vec![false; n];
+        // Unused tickets as a doubly linked list in rating order (by position in `by_rating`),
+        // so each anchor walks only to its nearest unused neighbours.
+        const NONE: usize = usize::MAX;
+        let mut prev: Vec<usize> = (0..n).map(|p| if p == 0 { NONE } else { p - 1 }).collect();
+        let mut next: Vec<usize> = (0..n)
+            .map(|p| if p + 1 == n { NONE } else { p + 1 })
+            .collect();
         let mut groups: Vec<Vec<usize>> = Vec::new();
-        for anchor in 0..self.tickets.len() {
+        for anchor in 0..n {
             if used[anchor] {
                 continue;
             }
             let r = i64::from(self.tickets[anchor].rating);
             let w = i64::from(windows[anchor]);
             let dist = |i: usize| (i64::from(self.tickets[i].rating) - r).abs();
-            // Everyone within the anchor's window, in rating order on each side.
-            let mut candidates = Vec::new();
-            let p = place[anchor];
-            for &i in by_rating[..p].iter().rev() {
-                if dist(i) > w {
-                    break;
-                }
-                candidates.push(i);
-            }
-            for &i in &by_rating[p + 1..] {
-                if dist(i) > w {
-                    break;
-                }
-                candidates.push(i);
-            }
-            candidates.retain(|&i| !used[i] && dist(i) <= i64::from(windows[i]));
-            candidates.sort_by_key(|&i| (dist(i), i));
             let mut picked = vec![anchor];
-            picked.extend(candidates.into_iter().take(need - 1));
+            let pa = place[anchor];
+            let (mut left, mut right) = (prev[pa], next[pa]);
+            // Merge the two sides outwards, nearest first, until the window ends on both.
+            while picked.len() < need {
+                let l = (left != NONE)
+                    .then(|| by_rating[left])
+                    .filter(|&i| dist(i) <= w);
+                let h = (right != NONE)
+                    .then(|| by_rating[right])
+                    .filter(|&i| dist(i) <= w);
+                let take = match (l, h) {
+                    (Some(a), Some(b)) if dist(a) <= dist(b) => {
+                        left = prev[left];
+                        a
+                    }
+                    (_, Some(b)) => {
+                        right = next[right];
+                        b
+                    }
+                    (Some(a), None) => {
+                        left = prev[left];
+                        a
+                    }
+                    (None, None) => break,
+                };
+                if dist(take) <= i64::from(windows[take]) {
+                    picked.push(take);
+                }
+            }
             if picked.len() == need {
                 for &i in &picked {
                     used[i] = true;
+                    let p = place[i];
+                    if prev[p] != NONE {
+                        next[prev[p]] = next[p];
+                    }
+                    if next[p] != NONE {
+                        prev[next[p]] = prev[p];
+                    }
                 }
                 groups.push(picked);
             }
@@ -184,6 +228,7 @@ impl Queue {
         let mut keep = Vec::with_capacity(self.tickets.len());
         for (i, t) in self.tickets.drain(..).enumerate() {
             if used[i] {
+                self.queued_users.remove(&t.user_id);
                 taken.insert(i, t);
             } else {
                 keep.push(t);
@@ -235,7 +280,7 @@ impl Queue {
     }
 
     pub fn is_queued(&self, user_id: UserId) -> bool {
-        self.tickets.iter().any(|t| t.user_id == user_id)
+        self.queued_users.contains(&user_id)
     }
 
     pub fn queued(&self) -> usize {

@@ -56,6 +56,9 @@ struct Mailbox {
     items: VecDeque<Update>,
 }
 
+/// A running match: where it is, and each player's connection server.
+type Placed = (Placement, Vec<(UserId, String)>);
+
 /// Most unacknowledged updates kept per connection server (one that went away stops reading).
 const MAILBOX_LIMIT: usize = 100_000;
 
@@ -69,8 +72,9 @@ pub struct Matchmaking {
     service_token: String,
     mailboxes: Mutex<HashMap<String, Mailbox>>,
     notify: Notify,
-    /// Where each running match is, for reconnect tokens.
-    placements: Mutex<HashMap<MatchId, (Placement, Vec<UserId>)>>,
+    /// Where each running match is (for reconnect tokens), and the connection server of each
+    /// of its players (for `MatchEnded`).
+    placements: Mutex<HashMap<MatchId, Placed>>,
 }
 
 impl Matchmaking {
@@ -123,8 +127,7 @@ impl Matchmaking {
         (mb.items.iter().cloned().collect(), mb.next_seq)
     }
 
-    /// The connection server of each player, remembered from their ticket.
-    fn servers(&self) -> std::sync::MutexGuard<'_, HashMap<MatchId, (Placement, Vec<UserId>)>> {
+    fn placements(&self) -> std::sync::MutexGuard<'_, HashMap<MatchId, Placed>> {
         self.placements.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -133,7 +136,7 @@ impl Matchmaking {
     }
 
     /// One pass: expire old tickets, form matches, place them.
-    pub async fn tick(self: &Arc<Self>, routes: &Mutex<HashMap<UserId, String>>) {
+    pub async fn tick(self: &Arc<Self>) {
         let now = Instant::now();
         let (expired, groups, queued, oldest) = {
             let mut q = self.lock_queue();
@@ -154,11 +157,6 @@ impl Matchmaking {
             );
         }
         for group in groups {
-            if let Ok(mut r) = routes.lock() {
-                for t in &group {
-                    r.insert(t.user_id, t.server.clone());
-                }
-            }
             let this = self.clone();
             let waits: Vec<f64> = group
                 .iter()
@@ -215,8 +213,12 @@ impl Matchmaking {
             }
         };
         self.lock_queue().assign(match_id, &users);
-        self.servers()
-            .insert(match_id, (placement.clone(), users.clone()));
+        let routes = group
+            .iter()
+            .map(|t| (t.user_id, t.server.clone()))
+            .collect();
+        self.placements()
+            .insert(match_id, (placement.clone(), routes));
         let event = OutboxEvent {
             event_id: random_event_id(),
             event_type: "match_found".into(),
@@ -254,7 +256,7 @@ impl Matchmaking {
     }
 
     /// Collects ended and lost matches: records them and frees their players.
-    pub async fn collect(&self, routes: &Mutex<HashMap<UserId, String>>) {
+    pub async fn collect(&self) {
         for event in self.allocator.poll().await {
             let (match_id, players, aborted, winner, reason, turns, record) = match &event {
                 AllocEvent::Ended(e) => (
@@ -304,47 +306,43 @@ impl Matchmaking {
                 }
             }
             self.lock_queue().match_ended(match_id);
-            self.servers().remove(&match_id);
+            let routes = self
+                .placements()
+                .remove(&match_id)
+                .map(|(_, r)| r)
+                .unwrap_or_default();
             let reason_label = if aborted { "aborted" } else { "ended" };
             metrics::counter!("croft_matchmaking_matches_closed_total", "how" => reason_label)
                 .increment(1);
             tracing::info!(match_id, aborted, reason, "match closed");
-            let routes = routes.lock().map(|r| r.clone()).unwrap_or_default();
-            for p in players {
-                if let Some(server) = routes.get(&p) {
-                    self.push(server, p, UpdateKind::MatchEnded { match_id, aborted });
-                }
+            for (p, server) in routes {
+                self.push(&server, p, UpdateKind::MatchEnded { match_id, aborted });
             }
         }
     }
 }
 
-/// Runs the formation loop (every `every`) and the collection loop (every second) until the
-/// returned handle is aborted.
+/// Runs the formation loop (every `every`) and the collection loop (every second) in one
+/// task, so that aborting the returned handle stops both.
 pub fn spawn_loops(mm: Arc<Matchmaking>, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let routes = Arc::new(Mutex::new(HashMap::new()));
-        let collector = {
-            let mm = mm.clone();
-            let routes = routes.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    mm.collect(&routes).await;
-                }
-            })
-        };
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if collector.is_finished() {
-                tracing::error!("the match collector stopped");
+        let collect = async {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                mm.collect().await;
             }
-            mm.tick(&routes).await;
-        }
+        };
+        let form = async {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                mm.tick().await;
+            }
+        };
+        tokio::join!(collect, form);
     })
 }
 
@@ -441,6 +439,8 @@ pub struct UpdatesResponse {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RejoinRequest {
     pub user_id: UserId,
+    /// The connection server the player is on now (it gets the match's `MatchEnded`).
+    pub server: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -525,14 +525,22 @@ async fn cancel_ticket(
     Path(user_id): Path<UserId>,
 ) -> Result<StatusCode, ApiError> {
     check_auth(&mm, &headers)?;
-    match mm.lock_queue().cancel(user_id) {
-        Some(_) => Ok(StatusCode::NO_CONTENT),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_queued",
-            "no ticket for this user",
-        )),
+    let mut q = mm.lock_queue();
+    if q.cancel(user_id).is_some() {
+        return Ok(StatusCode::NO_CONTENT);
     }
+    if q.is_forming(user_id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "forming",
+            "too late to cancel: a match is being set up",
+        ));
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_queued",
+        "no ticket for this user",
+    ))
 }
 
 async fn updates(
@@ -566,11 +574,16 @@ async fn rejoin(
         .lock_queue()
         .match_of(req.user_id)
         .ok_or_else(not_found)?;
-    let placement = mm
-        .servers()
-        .get(&match_id)
-        .map(|(p, _)| p.clone())
-        .ok_or_else(not_found)?;
+    let placement = {
+        let mut placements = mm.placements();
+        let (placement, routes) = placements.get_mut(&match_id).ok_or_else(not_found)?;
+        for (user, server) in routes.iter_mut() {
+            if *user == req.user_id {
+                *server = req.server.clone();
+            }
+        }
+        placement.clone()
+    };
     let token = mm
         .issuer
         .mint_instance(placement.server_addr, req.user_id, match_id)

@@ -91,14 +91,20 @@ impl Store {
                 }
             }
             _ => {
-                sqlx::query(
-                    "INSERT INTO friends (user_id, friend_id, status, created_at) VALUES ($1, $2, 'pending', $3)",
+                // A concurrent identical request may have inserted the row since the read.
+                let done = sqlx::query(
+                    "INSERT INTO friends (user_id, friend_id, status, created_at) VALUES ($1, $2, 'pending', $3) \
+                     ON CONFLICT (user_id, friend_id) DO NOTHING",
                 )
                 .bind(from)
                 .bind(target.id)
                 .bind(now_ms())
                 .execute(&mut *tx)
                 .await?;
+                if done.rows_affected() == 0 {
+                    tx.commit().await?;
+                    return Ok(RequestOutcome::Unchanged { with: target.id });
+                }
                 let event = OutboxEvent {
                     event_id: event_id.to_string(),
                     event_type: "friend_request".into(),
@@ -201,18 +207,21 @@ impl Store {
         Ok(row.try_get("rating")?)
     }
 
-    /// Sessions revoked at or after `since_ms`, oldest first, at most `limit`.
+    /// Sessions revoked at or after `since_ms`, in (time, id) order, skipping the first `skip`
+    /// (those the caller already has from that millisecond), at most `limit`.
     pub async fn revoked_since(
         &self,
         since_ms: i64,
+        skip: i64,
         limit: i64,
     ) -> Result<Vec<Revoked>, StoreError> {
         let rows = sqlx::query(
             "SELECT session_id, revoked_at FROM sessions WHERE revoked_at IS NOT NULL AND revoked_at >= $1 \
-             ORDER BY revoked_at LIMIT $2",
+             ORDER BY revoked_at, session_id LIMIT $2 OFFSET $3",
         )
         .bind(since_ms)
         .bind(limit)
+        .bind(skip)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -371,17 +371,36 @@ async fn the_revocation_feed_lists_revoked_sessions_since_a_time() {
             };
             store.open_session(u.id, s, &refresh, &event).await.unwrap();
         }
-        assert!(store.revoked_since(before, 10).await.unwrap().is_empty());
+        assert!(store.revoked_since(before, 0, 10).await.unwrap().is_empty());
         store.revoke_session("s2").await.unwrap();
-        let feed = store.revoked_since(before, 10).await.unwrap();
+        let feed = store.revoked_since(before, 0, 10).await.unwrap();
         assert_eq!(feed.len(), 1, "{engine}");
         assert_eq!(feed[0].session_id, "s2");
         assert!(
             store
-                .revoked_since(feed[0].revoked_at + 1, 10)
+                .revoked_since(feed[0].revoked_at + 1, 0, 10)
                 .await
                 .unwrap()
                 .is_empty()
         );
+        // Disabling revokes every session in one millisecond: pages of one still advance.
+        store.set_disabled(u.id, true).await.unwrap();
+        let mut since = feed[0].revoked_at;
+        let mut skip = 0;
+        let mut seen = Vec::new();
+        loop {
+            let page = store.revoked_since(since, skip, 1).await.unwrap();
+            let Some(last) = page.last() else { break };
+            skip = if last.revoked_at == since {
+                skip + 1
+            } else {
+                1
+            };
+            since = last.revoked_at;
+            seen.push(last.session_id.clone());
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen, vec!["s1".to_string(), "s2".to_string()], "{engine}");
     }
 }

@@ -36,8 +36,10 @@ pub fn tag_from_hex(text: &str) -> Option<[u8; 16]> {
 pub struct RevocationFeed {
     /// Revoked sessions, oldest first.
     pub revoked: Vec<RevokedTag>,
-    /// Ask again from here (inclusive: revocations in the same millisecond are listed again).
+    /// Ask again from here, skipping `next_skip` entries of that millisecond (already listed).
     pub next_since: i64,
+    #[serde(default)]
+    pub next_skip: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +54,7 @@ pub struct RevokedTag {
 pub struct RevocationSet {
     tags: HashMap<[u8; 16], i64>,
     pub since: i64,
+    pub skip: i64,
 }
 
 impl RevocationSet {
@@ -61,6 +64,7 @@ impl RevocationSet {
         Self {
             tags: HashMap::new(),
             since: now_ms - lookback_ms,
+            skip: 0,
         }
     }
 
@@ -74,7 +78,10 @@ impl RevocationSet {
                 fresh.push(tag);
             }
         }
-        self.since = self.since.max(feed.next_since);
+        if feed.next_since >= self.since {
+            self.since = feed.next_since;
+            self.skip = feed.next_skip;
+        }
         fresh
     }
 
@@ -119,6 +126,7 @@ mod tests {
                 },
             ],
             next_since: 6_000,
+            next_skip: 2,
         };
         assert_eq!(set.apply(&feed), vec![tag]);
         // The same page again (inclusive cursor) adds nothing new.

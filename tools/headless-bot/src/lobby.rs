@@ -234,6 +234,13 @@ impl LobbyBot {
             }
             LobbyServerMessage::Error { code, message } => {
                 tracing::debug!(bot = %self.username, ?code, %message, "lobby error");
+                // A refused or failed FindMatch (matchmaking busy, previous match not closed
+                // yet): try again shortly.
+                if self.state == BotState::Queued
+                    && matches!(code, ErrorCode::Unavailable | ErrorCode::NotAllowed)
+                {
+                    self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                }
                 if matches!(
                     code,
                     ErrorCode::BadToken | ErrorCode::SessionRevoked | ErrorCode::Replaced
