@@ -110,7 +110,9 @@ fn main() {
             if c.update().is_err() {
                 continue;
             }
+            let mut received = false;
             while let Some(b) = c.receive_raw() {
+                received = true;
                 if matches!(
                     LobbyServerMessage::decode(&b),
                     Ok(LobbyServerMessage::Welcome { .. })
@@ -120,7 +122,11 @@ fn main() {
                     *welcomed += 1;
                 }
             }
-            let _ = c.flush_if_due(false);
+            let _ = if received {
+                c.flush()
+            } else {
+                c.flush_if_due(false)
+            };
         }
     };
     for (i, id) in ids.iter().enumerate() {

@@ -45,8 +45,8 @@ pub struct ConnectionConfig {
     /// This server's name in matchmaking (default: a random one).
     #[arg(long, env = "CROFT_CONNECTION_ID")]
     pub server_id: Option<String>,
-    /// Frames per second of the server loop.
-    #[arg(long, env = "CROFT_CONNECTION_HZ", default_value_t = 30)]
+    /// Frames per second of the server loop: how soon messages are answered (100 ms at 10).
+    #[arg(long, env = "CROFT_CONNECTION_HZ", default_value_t = 10)]
     pub hz: u32,
     /// Milliseconds between the server's keep-alives to an idle client (netcode's own rate is
     /// 250 ms; idle lobby clients need far fewer).

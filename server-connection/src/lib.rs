@@ -130,7 +130,9 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         chat_per_10s: config.chat_per_10s,
         max_messages_per_second: config.max_messages_per_second,
         bad_message_budget: config.bad_message_budget,
-        idle_flush_frames: (u64::from(hz) / 4).max(1),
+        // renet acknowledges acks, so this is the idle packet rate each way; clients that send
+        // get their acks at once (see `lobby.rs`).
+        idle_flush_frames: upkeep,
     };
     let lobby = Lobby::new(shards, job_tx, reply_rx, limits, status);
     let mut app = App::new();

@@ -56,6 +56,8 @@ pub struct Lobby {
     /// Clients whose messages arrived this frame: acknowledged at once rather than at the
     /// idle cadence, so their reliable messages are not resent.
     ack_now: HashSet<ClientId>,
+    /// Clients that may have messages waiting.
+    to_read: HashSet<ClientId>,
     frame: u64,
     last: Instant,
 }
@@ -78,6 +80,7 @@ impl Lobby {
             status,
             dirty: HashSet::new(),
             ack_now: HashSet::new(),
+            to_read: HashSet::new(),
             frame: 0,
             last: Instant::now(),
         }
@@ -125,9 +128,8 @@ impl Lobby {
             .increment(1);
         tracing::info!(client, ?code, %message, "disconnecting client");
         self.send_on(shard, client, &LobbyServerMessage::Error { code, message });
-        let frame = self.frame;
         let s = &mut self.shards[shard];
-        s.transport.flush_client(&mut s.server, client, frame);
+        s.transport.flush_client(&mut s.server, client);
         s.server.disconnect(client);
     }
 
@@ -227,10 +229,10 @@ pub fn lobby_frame(mut lobby: ResMut<Lobby>) {
             tracing::warn!(shard = i, error = %e, "netcode transport error");
         }
         shard.server.update(dt);
-        shard.transport.maintain(&mut shard.server, lobby.frame);
         while let Some(event) = shard.server.get_event() {
             events.push((i, event));
         }
+        lobby.to_read.extend(shard.transport.take_active());
     }
     for (shard, event) in events {
         match event {
@@ -256,13 +258,16 @@ pub fn lobby_frame(mut lobby: ResMut<Lobby>) {
     for user in std::mem::take(&mut lobby.ack_now) {
         if let Some(shard) = lobby.sessions.get(&user).map(|s| s.shard) {
             let s = &mut lobby.shards[shard];
-            s.transport.flush_client(&mut s.server, user, frame);
+            s.transport.flush_client(&mut s.server, user);
         }
     }
     for shard in &mut lobby.shards {
         shard
             .transport
             .flush(&mut shard.server, frame, idle, |c| dirty.contains(&c));
+        // After the flush, in the same phase: a client that just got its periodic ack packet
+        // needs no netcode keep-alive on top of it.
+        shard.transport.maintain(&mut shard.server, frame);
     }
     if lobby.frame.is_multiple_of(50) {
         let connected: usize = lobby
@@ -355,6 +360,7 @@ fn apply_reply(lobby: &mut Lobby, reply: Reply) {
             };
             s.username = Some(username.clone());
             s.friends = accepted.clone();
+            lobby.to_read.insert(user);
             tracing::info!(user, %username, friends = accepted.len(), "player online");
             lobby.send(
                 user,
@@ -558,12 +564,15 @@ fn allow(window: &mut (Instant, u32), limit: u32, span: Duration, now: Instant) 
     window.1 <= limit
 }
 
+/// Reads the messages of the clients that sent something (and of players just loaded, whose
+/// early messages waited): with thousands of idle clients, only these can have any.
 fn read_messages(lobby: &mut Lobby) {
-    let users: Vec<(UserId, usize)> = lobby
-        .sessions
-        .iter()
-        .filter(|(_, s)| s.username.is_some())
-        .map(|(u, s)| (*u, s.shard))
+    let users: Vec<(UserId, usize)> = std::mem::take(&mut lobby.to_read)
+        .into_iter()
+        .filter_map(|u| {
+            let s = lobby.sessions.get(&u)?;
+            s.username.is_some().then_some((u, s.shard))
+        })
         .collect();
     let now = Instant::now();
     for (user, shard) in users {

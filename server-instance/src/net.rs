@@ -195,7 +195,7 @@ impl NetServer {
         self.send_on(shard, client, &ServerMessage::Error { code, message });
         // Flush the error before the disconnect packet goes out.
         let s = &mut self.shards[shard];
-        s.transport.flush_client(&mut s.server, client, self.tick);
+        s.transport.flush_client(&mut s.server, client);
         s.server.disconnect(client);
     }
 }

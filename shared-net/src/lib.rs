@@ -7,7 +7,7 @@
 //! few ticks, and runs netcode's per-client upkeep (timeouts, keep-alives) once per tick rather
 //! than on every receive frame.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -89,13 +89,19 @@ pub struct NetcodeSocket {
     socket: UdpSocket,
     netcode: NetcodeServer,
     buffer: Box<[u8; NETCODE_MAX_PACKET_BYTES]>,
-    /// Tick of each client's last flush.
-    last_flush: HashMap<ClientId, u64>,
-    /// Tick at which each client's netcode upkeep (timeout check, keep-alive) is next due.
-    upkeep_at: HashMap<ClientId, u64>,
-    /// Ticks between a client's upkeeps: 1 checks every tick (netcode then sends a keep-alive
-    /// whenever 250 ms passed without a packet); more spaces keep-alives out for idle clients.
+    /// Ticks between a client's netcode upkeeps (timeout check, keep-alive): 1 checks every
+    /// tick (netcode then sends a keep-alive whenever 250 ms passed without a packet); more
+    /// spaces keep-alives out for idle clients.
     upkeep_every: u64,
+    /// Clients whose packets carried payload since the last [`Self::take_active`].
+    active: HashSet<ClientId>,
+}
+
+/// Whether periodic work for `client` falls on `tick` when it runs every `every` ticks: each
+/// client has a fixed phase (from its id), which spreads the work evenly over the ticks
+/// without per-client bookkeeping.
+fn due(client: ClientId, tick: u64, every: u64) -> bool {
+    every <= 1 || client.wrapping_add(tick).is_multiple_of(every)
 }
 
 impl NetcodeSocket {
@@ -105,9 +111,8 @@ impl NetcodeSocket {
             socket,
             netcode: NetcodeServer::new(config),
             buffer: Box::new([0; NETCODE_MAX_PACKET_BYTES]),
-            last_flush: HashMap::new(),
-            upkeep_at: HashMap::new(),
             upkeep_every: 1,
+            active: HashSet::new(),
         })
     }
 
@@ -128,10 +133,10 @@ impl NetcodeSocket {
             match self.socket.recv_from(&mut self.buffer[..]) {
                 Ok((len, addr)) => {
                     let result = self.netcode.process_packet(addr, &mut self.buffer[..len]);
-                    if let Some(gone) = handle(result, &self.socket, server) {
-                        self.last_flush.remove(&gone);
-                        self.upkeep_at.remove(&gone);
+                    if let ServerResult::Payload { client_id, .. } = &result {
+                        self.active.insert(*client_id);
                     }
+                    handle(result, &self.socket, server);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
@@ -142,40 +147,30 @@ impl NetcodeSocket {
         }
     }
 
+    /// The clients that sent renet packets since the last call: only they can have new
+    /// messages waiting, so servers with many idle clients read just these.
+    pub fn take_active(&mut self) -> HashSet<ClientId> {
+        std::mem::take(&mut self.active)
+    }
+
     /// Timeouts, keep-alives and renet-initiated disconnects, once per tick; each client's
-    /// netcode upkeep runs every [`Self::set_upkeep_every`] ticks.
+    /// netcode upkeep runs every [`Self::set_upkeep_every`] ticks, in its own phase.
     pub fn maintain(&mut self, server: &mut RenetServer, tick: u64) {
         let every = self.upkeep_every;
         for client in self.netcode.clients_id() {
-            // New clients get a due tick spread by their id, so upkeep work is even per tick.
-            let due = self
-                .upkeep_at
-                .entry(client)
-                .or_insert_with(|| tick + client % every);
-            if *due > tick {
-                continue;
-            }
-            *due = tick + every;
-            let result = self.netcode.update_client(client);
-            if let Some(gone) = handle(result, &self.socket, server) {
-                self.forget(gone);
+            if due(client, tick, every) {
+                let result = self.netcode.update_client(client);
+                handle(result, &self.socket, server);
             }
         }
         for client in server.disconnections_id() {
             let result = self.netcode.disconnect(client);
             handle(result, &self.socket, server);
-            self.forget(client);
         }
     }
 
-    fn forget(&mut self, client: ClientId) {
-        self.last_flush.remove(&client);
-        self.upkeep_at.remove(&client);
-    }
-
     /// Sends one client's queued packets now, acks included.
-    pub fn flush_client(&mut self, server: &mut RenetServer, client: ClientId, tick: u64) {
-        self.last_flush.insert(client, tick);
+    pub fn flush_client(&mut self, server: &mut RenetServer, client: ClientId) {
         self.send_client(server, client, true);
     }
 
@@ -205,8 +200,9 @@ impl NetcodeSocket {
         }
     }
 
-    /// Every `idle_ticks` a client gets a full flush (acks included); in between, a client with
-    /// news (`dirty`) gets its messages only.
+    /// Every `idle_ticks` (in its phase) a client gets a full flush, acks included; in
+    /// between, a client with news (`dirty`) gets its messages only. renet acknowledges ack
+    /// packets too, so the full-flush cadence is the idle packet rate of a connection.
     pub fn flush(
         &mut self,
         server: &mut RenetServer,
@@ -216,9 +212,8 @@ impl NetcodeSocket {
     ) {
         let clients: Vec<ClientId> = server.clients_id_iter().collect();
         for client in clients {
-            let last = self.last_flush.get(&client).copied().unwrap_or(0);
-            if tick.saturating_sub(last) >= idle_ticks {
-                self.flush_client(server, client, tick);
+            if due(client, tick, idle_ticks) {
+                self.send_client(server, client, true);
             } else if dirty(client) {
                 self.send_client(server, client, false);
             }
@@ -230,8 +225,7 @@ impl NetcodeSocket {
             let result = self.netcode.disconnect(client);
             handle(result, &self.socket, server);
         }
-        self.last_flush.clear();
-        self.upkeep_at.clear();
+        self.active.clear();
     }
 }
 

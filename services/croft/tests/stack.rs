@@ -164,12 +164,20 @@ impl Client {
     }
 
     fn pump(&mut self) -> Result<(), String> {
-        self.conn.update().map_err(|e| e.to_string())?;
+        // Messages that arrived with a disconnect are still read before the error is returned.
+        let updated = self.conn.update().map_err(|e| e.to_string());
+        let mut received = false;
         while let Some(bytes) = self.conn.receive_raw() {
+            received = true;
             self.inbox
                 .push(LobbyServerMessage::decode(&bytes).expect("decodable server message"));
         }
-        self.conn.flush_if_due(false).map_err(|e| e.to_string())
+        updated?;
+        if received {
+            self.conn.flush().map_err(|e| e.to_string())
+        } else {
+            self.conn.flush_if_due(false).map_err(|e| e.to_string())
+        }
     }
 
     /// Waits up to 5 s for a message matching `pred` (removing it and everything before it).
@@ -186,7 +194,11 @@ impl Client {
                 "no such message; got {:?}",
                 self.inbox
             );
-            self.pump().expect("connection alive");
+            if let Err(e) = self.pump()
+                && !self.inbox.iter().any(&pred)
+            {
+                panic!("connection lost ({e}); got {:?}", self.inbox);
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
     }

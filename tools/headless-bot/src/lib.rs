@@ -36,6 +36,8 @@ pub struct Connection {
     transport: ClientSocket,
     last: Instant,
     last_flush: Instant,
+    /// Full flushes (acks included) when idle: [`IDLE_FLUSH_EVERY`] by default.
+    idle_flush: Duration,
 }
 
 /// How often a connection flushes its acks: renet repeats pending acks on every flush, so acks
@@ -67,13 +69,20 @@ impl Connection {
             transport,
             last: Instant::now(),
             last_flush: Instant::now(),
+            idle_flush: IDLE_FLUSH_EVERY,
         })
     }
 
     /// Sends idle keep-alives only this often (connection-server connections use
     /// [`shared_sim::protocol::LOBBY_KEEPALIVE`]).
+    ///
+    /// Idle acks then also go out at this interval (renet acknowledges ack packets, so the
+    /// ack cadence is the idle packet rate); the keep-alive is set a quarter later, so an idle
+    /// connection's periodic ack packet makes it unnecessary. Flush right after receiving
+    /// messages ([`Self::flush`]) so the peer is not left to resend them.
     pub fn set_keepalive(&mut self, every: Duration) {
-        self.transport.keepalive_every = every;
+        self.idle_flush = every;
+        self.transport.keepalive_every = every + every / 4;
     }
 
     /// Reads the socket and advances timers. Returns an error once the connection is gone.
@@ -99,7 +108,7 @@ impl Connection {
 
     /// Sends new messages now if `urgent`; acks go out every [`IDLE_FLUSH_EVERY`].
     pub fn flush_if_due(&mut self, urgent: bool) -> Result<(), ClientError> {
-        if self.last_flush.elapsed() >= IDLE_FLUSH_EVERY {
+        if self.last_flush.elapsed() >= self.idle_flush {
             self.flush()
         } else if urgent {
             self.transport

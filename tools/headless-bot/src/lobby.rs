@@ -143,14 +143,24 @@ impl LobbyBot {
         let Some(conn) = self.conn.as_mut() else {
             return self.fail("lobby connection lost".into());
         };
-        if let Err(e) = conn.update() {
-            self.conn = None;
-            return self.fail(format!("lobby connection lost: {e}"));
-        }
+        // Messages that came with a disconnect (the server's reason) are read first.
+        let updated = conn.update();
         let mut messages = Vec::new();
         while let Some(bytes) = conn.receive_raw() {
             messages.push(LobbyServerMessage::decode(&bytes));
         }
+        if let Err(e) = updated {
+            self.conn = None;
+            for m in messages.into_iter().flatten() {
+                self.handle(m);
+            }
+            if !self.is_done() {
+                self.fail(format!("lobby connection lost: {e}"));
+            }
+            return;
+        }
+        // Acknowledge at once what arrived (the idle ack cadence is slow on lobby connections).
+        let received = !messages.is_empty();
         for m in messages {
             match m {
                 Ok(m) => self.handle(m),
@@ -183,7 +193,11 @@ impl LobbyBot {
             self.find_match();
         }
         if let Some(c) = self.conn.as_mut() {
-            let _ = c.flush_if_due(false);
+            let _ = if received {
+                c.flush()
+            } else {
+                c.flush_if_due(false)
+            };
         }
     }
 
