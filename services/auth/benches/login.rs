@@ -16,6 +16,10 @@ use auth::Passwords;
 use auth::service::{AuthState, SessionTokens, router};
 use token::jwt::{JwtKeys, SigningKeyPair};
 
+// The allocator of the `croft` binary that serves logins in production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn pct(sorted: &[u64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
