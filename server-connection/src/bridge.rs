@@ -209,10 +209,16 @@ impl Bridge {
                 Err(e) => self.store_failed(user, &e),
             },
             Job::FriendRequest { user, username } => {
-                let event_id = random_id();
+                let event = |to| {
+                    events::Event::FriendRequest {
+                        from_user_id: user as i64,
+                        to_user_id: to,
+                    }
+                    .outbox("connection")
+                };
                 match self
                     .store
-                    .request_friend(user as i64, &username, &event_id)
+                    .request_friend(user as i64, &username, event)
                     .await
                 {
                     Ok(RequestOutcome::Requested { to, .. }) => {
@@ -475,12 +481,6 @@ impl Bridge {
             }
         }
     }
-}
-
-fn random_id() -> String {
-    let mut b = [0u8; 16];
-    let _ = getrandom::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 // ------------------------------------------------------------------------------------------

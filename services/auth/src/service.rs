@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shared_sim::protocol::{TokenKind, TokenUserData};
-use store::{NewRefresh, OutboxEvent, RefreshOutcome, Store, StoreError};
+use store::{NewRefresh, RefreshOutcome, Store, StoreError};
 use token::ConnectTokenIssuer;
 use token::jwt::{JwtError, JwtKeys};
 
@@ -481,12 +481,7 @@ async fn login(
         family_id: random_token(12)?,
         expires_at: store::now_ms() + state.refresh_ttl.as_millis() as i64,
     };
-    let event = OutboxEvent {
-        event_id: random_token(16)?,
-        event_type: "user_login".into(),
-        key: user.id.to_string(),
-        payload: serde_json::json!({ "user_id": user.id, "session_id": session_id }).to_string(),
-    };
+    let event = events::Event::UserLogin { user_id: user.id }.outbox("auth");
     state
         .store
         .open_session(user.id, &session_id, &refresh, &event)
@@ -559,7 +554,8 @@ async fn logout(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let (user_id, session_id) = state.caller(&headers).await?;
-    state.store.revoke_session(&session_id).await?;
+    let event = events::Event::UserLogout { user_id }.outbox("auth");
+    state.store.logout(&session_id, &event).await?;
     state.sessions.mark_revoked(&session_id);
     tracing::info!(user_id, "logout");
     Ok(StatusCode::NO_CONTENT)

@@ -218,15 +218,11 @@ async fn login_refresh_reuse_logout_and_tokens() {
         let (s, _) = call(&app, "POST", "/v1/auth/logout", None, None).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
 
-        // Every login wrote a user_login event in its transaction.
-        let logins = store
-            .unsent_events(100)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.event.event_type == "user_login")
-            .count();
-        assert_eq!(logins, 2, "{engine}");
+        // Every login wrote a user_login event in its transaction, the logout a user_logout.
+        let events = store.unsent_events(100).await.unwrap();
+        let count = |t: &str| events.iter().filter(|e| e.event.event_type == t).count();
+        assert_eq!(count("user_login"), 2, "{engine}");
+        assert_eq!(count("user_logout"), 1, "{engine}");
     }
 }
 

@@ -121,6 +121,25 @@ fn croft_up_eight_bots_log_in_queue_and_play_two_matches_each() {
             .await
             .unwrap();
         let events = store.unsent_events(1000).await.unwrap();
+        // Every event the services wrote matches the JSON Schema of its type.
+        for e in &events {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../docs/events")
+                .join(format!("{}.schema.json", e.event.event_type));
+            let schema: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let payload: serde_json::Value = serde_json::from_str(&e.event.payload).unwrap();
+            let validator = jsonschema::validator_for(&schema).unwrap();
+            let errors: Vec<String> = validator
+                .iter_errors(&payload)
+                .map(|err| err.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", e.event.event_type);
+            assert_eq!(
+                payload["event_id"].as_str(),
+                Some(e.event.event_id.as_str())
+            );
+        }
         let count = |t: &str| events.iter().filter(|e| e.event.event_type == t).count();
         (
             store.match_count().await.unwrap(),

@@ -14,7 +14,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use server_instance::control::CreateMatchRequest;
-use store::{OutboxEvent, Store};
+use store::Store;
 use token::ConnectTokenIssuer;
 use tokio::sync::Notify;
 
@@ -219,16 +219,13 @@ impl Matchmaking {
             .collect();
         self.placements()
             .insert(match_id, (placement.clone(), routes));
-        let event = OutboxEvent {
-            event_id: random_event_id(),
-            event_type: "match_found".into(),
-            key: match_id.to_string(),
-            payload: serde_json::json!({
-                "match_id": match_id, "players": users,
-                "instance": placement.instance, "server_addr": placement.server_addr,
-            })
-            .to_string(),
-        };
+        let event = events::Event::MatchFound {
+            match_id,
+            players: users.clone(),
+            instance: placement.instance.clone(),
+            server_addr: placement.server_addr.to_string(),
+        }
+        .outbox("matchmaking");
         if let Err(e) = self.store.insert_event(&event).await {
             // The match goes ahead; the event is what is lost, and that is logged and counted.
             metrics::counter!("croft_matchmaking_event_errors_total").increment(1);
@@ -355,14 +352,6 @@ fn random_u64() -> Result<u64, String> {
 /// Match ids stay below 2^53 so that JSON readers in any language keep them exact.
 fn random_match_id() -> Result<MatchId, String> {
     Ok((random_u64()? >> 11).max(1))
-}
-
-fn random_event_id() -> String {
-    format!(
-        "{:016x}{:016x}",
-        random_u64().unwrap_or(0),
-        random_u64().unwrap_or(0)
-    )
 }
 
 // ------------------------------------------------------------------------------------------

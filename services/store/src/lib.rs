@@ -540,6 +540,16 @@ impl Store {
         Ok(())
     }
 
+    /// Logout: revokes the session and writes `event` (the `user_logout` envelope) in the same
+    /// transaction.
+    pub async fn logout(&self, session_id: &str, event: &OutboxEvent) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        revoke_session_tx(&mut tx, session_id, now_ms()).await?;
+        insert_event_tx(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// `Some(true)` if the session exists and was revoked, `Some(false)` if live, `None` if unknown.
     pub async fn session_revoked(&self, session_id: &str) -> Result<Option<bool>, StoreError> {
         let row = sqlx::query("SELECT revoked_at FROM sessions WHERE session_id = $1")

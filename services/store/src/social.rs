@@ -62,13 +62,13 @@ pub struct Revoked {
 }
 
 impl Store {
-    /// Asks `username` to be friends with `from`, writing a `friend_request` outbox event with
-    /// a new request.
+    /// Asks `username` to be friends with `from`. A new request is written together with the
+    /// outbox event `event(to)` makes (the caller's `friend_request` envelope).
     pub async fn request_friend(
         &self,
         from: UserId,
         username: &str,
-        event_id: &str,
+        event: impl FnOnce(UserId) -> OutboxEvent,
     ) -> Result<RequestOutcome, FriendError> {
         let target = self
             .user_by_name(username)
@@ -105,14 +105,7 @@ impl Store {
                     tx.commit().await?;
                     return Ok(RequestOutcome::Unchanged { with: target.id });
                 }
-                let event = OutboxEvent {
-                    event_id: event_id.to_string(),
-                    event_type: "friend_request".into(),
-                    key: target.id.to_string(),
-                    payload: serde_json::json!({ "from_user_id": from, "to_user_id": target.id })
-                        .to_string(),
-                };
-                insert_event_tx(&mut tx, &event).await?;
+                insert_event_tx(&mut tx, &event(target.id)).await?;
                 RequestOutcome::Requested {
                     to: target.id,
                     username: target.username.clone(),

@@ -274,6 +274,17 @@ async fn concurrent_refreshes_of_one_token_cannot_both_win() {
     }
 }
 
+/// A `friend_request` outbox row as the connection server writes one (through the events crate).
+fn friend_event(id: &str, from: i64) -> impl FnOnce(i64) -> OutboxEvent {
+    let id = id.to_string();
+    move |to| OutboxEvent {
+        event_id: id,
+        event_type: "friend_request".into(),
+        key: to.to_string(),
+        payload: format!("{{\"from_user_id\":{from},\"to_user_id\":{to}}}"),
+    }
+}
+
 #[tokio::test]
 async fn friend_requests_accept_decline_remove_and_list() {
     use store::{FriendError, FriendState, RequestOutcome};
@@ -282,14 +293,21 @@ async fn friend_requests_accept_decline_remove_and_list() {
         let b = store.create_user("ben", "$argon2id$x").await.unwrap();
         let c = store.create_user("cid", "$argon2id$x").await.unwrap();
         assert!(matches!(
-            store.request_friend(a.id, "nobody", "e1").await,
+            store
+                .request_friend(a.id, "nobody", friend_event("e1", a.id))
+                .await,
             Err(FriendError::UnknownUser(_))
         ));
         assert!(matches!(
-            store.request_friend(a.id, "ANN", "e1").await,
+            store
+                .request_friend(a.id, "ANN", friend_event("e1", a.id))
+                .await,
             Err(FriendError::Yourself)
         ));
-        let out = store.request_friend(a.id, "Ben", "e2").await.unwrap();
+        let out = store
+            .request_friend(a.id, "Ben", friend_event("e2", a.id))
+            .await
+            .unwrap();
         assert_eq!(
             out,
             RequestOutcome::Requested {
@@ -300,7 +318,10 @@ async fn friend_requests_accept_decline_remove_and_list() {
         );
         // Asking twice changes nothing and writes no second event.
         assert_eq!(
-            store.request_friend(a.id, "ben", "e3").await.unwrap(),
+            store
+                .request_friend(a.id, "ben", friend_event("e3", a.id))
+                .await
+                .unwrap(),
             RequestOutcome::Unchanged { with: b.id }
         );
         let listed = store.friends(b.id).await.unwrap();
@@ -322,9 +343,15 @@ async fn friend_requests_accept_decline_remove_and_list() {
             assert_eq!((f[0].user_id, f[0].state), (them, FriendState::Accepted));
         }
         // A request crossing an existing one accepts it.
-        store.request_friend(c.id, "ann", "e4").await.unwrap();
+        store
+            .request_friend(c.id, "ann", friend_event("e4", c.id))
+            .await
+            .unwrap();
         assert_eq!(
-            store.request_friend(a.id, "cid", "e5").await.unwrap(),
+            store
+                .request_friend(a.id, "cid", friend_event("e5", a.id))
+                .await
+                .unwrap(),
             RequestOutcome::Accepted {
                 with: c.id,
                 username: "cid".into()
@@ -333,7 +360,10 @@ async fn friend_requests_accept_decline_remove_and_list() {
         assert_eq!(store.friends(a.id).await.unwrap().len(), 2, "{engine}");
         // Decline and remove.
         store.remove_friend(a.id, c.id).await.unwrap();
-        store.request_friend(c.id, "ben", "e6").await.unwrap();
+        store
+            .request_friend(c.id, "ben", friend_event("e6", c.id))
+            .await
+            .unwrap();
         store.decline_friend(b.id, c.id).await.unwrap();
         assert!(matches!(
             store.decline_friend(b.id, c.id).await,

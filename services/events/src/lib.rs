@@ -1,0 +1,253 @@
+//! Events: a versioned envelope around typed payloads, written to the outbox in the same
+//! transaction as the change they describe (the Kafka relay of issue 5 publishes them, one
+//! topic per event type, keyed by [`Event::key`]).
+//!
+//! The JSON Schema of each event type is under `docs/events/`; a test checks events of every
+//! type against them.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped when a payload changes incompatibly; consumers read `schema_version` first.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What happened. The tag is the event type, which is also the topic name (after a prefix).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+pub enum Event {
+    UserLogin {
+        user_id: i64,
+    },
+    UserLogout {
+        user_id: i64,
+    },
+    MatchFound {
+        match_id: u64,
+        players: Vec<u64>,
+        instance: String,
+        server_addr: String,
+    },
+    GameStarted {
+        match_id: u64,
+        players: Vec<u64>,
+    },
+    GameEnded {
+        match_id: u64,
+        players: Vec<u64>,
+        /// `None`: a draw or an aborted match.
+        winner: Option<u64>,
+        reason: String,
+        turns: u32,
+    },
+    FriendRequest {
+        from_user_id: i64,
+        to_user_id: i64,
+    },
+    ItemCrafted {
+        user_id: i64,
+        recipe: String,
+        output: String,
+        quantity: u32,
+    },
+    /// A global announcement for every connected player.
+    Notification {
+        text: String,
+    },
+}
+
+impl Event {
+    /// The event type: `user_login`, `match_found`, ...
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::UserLogin { .. } => "user_login",
+            Event::UserLogout { .. } => "user_logout",
+            Event::MatchFound { .. } => "match_found",
+            Event::GameStarted { .. } => "game_started",
+            Event::GameEnded { .. } => "game_ended",
+            Event::FriendRequest { .. } => "friend_request",
+            Event::ItemCrafted { .. } => "item_crafted",
+            Event::Notification { .. } => "notification",
+        }
+    }
+
+    /// The partition key: the user or the match the event is about, so that each one's
+    /// events stay in order.
+    pub fn key(&self) -> String {
+        match self {
+            Event::UserLogin { user_id }
+            | Event::UserLogout { user_id }
+            | Event::ItemCrafted { user_id, .. } => user_id.to_string(),
+            Event::FriendRequest { to_user_id, .. } => to_user_id.to_string(),
+            Event::MatchFound { match_id, .. }
+            | Event::GameStarted { match_id, .. }
+            | Event::GameEnded { match_id, .. } => match_id.to_string(),
+            Event::Notification { .. } => "global".to_string(),
+        }
+    }
+
+    /// The envelope for this event, with a new UUIDv7 id and the current time.
+    pub fn envelope(&self, producer: &str) -> Envelope {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Envelope {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            event_type: self.event_type().to_string(),
+            schema_version: SCHEMA_VERSION,
+            occurred_at_ms: now.as_millis() as i64,
+            producer: producer.to_string(),
+            key: self.key(),
+            event: self.clone(),
+        }
+    }
+
+    /// The outbox row for this event (its payload is the whole envelope as JSON).
+    pub fn outbox(&self, producer: &str) -> store::OutboxEvent {
+        self.envelope(producer).outbox()
+    }
+}
+
+/// Every event on the bus.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// UUIDv7: unique, and ordered by creation time; consumers de-duplicate by it.
+    pub event_id: String,
+    pub event_type: String,
+    pub schema_version: u32,
+    /// Unix milliseconds.
+    pub occurred_at_ms: i64,
+    /// The service that produced it: `auth`, `matchmaking`, `connection`, `instance`.
+    pub producer: String,
+    pub key: String,
+    /// `{"type": ..., "payload": {...}}`.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+impl Envelope {
+    pub fn to_json(&self) -> String {
+        // Plain data: serialising cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn outbox(&self) -> store::OutboxEvent {
+        store::OutboxEvent {
+            event_id: self.event_id.clone(),
+            event_type: self.event_type.clone(),
+            key: self.key.clone(),
+            payload: self.to_json(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One event of every type.
+    pub fn samples() -> Vec<Event> {
+        vec![
+            Event::UserLogin { user_id: 7 },
+            Event::UserLogout { user_id: 7 },
+            Event::MatchFound {
+                match_id: 9,
+                players: vec![1, 2],
+                instance: "local-1".into(),
+                server_addr: "127.0.0.1:5000".into(),
+            },
+            Event::GameStarted {
+                match_id: 9,
+                players: vec![1, 2],
+            },
+            Event::GameEnded {
+                match_id: 9,
+                players: vec![1, 2],
+                winner: Some(1),
+                reason: "HeroDied".into(),
+                turns: 12,
+            },
+            Event::GameEnded {
+                match_id: 10,
+                players: vec![3, 4],
+                winner: None,
+                reason: "Aborted".into(),
+                turns: 0,
+            },
+            Event::FriendRequest {
+                from_user_id: 1,
+                to_user_id: 2,
+            },
+            Event::ItemCrafted {
+                user_id: 1,
+                recipe: "ember_wand".into(),
+                output: "card:ember_wand".into(),
+                quantity: 1,
+            },
+            Event::Notification {
+                text: "maintenance at noon".into(),
+            },
+        ]
+    }
+
+    fn schema(event_type: &str) -> serde_json::Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs/events")
+            .join(format!("{event_type}.schema.json"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn every_event_type_matches_its_json_schema_and_round_trips() {
+        for event in samples() {
+            let env = event.envelope("test");
+            let json: serde_json::Value = serde_json::from_str(&env.to_json()).unwrap();
+            let validator = jsonschema::validator_for(&schema(event.event_type())).unwrap();
+            let errors: Vec<String> = validator
+                .iter_errors(&json)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{}: {errors:?}\n{json}",
+                event.event_type()
+            );
+            let back: Envelope = serde_json::from_value(json).unwrap();
+            assert_eq!(back, env);
+        }
+    }
+
+    #[test]
+    fn schemas_reject_wrong_events() {
+        let env = Event::UserLogin { user_id: 7 }.envelope("test");
+        let mut json: serde_json::Value = serde_json::from_str(&env.to_json()).unwrap();
+        let validator = jsonschema::validator_for(&schema("user_login")).unwrap();
+        json["payload"]["user_id"] = serde_json::json!("seven");
+        assert!(!validator.is_valid(&json));
+        json["payload"] = serde_json::json!({});
+        assert!(!validator.is_valid(&json));
+        // Another type's event against this schema.
+        let other = Event::Notification { text: "x".into() }.envelope("test");
+        let other: serde_json::Value = serde_json::from_str(&other.to_json()).unwrap();
+        assert!(!validator.is_valid(&other));
+    }
+
+    #[test]
+    fn ids_are_uuid_v7_in_creation_order_and_keys_follow_the_subject() {
+        let a = Event::UserLogin { user_id: 1 }.envelope("auth");
+        let b = Event::UserLogin { user_id: 1 }.envelope("auth");
+        let ua = uuid::Uuid::parse_str(&a.event_id).unwrap();
+        assert_eq!(ua.get_version_num(), 7);
+        assert!(a.event_id < b.event_id);
+        assert_eq!(a.key, "1");
+        let row = Event::FriendRequest {
+            from_user_id: 1,
+            to_user_id: 2,
+        }
+        .outbox("connection");
+        assert_eq!(
+            (row.event_type.as_str(), row.key.as_str()),
+            ("friend_request", "2")
+        );
+    }
+}
