@@ -61,6 +61,13 @@ pub struct UpArgs {
     /// Matches one instance server hosts.
     #[arg(long, default_value_t = 500)]
     instance_max_matches: usize,
+    /// Kafka brokers (`host:port,...`) to publish events to; without, an embedded
+    /// Kafka-protocol broker (librdkafka's mock cluster) runs inside this process.
+    #[arg(long, env = "CROFT_KAFKA_BROKERS")]
+    kafka: Option<String>,
+    /// Prefix of every topic name (shared clusters).
+    #[arg(long, env = "CROFT_KAFKA_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
     /// Write where each part listens here as JSON once everything is up.
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -266,6 +273,24 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
         }
     }
 
+    // The event bus: an embedded broker unless one is given; the outbox relay publishes to it.
+    let embedded = match &args.kafka {
+        Some(_) => None,
+        None => Some(
+            rdkafka::mocking::MockCluster::new(1)
+                .map_err(|e| anyhow::anyhow!("starting the embedded broker: {e}"))?,
+        ),
+    };
+    let brokers = match (&args.kafka, &embedded) {
+        (Some(b), _) => b.clone(),
+        (None, Some(c)) => c.bootstrap_servers(),
+        (None, None) => unreachable!("one of them is set"),
+    };
+    let mut relay_config = events::relay::RelayConfig::new(&brokers);
+    relay_config.topic_prefix = args.topic_prefix.clone();
+    let relay = events::relay::Relay::new(state.store.clone(), relay_config)?;
+    let relay_task = tokio::spawn(relay.run(Duration::from_millis(200)));
+
     let auth_server = tokio::spawn(auth::server::run_owned(
         auth_config,
         state,
@@ -284,6 +309,14 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
         mm.allocator.status().await["instances"]
     );
     println!("  database      {}", store::redact(database));
+    println!(
+        "  kafka         {brokers} ({})",
+        if embedded.is_some() {
+            "embedded broker; any Kafka client can read it"
+        } else {
+            "external"
+        }
+    );
     println!("  admin token   {}", dir.join("admin.token").display());
 
     if let Some(path) = &args.ready_file {
@@ -292,6 +325,7 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
             "matchmaking": format!("http://{mm_addr}"),
             "connection_udp": conn_ready.udp,
             "connection_http": format!("http://{}", conn_ready.http),
+            "kafka": brokers,
             "data_dir": dir,
         });
         std::fs::write(path, info.to_string())
@@ -342,10 +376,24 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
         report(played, args)
     };
 
-    // Shut down: connection server, instances, then the services.
+    // Shut down: connection server, instances, then the services; the relay last, once the
+    // outbox is empty (or after a few seconds if the broker is unreachable).
     tokio::task::spawn_blocking(move || drop(connection)).await?;
     mm.loops.abort();
     mm.allocator.shutdown().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && !mm
+            .matchmaking
+            .store
+            .unsent_events(1)
+            .await
+            .map(|r| r.is_empty())
+            .unwrap_or(true)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    relay_task.abort();
     let _ = stop_tx.send(true);
     let _ = auth_server.await;
     let _ = mm_server.await;

@@ -113,6 +113,7 @@ fn croft_up_eight_bots_log_in_queue_and_play_two_matches_each() {
         "{stdout}"
     );
     assert!(stdout.contains("croft stopped"), "{stdout}");
+    assert!(stdout.contains("kafka         127.0.0.1:"), "{stdout}");
     // The results and events landed in the database; the match logs hold 4 matches.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (results, found, logins) = rt.block_on(async {
@@ -120,9 +121,11 @@ fn croft_up_eight_bots_log_in_queue_and_play_two_matches_each() {
         let store = store::Store::connect(&url, &store::PoolSettings::default())
             .await
             .unwrap();
-        let events = store.unsent_events(1000).await.unwrap();
-        // Every event the services wrote matches the JSON Schema of its type.
+        let events = store.outbox(1000).await.unwrap();
+        // Every event the services wrote matches the JSON Schema of its type, and the relay
+        // had every one acknowledged by the (embedded) broker before croft up stopped.
         for e in &events {
+            assert!(e.sent_at.is_some(), "{} not published", e.event.event_type);
             let path = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../../docs/events")
                 .join(format!("{}.schema.json", e.event.event_type));

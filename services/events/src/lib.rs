@@ -5,6 +5,8 @@
 //! The JSON Schema of each event type is under `docs/events/`; a test checks events of every
 //! type against them.
 
+pub mod relay;
+
 use serde::{Deserialize, Serialize};
 
 /// Bumped when a payload changes incompatibly; consumers read `schema_version` first.

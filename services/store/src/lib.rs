@@ -106,6 +106,8 @@ pub struct OutboxRow {
     pub id: i64,
     pub event: OutboxEvent,
     pub created_at: i64,
+    /// When the relay had it acknowledged by the broker.
+    pub sent_at: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -297,13 +299,30 @@ impl Store {
 
     /// Unsent events, oldest first.
     pub async fn unsent_events(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, event_id, event_type, event_key, payload, created_at FROM outbox \
+        self.outbox_rows(
+            "SELECT id, event_id, event_type, event_key, payload, created_at, sent_at FROM outbox \
              WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+            limit,
         )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        .await
+    }
+
+    /// Every outbox row, sent or not, oldest first (tests and operators).
+    pub async fn outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        self.outbox_rows(
+            "SELECT id, event_id, event_type, event_key, payload, created_at, sent_at FROM outbox \
+             ORDER BY id LIMIT $1",
+            limit,
+        )
+        .await
+    }
+
+    async fn outbox_rows(
+        &self,
+        sql: &'static str,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query(sql).bind(limit).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(OutboxRow {
@@ -315,6 +334,7 @@ impl Store {
                         payload: r.try_get("payload")?,
                     },
                     created_at: r.try_get("created_at")?,
+                    sent_at: r.try_get("sent_at")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
