@@ -504,3 +504,59 @@ fn croft_auth_dev_logs_in_a_user_added_from_the_cli_and_stops_on_sigterm() {
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn croft_up_with_kafka_leaves_its_events_in_that_cluster() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    // A Kafka-protocol broker outside croft up (librdkafka's mock cluster in this process).
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let dir = std::env::temp_dir().join(format!("croft-up-kafka-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = croft()
+        .arg("up")
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--cards")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"))
+        .args(["--bots", "4", "--matches", "1", "--think-ms", "10"])
+        .args(["--kafka", &brokers, "--topic-prefix", "t1."])
+        .args(ANY_PORTS)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("kafka         {brokers} (external)")),
+        "{stdout}"
+    );
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "croft-up-test")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&["t1.user_login", "t1.match_found"])
+        .unwrap();
+    let (mut logins, mut found) = (0, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while (logins < 4 || found < 2) && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(200)) {
+            let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            assert_eq!(v["event_type"].as_str(), m.topic().strip_prefix("t1."));
+            match m.topic() {
+                "t1.user_login" => logins += 1,
+                _ => found += 1,
+            }
+        }
+    }
+    assert_eq!((logins, found), (4, 2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
