@@ -80,6 +80,15 @@ pub struct InstanceConfig {
     pub match_log: PathBuf,
 
     /// Write the bound addresses here as JSON once the server is ready (for scripts and tests).
+    /// Kafka brokers for `game_started` / `game_ended` (none: events are log lines only).
+    #[arg(long, env = "CROFT_KAFKA_BROKERS")]
+    pub kafka: Option<String>,
+    /// Prefix of every topic name.
+    #[arg(long, env = "CROFT_KAFKA_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+    /// Events queued for the producer before new ones are dropped (and counted).
+    #[arg(long, env = "CROFT_EVENT_QUEUE", default_value_t = 10_000)]
+    pub event_queue: usize,
     #[arg(long, env = "CROFT_READY_FILE")]
     pub ready_file: Option<PathBuf>,
 }

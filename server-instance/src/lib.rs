@@ -2,6 +2,7 @@
 //! secure netcode, created through an authenticated control API, with finished matches written
 //! to the match log by a background thread.
 
+pub mod bus;
 pub mod config;
 pub mod control;
 pub mod net;
@@ -122,7 +123,16 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         http: http_addr,
         udp: net.public_addrs(),
     };
+    let (bus, bus_thread) = match &config.kafka {
+        Some(brokers) => {
+            let (bus, thread) = bus::start(brokers, &config.topic_prefix, config.event_queue)
+                .context("starting the event producer")?;
+            (bus, Some(thread))
+        }
+        None => (bus::EventBus::default(), None),
+    };
     let mut app = build_app(&config, net, shared, rx, writer.sink.clone());
+    app.insert_resource(bus);
     if let Some(path) = &config.ready_file {
         std::fs::write(path, serde_json::to_vec(&ready)?)
             .with_context(|| format!("writing ready file {}", path.display()))?;
@@ -131,6 +141,9 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
     readiness.set(true);
     let exit = app.run();
     drop(app);
+    if let Some(t) = bus_thread {
+        let _ = t.join();
+    }
     drop(writer.sink);
     let _ = writer.thread.join();
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -161,6 +174,7 @@ fn build_app(
             aborted: Default::default(),
         })
         .init_resource::<TickTimer>()
+        .init_resource::<bus::EventBus>()
         .configure_sets(PostUpdate, NetSystems::Send)
         .add_systems(
             PreUpdate,
@@ -229,6 +243,12 @@ fn apply_control_commands(world: &mut World) {
                             net.away.insert((spec.match_id, user), away);
                         }
                         metrics::counter!("croft_instance_matches_started_total").increment(1);
+                        world
+                            .resource::<bus::EventBus>()
+                            .emit(events::Event::GameStarted {
+                                match_id: spec.match_id,
+                                players: spec.players.to_vec(),
+                            });
                         tracing::info!(
                             event = "game_started",
                             match_id = spec.match_id,
@@ -269,6 +289,7 @@ fn route_outbox(
     mut net: ResMut<NetServer>,
     control: Res<Control>,
     sink: Res<RecordSink>,
+    bus: Res<bus::EventBus>,
 ) {
     for output in outbox.0.drain(..) {
         match output {
@@ -299,6 +320,13 @@ fn route_outbox(
                     "match ended"
                 );
                 control.shared.release(record.match_id);
+                bus.emit(events::Event::GameEnded {
+                    match_id: record.match_id,
+                    players: record.players.to_vec(),
+                    winner: record.result.winner.map(|s| record.players[s.index()]),
+                    reason: reason.clone(),
+                    turns: record.turns,
+                });
                 control.shared.push_ended(control::EndedMatch {
                     seq: 0,
                     match_id: record.match_id,

@@ -498,3 +498,43 @@ fn sigterm_drains_then_aborts_and_records_and_the_control_api_guards_itself() {
     assert_eq!(log.len(), 1);
     assert_eq!(log[0]["result"]["reason"], "Aborted");
 }
+
+#[test]
+fn game_started_and_game_ended_reach_kafka_without_touching_the_tick() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let inst = Instance::start(&["--kafka", &brokers, "--topic-prefix", "it."]);
+    let mm = inst.matchmaker(1);
+    let mut players = players_for(&inst, &mm, [21, 22], FAST);
+    run_until_done(
+        &mut players,
+        &mm,
+        Duration::from_secs(120),
+        Duration::from_millis(2),
+    );
+    assert_eq!(Summary::of(&players).finished, 2);
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "instance-test")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&["it.game_started", "it.game_ended"])
+        .unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 2 && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            assert_eq!(v["producer"], "instance");
+            assert_eq!(v["key"], "1", "keyed by match id");
+            assert_eq!(v["payload"]["players"], serde_json::json!([21, 22]));
+            seen.push(v["event_type"].as_str().unwrap().to_string());
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, vec!["game_ended", "game_started"]);
+}

@@ -178,6 +178,19 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
         dir.display().to_string(),
     ])?
     .config;
+    // The event bus: an embedded broker unless one is given; the outbox relay publishes to it.
+    let embedded = match &args.kafka {
+        Some(_) => None,
+        None => Some(
+            rdkafka::mocking::MockCluster::new(1)
+                .map_err(|e| anyhow::anyhow!("starting the embedded broker: {e}"))?,
+        ),
+    };
+    let brokers = match (&args.kafka, &embedded) {
+        (Some(b), _) => b.clone(),
+        (None, Some(c)) => c.bootstrap_servers(),
+        (None, None) => unreachable!("one of them is set"),
+    };
     let mm_config = MatchmakingArgs::try_parse_from([
         "matchmaking".to_string(),
         "--http".into(),
@@ -200,6 +213,10 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
         args.max_instances.to_string(),
         "--instance-max-matches".into(),
         args.instance_max_matches.to_string(),
+        "--kafka".into(),
+        brokers.clone(),
+        "--topic-prefix".into(),
+        args.topic_prefix.clone(),
     ])?
     .config;
 
@@ -273,19 +290,6 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
         }
     }
 
-    // The event bus: an embedded broker unless one is given; the outbox relay publishes to it.
-    let embedded = match &args.kafka {
-        Some(_) => None,
-        None => Some(
-            rdkafka::mocking::MockCluster::new(1)
-                .map_err(|e| anyhow::anyhow!("starting the embedded broker: {e}"))?,
-        ),
-    };
-    let brokers = match (&args.kafka, &embedded) {
-        (Some(b), _) => b.clone(),
-        (None, Some(c)) => c.bootstrap_servers(),
-        (None, None) => unreachable!("one of them is set"),
-    };
     let mut relay_config = events::relay::RelayConfig::new(&brokers);
     relay_config.topic_prefix = args.topic_prefix.clone();
     let relay = events::relay::Relay::new(state.store.clone(), relay_config)?;

@@ -543,20 +543,23 @@ fn croft_up_with_kafka_leaves_its_events_in_that_cluster() {
         .create()
         .unwrap();
     consumer
-        .subscribe(&["t1.user_login", "t1.match_found"])
+        .subscribe(&["t1.user_login", "t1.match_found", "t1.game_ended"])
         .unwrap();
-    let (mut logins, mut found) = (0, 0);
+    let (mut logins, mut found, mut ended) = (0, 0, 0);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while (logins < 4 || found < 2) && std::time::Instant::now() < deadline {
+    while (logins < 4 || found < 2 || ended < 2) && std::time::Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(200)) {
             let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
             assert_eq!(v["event_type"].as_str(), m.topic().strip_prefix("t1."));
             match m.topic() {
                 "t1.user_login" => logins += 1,
-                _ => found += 1,
+                "t1.match_found" => found += 1,
+                _ => ended += 1,
             }
         }
     }
-    assert_eq!((logins, found), (4, 2));
+    // Logins from auth, matches from matchmaking (both through the outbox), match ends from
+    // the instance servers (through their bounded event queue).
+    assert_eq!((logins, found, ended), (4, 2, 2));
     let _ = std::fs::remove_dir_all(&dir);
 }

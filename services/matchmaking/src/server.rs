@@ -64,6 +64,11 @@ pub struct MatchmakingConfig {
     /// Stop an idle instance beyond the warm pool after this many seconds.
     #[arg(long, env = "CROFT_IDLE_STOP_SECONDS", default_value_t = 60)]
     pub idle_stop_seconds: u64,
+    /// Kafka brokers the instance servers publish `game_started` / `game_ended` to.
+    #[arg(long, env = "CROFT_KAFKA_BROKERS")]
+    pub kafka: Option<String>,
+    #[arg(long, env = "CROFT_KAFKA_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
     /// Where instance logs, ready files and match logs go.
     #[arg(long, env = "CROFT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -104,6 +109,14 @@ impl MatchmakingConfig {
         if let Some(f) = &self.netcode_key_file {
             local.extra_args.push("--netcode-key-file".into());
             local.extra_args.push(f.display().to_string());
+        }
+        if let Some(b) = &self.kafka {
+            local.extra_args.extend([
+                "--kafka".into(),
+                b.clone(),
+                "--topic-prefix".into(),
+                self.topic_prefix.clone(),
+            ]);
         }
         if let Some(f) = &self.control_token_file {
             local.extra_args.push("--control-token-file".into());
