@@ -15,6 +15,7 @@ use matchmaking::service::{
 use serde::Deserialize;
 use shared_sim::protocol::ErrorCode;
 use store::{Friend, FriendError, RequestOutcome, Store};
+use telemetry::ApiError;
 use token::revocation::{RevocationFeed, RevocationSet};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -512,62 +513,48 @@ fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
     token::bearer_matches(given, &state.bridge.service_token)
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> (StatusCode, Json<serde_json::Value>) {
-    (
-        status,
-        Json(serde_json::json!({ "error": { "code": code, "message": message } })),
-    )
-}
-
 async fn notify(
     State(state): State<AdminState>,
     headers: HeaderMap,
     body: Result<Json<NotificationRequest>, axum::extract::rejection::JsonRejection>,
-) -> (StatusCode, Json<serde_json::Value>) {
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     if !authorized(&state, &headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid service credential is required",
-        );
+        return Err(ApiError::unauthorized());
     }
     let Ok(Json(req)) = body else {
-        return error(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "expected {\"text\": \"...\"}",
-        );
+        ));
     };
     let n = req.text.chars().count();
     if n == 0 || n > 1024 {
-        return error(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_text",
             "a notification has 1 to 1024 characters",
-        );
+        ));
     }
     state.bridge.reply(Reply::Broadcast(req.text));
-    (
+    Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "status": "queued" })),
-    )
+    ))
 }
 
 async fn status_handler(
     State(state): State<AdminState>,
     headers: HeaderMap,
-) -> (StatusCode, Json<serde_json::Value>) {
+) -> Result<Json<serde_json::Value>, ApiError> {
     if !authorized(&state, &headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid service credential is required",
-        );
+        return Err(ApiError::unauthorized());
     }
-    let v = state
-        .status
-        .lock()
-        .map(|s| s.clone())
-        .unwrap_or(serde_json::Value::Null);
-    (StatusCode::OK, Json(v))
+    Ok(Json(
+        state
+            .status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or(serde_json::Value::Null),
+    ))
 }

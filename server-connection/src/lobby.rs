@@ -102,14 +102,33 @@ impl Lobby {
 
     /// Sends to a connected, loaded player.
     pub fn send(&mut self, user: UserId, msg: &LobbyServerMessage) -> bool {
+        self.send_encoded(user, renet::Bytes::from(msg.encode()))
+    }
+
+    /// As [`Self::send`] with the message already encoded (fan-out encodes once).
+    fn send_encoded(&mut self, user: UserId, bytes: renet::Bytes) -> bool {
         match self.sessions.get(&user) {
             Some(s) if s.username.is_some() => {
                 let shard = s.shard;
-                self.send_on(shard, user, msg);
+                self.shards[shard]
+                    .server
+                    .send_message(user, Channel::Reliable, bytes);
+                self.dirty.insert(user);
+                metrics::counter!("croft_connection_messages_sent_total").increment(1);
                 true
             }
             _ => false,
         }
+    }
+
+    /// Sends one message to every loaded player, encoded once.
+    fn broadcast(&mut self, msg: &LobbyServerMessage) -> usize {
+        let bytes = renet::Bytes::from(msg.encode());
+        let users: Vec<UserId> = self.sessions.keys().copied().collect();
+        users
+            .into_iter()
+            .filter(|u| self.send_encoded(*u, bytes.clone()))
+            .count()
     }
 
     fn error(&mut self, user: UserId, code: ErrorCode, message: impl Into<String>) {
@@ -490,12 +509,9 @@ fn apply_reply(lobby: &mut Lobby, reply: Reply) {
             }
         }
         Reply::Broadcast(text) => {
-            let users: Vec<UserId> = lobby.sessions.keys().copied().collect();
             metrics::counter!("croft_connection_notifications_total").increment(1);
-            tracing::info!(recipients = users.len(), "broadcasting a notification");
-            for u in users {
-                lobby.send(u, &LobbyServerMessage::Notification { text: text.clone() });
-            }
+            let recipients = lobby.broadcast(&LobbyServerMessage::Notification { text });
+            tracing::info!(recipients, "broadcast a notification");
         }
     }
 }
@@ -707,10 +723,7 @@ fn chat(lobby: &mut Lobby, user: UserId, to: ChatTarget, text: String, now: Inst
         }
         ChatTarget::Common => {
             metrics::counter!("croft_connection_chat_total", "channel" => "common").increment(1);
-            let users: Vec<UserId> = lobby.sessions.keys().copied().collect();
-            for u in users {
-                lobby.send(u, &msg);
-            }
+            lobby.broadcast(&msg);
         }
     }
 }

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -194,30 +193,7 @@ pub struct Capacity {
     pub clients_connected: usize,
 }
 
-/// JSON error body with a stable code; internal details are logged, never sent.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
-        (self.status, Json(body)).into_response()
-    }
-}
+pub use telemetry::ApiError;
 
 pub fn router(shared: Arc<ControlShared>, commands: UnboundedSender<ControlCommand>) -> Router {
     Router::new()
@@ -232,11 +208,7 @@ fn check_auth(state: &ControlState, headers: &HeaderMap) -> Result<(), ApiError>
     if state.shared.authorized(headers) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid service credential is required",
-        ))
+        Err(ApiError::unauthorized())
     }
 }
 

@@ -82,8 +82,6 @@ pub struct NetServer {
     closing: Vec<(Instant, MatchId, UserId)>,
     /// Ticks between flushes of a client with nothing new.
     idle_flush_ticks: u64,
-    /// The last simulation tick seen.
-    tick: u64,
     last_update: Instant,
     last_tick_update: Instant,
 }
@@ -107,7 +105,6 @@ impl NetServer {
             dirty: HashSet::new(),
             closing: Vec::new(),
             idle_flush_ticks: limits.idle_flush_ticks.max(1),
-            tick: 0,
             last_update: Instant::now(),
             last_tick_update: Instant::now(),
         })
@@ -209,9 +206,8 @@ fn elapsed(net: &mut NetServer) -> Duration {
 }
 
 /// Every frame: drain the sockets, so the kernel's receive buffer never overflows.
-pub fn drain_sockets(mut net: ResMut<NetServer>, clock: Res<MatchClock>) {
+pub fn drain_sockets(mut net: ResMut<NetServer>) {
     let dt = elapsed(&mut net);
-    net.tick = clock.tick;
     for (i, shard) in net.shards.iter_mut().enumerate() {
         if let Err(e) = shard.transport.receive(dt, &mut shard.server) {
             metrics::counter!("croft_instance_transport_errors_total").increment(1);

@@ -229,24 +229,20 @@ impl NetcodeSocket {
     }
 }
 
-/// Acts on netcode's answer; returns the client that disconnected, if one did.
-fn handle(result: ServerResult, socket: &UdpSocket, server: &mut RenetServer) -> Option<ClientId> {
+/// Acts on netcode's answer: sends what it produced, feeds payloads to renet.
+fn handle(result: ServerResult, socket: &UdpSocket, server: &mut RenetServer) {
     let send = |packet: &[u8], addr: SocketAddr| {
         if let Err(e) = socket.send_to(packet, addr) {
             tracing::debug!(%addr, error = %e, "send failed");
         }
     };
     match result {
-        ServerResult::None => None,
-        ServerResult::PacketToSend { payload, addr } => {
-            send(payload, addr);
-            None
-        }
+        ServerResult::None => {}
+        ServerResult::PacketToSend { payload, addr } => send(payload, addr),
         ServerResult::Payload { client_id, payload } => {
             if server.process_packet_from(payload, client_id).is_err() {
                 tracing::debug!(client_id, "payload for an unknown client");
             }
-            None
         }
         ServerResult::ClientConnected {
             client_id,
@@ -256,7 +252,6 @@ fn handle(result: ServerResult, socket: &UdpSocket, server: &mut RenetServer) ->
         } => {
             server.add_connection(client_id);
             send(payload, addr);
-            None
         }
         ServerResult::ClientDisconnected {
             client_id,
@@ -267,7 +262,6 @@ fn handle(result: ServerResult, socket: &UdpSocket, server: &mut RenetServer) ->
             if let Some(payload) = payload {
                 send(payload, addr);
             }
-            Some(client_id)
         }
     }
 }

@@ -179,17 +179,14 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
     ])?
     .config;
     // The event bus: an embedded broker unless one is given; the outbox relay publishes to it.
-    let embedded = match &args.kafka {
-        Some(_) => None,
-        None => Some(
-            rdkafka::mocking::MockCluster::new(1)
-                .map_err(|e| anyhow::anyhow!("starting the embedded broker: {e}"))?,
-        ),
-    };
-    let brokers = match (&args.kafka, &embedded) {
-        (Some(b), _) => b.clone(),
-        (None, Some(c)) => c.bootstrap_servers(),
-        (None, None) => unreachable!("one of them is set"),
+    let (embedded, brokers) = match &args.kafka {
+        Some(b) => (None, b.clone()),
+        None => {
+            let cluster = rdkafka::mocking::MockCluster::new(1)
+                .map_err(|e| anyhow::anyhow!("starting the embedded broker: {e}"))?;
+            let brokers = cluster.bootstrap_servers();
+            (Some(cluster), brokers)
+        }
     };
     let mm_config = MatchmakingArgs::try_parse_from([
         "matchmaking".to_string(),
