@@ -108,6 +108,8 @@ pub enum Reply {
     /// Sessions revoked since the last poll (session tags).
     Revoked(Vec<[u8; 16]>),
     Broadcast(String),
+    /// An event from the bus (other connection servers, the outbox).
+    Bus(events::Envelope),
 }
 
 #[derive(Clone)]

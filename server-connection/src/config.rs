@@ -68,6 +68,13 @@ pub struct ConnectionConfig {
     /// How often the revocation feed is polled, in milliseconds.
     #[arg(long, env = "CROFT_REVOCATION_POLL_MS", default_value_t = 1000)]
     pub revocation_poll_ms: u64,
+    /// Kafka brokers (`host:port,...`): with several connection servers, presence, chat and
+    /// notifications cross between them over the bus. Without, this server is on its own.
+    #[arg(long, env = "CROFT_KAFKA_BROKERS")]
+    pub kafka: Option<String>,
+    /// Prefix of every topic name (shared clusters).
+    #[arg(long, env = "CROFT_KAFKA_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
     /// Write the bound addresses here as JSON once ready.
     #[arg(long, env = "CROFT_READY_FILE")]
     pub ready_file: Option<PathBuf>,

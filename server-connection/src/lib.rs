@@ -79,6 +79,7 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         .block_on(store.migrate())
         .context("running migrations")?;
     let (reply_tx, reply_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reply_tx_bus = reply_tx.clone();
     let (job_tx, job_rx) = tokio::sync::mpsc::unbounded_channel();
     let bridge = bridge::Bridge {
         store,
@@ -113,12 +114,46 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
             .follow_revocations(Duration::from_millis(config.revocation_poll_ms.max(100))),
     );
     let stop = Stop(Arc::new(AtomicBool::new(false)));
+    let (bus_stop_tx, bus_stop_rx) = tokio::sync::watch::channel(false);
     {
         let stop = stop.clone();
         runtime.spawn(async move {
             telemetry::shutdown_signal().await;
             tracing::info!("shutdown requested");
             stop.0.store(true, Ordering::SeqCst);
+        });
+    }
+    // The bus: this server's presence, chat and notifications go out; the other servers'
+    // come in, through a consumer group of this server's own (stable across restarts).
+    let mut bus = None;
+    let mut consumer_task = None;
+    if let Some(brokers) = &config.kafka {
+        let me = format!("connection:{server_id}");
+        let producer =
+            events::bus::BusProducer::new(brokers, &config.topic_prefix, Duration::from_secs(60))
+                .context("creating the bus producer")?;
+        let counters = Arc::new(events::bus::ConsumerCounters::default());
+        let mut consumer = events::bus::ConsumerConfig::new(
+            brokers,
+            &format!("{}croft-connection-{server_id}", config.topic_prefix),
+            &["presence_changed", "chat_message", "notification"],
+        );
+        consumer.topic_prefix = config.topic_prefix.clone();
+        consumer.skip_producer = Some(me.clone());
+        let replies = reply_tx_bus.clone();
+        let c = counters.clone();
+        consumer_task = Some(runtime.spawn(async move {
+            let sink = move |env| {
+                let _ = replies.send(bridge::Reply::Bus(env));
+            };
+            if let Err(e) = events::bus::consume(consumer, c, bus_stop_rx, sink).await {
+                tracing::error!(error = %e, "the bus consumer stopped");
+            }
+        }));
+        bus = Some(lobby::LobbyBus {
+            producer,
+            me,
+            counters,
         });
     }
     let hz = config.hz.max(1);
@@ -134,7 +169,8 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         // get their acks at once (see `lobby.rs`).
         idle_flush_frames: upkeep,
     };
-    let lobby = Lobby::new(shards, job_tx, reply_rx, limits, status);
+    let mut lobby = Lobby::new(shards, job_tx, reply_rx, limits, status);
+    lobby.bus = bus;
     let mut app = App::new();
     app.add_plugins(
         MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
@@ -156,6 +192,18 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
     tracing::info!(%http, ?udp, %server_id, "connection server ready");
     readiness.set(true);
     let exit = app.run();
+    // Offline presence and the last chat go out; the consumer commits its offsets.
+    if let Some(lobby) = app.world_mut().remove_resource::<Lobby>()
+        && let Some(bus) = &lobby.bus
+        && let Err(e) = bus.producer.flush(Duration::from_secs(5))
+    {
+        tracing::warn!(error = %e, "bus events not flushed at shutdown");
+    }
+    let _ = bus_stop_tx.send(true);
+    if let Some(task) = consumer_task {
+        let _ =
+            runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
+    }
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!(?exit, "connection server stopped");
     Ok(())

@@ -17,6 +17,46 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::bridge::{Job, Reply, UserId};
 
+/// Chat and notifications older than this when they arrive over the bus are not delivered
+/// (a server that joins late reads the topics from their start to rebuild presence).
+const BUS_STALE_MS: i64 = 30_000;
+
+/// The event bus as the lobby sees it: a producer that never blocks, and the name this
+/// server's events carry (its own are skipped when they come back).
+pub struct LobbyBus {
+    pub producer: events::bus::BusProducer,
+    pub me: String,
+    pub counters: std::sync::Arc<events::bus::ConsumerCounters>,
+}
+
+impl LobbyBus {
+    fn emit(&self, event: events::Event) {
+        if let Err(e) = self.producer.emit(&event.envelope(&self.me)) {
+            metrics::counter!("croft_connection_bus_dropped_total").increment(1);
+            tracing::warn!(error = %e, event_type = event.event_type(), "cannot publish to the bus");
+        }
+    }
+}
+
+pub fn presence_name(p: Presence) -> &'static str {
+    match p {
+        Presence::Online => "online",
+        Presence::InQueue => "in_queue",
+        Presence::InMatch => "in_match",
+        Presence::Offline => "offline",
+    }
+}
+
+fn presence_from(name: &str) -> Option<Presence> {
+    Some(match name {
+        "online" => Presence::Online,
+        "in_queue" => Presence::InQueue,
+        "in_match" => Presence::InMatch,
+        "offline" => Presence::Offline,
+        _ => return None,
+    })
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub chat_per_10s: u32,
@@ -52,6 +92,13 @@ pub struct Lobby {
     pub revoked: HashMap<[u8; 16], Instant>,
     pub limits: Limits,
     pub status: std::sync::Arc<std::sync::Mutex<serde_json::Value>>,
+    /// The bus, when Kafka is configured (several connection servers).
+    pub bus: Option<LobbyBus>,
+    /// Players online on other connection servers, as their events told: presence and the
+    /// producer (server) it came from.
+    pub remote: HashMap<UserId, (Presence, String)>,
+    /// For each player, the local players who count them as an accepted friend.
+    followers: HashMap<UserId, HashSet<UserId>>,
     dirty: HashSet<ClientId>,
     /// Clients whose messages arrived this frame: acknowledged at once rather than at the
     /// idle cadence, so their reliable messages are not resent.
@@ -78,6 +125,9 @@ impl Lobby {
             revoked: HashMap::new(),
             limits,
             status,
+            bus: None,
+            remote: HashMap::new(),
+            followers: HashMap::new(),
             dirty: HashSet::new(),
             ack_now: HashSet::new(),
             to_read: HashSet::new(),
@@ -165,6 +215,40 @@ impl Lobby {
         }
         if s.username.is_some() {
             self.tell_friends(user, &s.friends, Presence::Offline);
+            self.publish_presence(user, Presence::Offline);
+        }
+        self.unfollow(user, &s.friends);
+    }
+
+    /// Replaces a session's accepted friends, keeping `followers` in step.
+    fn set_friends(&mut self, user: UserId, friends: HashSet<UserId>) {
+        let Some(s) = self.sessions.get_mut(&user) else {
+            return;
+        };
+        let old = std::mem::replace(&mut s.friends, friends.clone());
+        self.unfollow(user, &old);
+        for f in friends {
+            self.followers.entry(f).or_default().insert(user);
+        }
+    }
+
+    fn unfollow(&mut self, user: UserId, friends: &HashSet<UserId>) {
+        for f in friends {
+            if let Some(set) = self.followers.get_mut(f) {
+                set.remove(&user);
+                if set.is_empty() {
+                    self.followers.remove(f);
+                }
+            }
+        }
+    }
+
+    fn publish_presence(&self, user: UserId, presence: Presence) {
+        if let Some(bus) = &self.bus {
+            bus.emit(events::Event::PresenceChanged {
+                user_id: user,
+                presence: presence_name(presence).to_string(),
+            });
         }
     }
 
@@ -191,10 +275,24 @@ impl Lobby {
         let friends = s.friends.clone();
         if s.username.is_some() {
             self.tell_friends(user, &friends, presence);
+            self.publish_presence(user, presence);
         }
     }
 
+    /// Presence here, else on another connection server (from the bus), else offline.
     fn presence_of(&self, user: UserId) -> Presence {
+        match self.sessions.get(&user) {
+            Some(s) if s.username.is_some() => s.presence,
+            _ => self
+                .remote
+                .get(&user)
+                .map(|(p, _)| *p)
+                .unwrap_or(Presence::Offline),
+        }
+    }
+
+    /// Presence of a player on this server (not what the bus says).
+    fn local_presence(&self, user: UserId) -> Presence {
         match self.sessions.get(&user) {
             Some(s) if s.username.is_some() => s.presence,
             _ => Presence::Offline,
@@ -300,6 +398,8 @@ pub fn lobby_frame(mut lobby: ResMut<Lobby>) {
                 "connected": connected,
                 "sessions": lobby.sessions.len(),
                 "sockets": lobby.shards.iter().map(|s| s.public_addr.to_string()).collect::<Vec<_>>(),
+                "remote_players": lobby.remote.len(),
+                "bus": lobby.bus.as_ref().map(|b| b.counters.snapshot()),
             });
         }
     }
@@ -378,7 +478,7 @@ fn apply_reply(lobby: &mut Lobby, reply: Reply) {
                 return;
             };
             s.username = Some(username.clone());
-            s.friends = accepted.clone();
+            lobby.set_friends(user, accepted.clone());
             lobby.to_read.insert(user);
             tracing::info!(user, %username, friends = accepted.len(), "player online");
             lobby.send(
@@ -390,6 +490,7 @@ fn apply_reply(lobby: &mut Lobby, reply: Reply) {
             );
             lobby.send(user, &LobbyServerMessage::Friends(entries));
             lobby.tell_friends(user, &accepted, Presence::Online);
+            lobby.publish_presence(user, Presence::Online);
         }
         Reply::LoadFailed { user, tag, message } => {
             // Only the session it was loading for (not a newer one of the same account).
@@ -402,8 +503,8 @@ fn apply_reply(lobby: &mut Lobby, reply: Reply) {
         Reply::Friends { user, friends } => {
             let entries = lobby.friend_entries(&friends);
             let accepted = Lobby::accepted(&friends);
-            if let Some(s) = lobby.sessions.get_mut(&user) {
-                s.friends = accepted;
+            if lobby.sessions.contains_key(&user) {
+                lobby.set_friends(user, accepted);
                 lobby.send(user, &LobbyServerMessage::Friends(entries));
             }
         }
@@ -429,8 +530,9 @@ fn apply_reply(lobby: &mut Lobby, reply: Reply) {
         }
         Reply::FriendAccepted { users: [a, b] } => {
             for (me, them) in [(a, b), (b, a)] {
-                if let Some(s) = lobby.sessions.get_mut(&me) {
-                    s.friends.insert(them);
+                if let Some(mut friends) = lobby.sessions.get(&me).map(|s| s.friends.clone()) {
+                    friends.insert(them);
+                    lobby.set_friends(me, friends);
                 }
                 lobby.send(
                     me,
@@ -451,8 +553,9 @@ fn apply_reply(lobby: &mut Lobby, reply: Reply) {
         }
         Reply::FriendRemoved { users: [a, b] } => {
             for (me, them) in [(a, b), (b, a)] {
-                if let Some(s) = lobby.sessions.get_mut(&me) {
-                    s.friends.remove(&them);
+                if let Some(mut friends) = lobby.sessions.get(&me).map(|s| s.friends.clone()) {
+                    friends.remove(&them);
+                    lobby.set_friends(me, friends);
                 }
                 lobby.send(
                     me,
@@ -510,9 +613,93 @@ fn apply_reply(lobby: &mut Lobby, reply: Reply) {
         }
         Reply::Broadcast(text) => {
             metrics::counter!("croft_connection_notifications_total").increment(1);
+            if let Some(bus) = &lobby.bus {
+                bus.emit(events::Event::Notification { text: text.clone() });
+            }
             let recipients = lobby.broadcast(&LobbyServerMessage::Notification { text });
             tracing::info!(recipients, "broadcast a notification");
         }
+        Reply::Bus(env) => apply_bus_event(lobby, env),
+    }
+}
+
+/// An event from another server (or the outbox) arrived over the bus.
+fn apply_bus_event(lobby: &mut Lobby, env: events::Envelope) {
+    let age_ms = store::now_ms() - env.occurred_at_ms;
+    match env.event {
+        events::Event::PresenceChanged { user_id, presence } => {
+            let Some(presence) = presence_from(&presence) else {
+                tracing::warn!(%presence, "unknown presence on the bus");
+                return;
+            };
+            let before = lobby.presence_of(user_id);
+            if presence == Presence::Offline {
+                // Only the server that reported the player online may take them offline (a
+                // player who moved servers goes offline on the old one after the new one
+                // said online).
+                if lobby
+                    .remote
+                    .get(&user_id)
+                    .is_some_and(|(_, from)| *from == env.producer)
+                {
+                    lobby.remote.remove(&user_id);
+                }
+            } else {
+                lobby.remote.insert(user_id, (presence, env.producer));
+            }
+            let after = lobby.presence_of(user_id);
+            // A player on this server is reported by this server.
+            if after != before && lobby.local_presence(user_id) == Presence::Offline {
+                let followers: Vec<UserId> = lobby
+                    .followers
+                    .get(&user_id)
+                    .map(|f| f.iter().copied().collect())
+                    .unwrap_or_default();
+                let msg = LobbyServerMessage::FriendPresence {
+                    user_id,
+                    presence: after,
+                };
+                let bytes = renet::Bytes::from(msg.encode());
+                for f in followers {
+                    lobby.send_encoded(f, bytes.clone());
+                }
+            }
+        }
+        events::Event::ChatMessage {
+            from_user_id,
+            from_name,
+            to_user_id,
+            text,
+        } => {
+            if age_ms > BUS_STALE_MS {
+                metrics::counter!("croft_connection_bus_stale_total").increment(1);
+                return;
+            }
+            let msg = LobbyServerMessage::Chat {
+                from: from_user_id,
+                from_name,
+                to: to_user_id.map_or(ChatTarget::Common, ChatTarget::User),
+                text,
+            };
+            match to_user_id {
+                Some(to) => {
+                    lobby.send(to, &msg);
+                }
+                None => {
+                    lobby.broadcast(&msg);
+                }
+            }
+        }
+        events::Event::Notification { text } => {
+            if age_ms > BUS_STALE_MS {
+                metrics::counter!("croft_connection_bus_stale_total").increment(1);
+                return;
+            }
+            metrics::counter!("croft_connection_notifications_total").increment(1);
+            let recipients = lobby.broadcast(&LobbyServerMessage::Notification { text });
+            tracing::info!(recipients, from = %env.producer, "broadcast a notification from the bus");
+        }
+        _ => {}
     }
 }
 
@@ -708,22 +895,48 @@ fn chat(lobby: &mut Lobby, user: UserId, to: ChatTarget, text: String, now: Inst
         to: to.clone(),
         text,
     };
+    let LobbyServerMessage::Chat {
+        from_name, text, ..
+    } = &msg
+    else {
+        return;
+    };
+    let crossing = events::Event::ChatMessage {
+        from_user_id: user,
+        from_name: from_name.clone(),
+        to_user_id: match to {
+            ChatTarget::User(t) => Some(t),
+            ChatTarget::Common => None,
+        },
+        text: text.clone(),
+    };
     match to {
         ChatTarget::User(target) => {
-            if target == user || !lobby.send(target, &msg) {
+            let sent = target != user
+                && (lobby.send(target, &msg)
+                    || (lobby.remote.contains_key(&target) && lobby.bus.is_some()));
+            if !sent {
                 lobby.error(
                     user,
                     ErrorCode::UnknownUser,
                     format!("user {target} is not online"),
                 );
-            } else {
-                metrics::counter!("croft_connection_chat_total", "channel" => "direct")
-                    .increment(1);
+                return;
+            }
+            metrics::counter!("croft_connection_chat_total", "channel" => "direct").increment(1);
+            // Online on another connection server: the bus carries it there.
+            if lobby.local_presence(target) == Presence::Offline
+                && let Some(bus) = &lobby.bus
+            {
+                bus.emit(crossing);
             }
         }
         ChatTarget::Common => {
             metrics::counter!("croft_connection_chat_total", "channel" => "common").increment(1);
             lobby.broadcast(&msg);
+            if let Some(bus) = &lobby.bus {
+                bus.emit(crossing);
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bevy::prelude::Resource;
-use rdkafka::ClientConfig;
+use events::bus::DeliveryMetrics;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 #[derive(Resource, Default)]
@@ -41,13 +41,11 @@ pub fn start(
     topic_prefix: &str,
     capacity: usize,
 ) -> Result<(EventBus, JoinHandle<()>), rdkafka::error::KafkaError> {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .create()?;
+    // librdkafka retries for up to ten minutes (a broker that is down for minutes loses
+    // nothing); deliveries and failures are counted by `DeliveryMetrics`.
+    let producer: BaseProducer<DeliveryMetrics> =
+        events::bus::producer_config(brokers, Duration::from_secs(600))
+            .create_with_context(DeliveryMetrics)?;
     let (tx, rx) = sync_channel(capacity.max(1));
     let prefix = topic_prefix.to_string();
     let thread = std::thread::Builder::new()
@@ -57,7 +55,11 @@ pub fn start(
     Ok((EventBus { tx: Some(tx) }, thread))
 }
 
-fn produce_loop(producer: BaseProducer, rx: Receiver<events::Envelope>, prefix: String) {
+fn produce_loop(
+    producer: BaseProducer<DeliveryMetrics>,
+    rx: Receiver<events::Envelope>,
+    prefix: String,
+) {
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(env) => {
@@ -68,7 +70,7 @@ fn produce_loop(producer: BaseProducer, rx: Receiver<events::Envelope>, prefix: 
                 loop {
                     match producer.send(record) {
                         Ok(()) => {
-                            metrics::counter!("croft_instance_events_produced_total").increment(1);
+                            metrics::counter!("croft_instance_events_queued_total").increment(1);
                             break;
                         }
                         Err((e, r)) => {

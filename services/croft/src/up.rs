@@ -53,6 +53,11 @@ pub struct UpArgs {
     /// Admin/metrics HTTP of the connection server.
     #[arg(long, default_value = "127.0.0.1:7200")]
     connection_http: SocketAddr,
+    /// Connection servers to run; logins rotate over them, and presence, chat and
+    /// notifications cross between them over the event bus. The n-th (from 0) takes UDP port
+    /// `--connection-udp` + 8n and HTTP port `--connection-http` + n (port 0 stays 0).
+    #[arg(long, default_value_t = 1)]
+    connection_servers: usize,
     /// Instance servers kept warm.
     #[arg(long, default_value_t = 1)]
     warm_instances: usize,
@@ -185,6 +190,13 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
             let cluster = rdkafka::mocking::MockCluster::new(1)
                 .map_err(|e| anyhow::anyhow!("starting the embedded broker: {e}"))?;
             let brokers = cluster.bootstrap_servers();
+            // Topics exist from the start, so consumers see the first events at once.
+            for t in events::EVENT_TYPES {
+                let topic = format!("{}{t}", args.topic_prefix);
+                if let Err(e) = cluster.create_topic(&topic, 4, 1) {
+                    eprintln!("cannot create topic {topic}: {e}");
+                }
+            }
             (Some(cluster), brokers)
         }
     };
@@ -240,33 +252,47 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
             .into_future(),
     );
 
-    // The connection server, a child process.
-    let ready_file = dir.join("connection.ready.json");
-    let _ = std::fs::remove_file(&ready_file);
-    let log_path = dir.join("connection.log");
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
+    // The connection servers, child processes.
     let exe = std::env::current_exe().context("locating the croft binary")?;
-    let child = Command::new(exe)
-        .arg("connection")
-        .args(["--udp", &args.connection_udp.to_string()])
-        .args(["--http", &args.connection_http.to_string()])
-        .args(["--database", database])
-        .args(["--auth-url", &format!("http://{auth_addr}")])
-        .args(["--matchmaking-url", &format!("http://{mm_addr}")])
-        .args(["--service-token-file", &p("service.token")])
-        .args(["--netcode-key-file", &p("netcode.key")])
-        .args(["--server-id", "conn-local-1"])
-        .arg("--ready-file")
-        .arg(&ready_file)
-        .stdout(log)
-        // Its own process group: Ctrl-C reaches `croft up`, which stops the parts in order.
-        .process_group(0)
-        .spawn()
-        .context("starting the connection server")?;
-    let mut connection = ChildGuard(child);
-    let conn_ready = wait_ready(&mut connection.0, &ready_file, Duration::from_secs(30)).await?;
-    state.connection_servers = conn_ready.udp.clone();
+    let mut connections = Vec::new();
+    let mut conn_ready = Vec::new();
+    let offset = |a: SocketAddr, by: usize| {
+        let mut a = a;
+        if a.port() != 0 {
+            a.set_port(a.port() + by as u16);
+        }
+        a
+    };
+    for i in 0..args.connection_servers.max(1) {
+        let ready_file = dir.join(format!("connection-{}.ready.json", i + 1));
+        let _ = std::fs::remove_file(&ready_file);
+        let log_path = dir.join(format!("connection-{}.log", i + 1));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let child = Command::new(&exe)
+            .arg("connection")
+            .args(["--udp", &offset(args.connection_udp, 8 * i).to_string()])
+            .args(["--http", &offset(args.connection_http, i).to_string()])
+            .args(["--database", database])
+            .args(["--auth-url", &format!("http://{auth_addr}")])
+            .args(["--matchmaking-url", &format!("http://{mm_addr}")])
+            .args(["--service-token-file", &p("service.token")])
+            .args(["--netcode-key-file", &p("netcode.key")])
+            .args(["--server-id", &format!("conn-local-{}", i + 1)])
+            .args(["--kafka", &brokers])
+            .args(["--topic-prefix", &args.topic_prefix])
+            .arg("--ready-file")
+            .arg(&ready_file)
+            .stdout(log)
+            // Its own process group: Ctrl-C reaches `croft up`, which stops the parts in order.
+            .process_group(0)
+            .spawn()
+            .context("starting a connection server")?;
+        let mut guard = ChildGuard(child);
+        conn_ready.push(wait_ready(&mut guard.0, &ready_file, Duration::from_secs(30)).await?);
+        connections.push(guard);
+    }
+    state.connection_servers = conn_ready.iter().flat_map(|r| r.udp.clone()).collect();
 
     // Accounts for the bots, created once and kept in the database.
     let mut accounts = Vec::new();
@@ -301,10 +327,12 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
     println!("croft is up (data in {})", dir.display());
     println!("  auth          http://{auth_addr}");
     println!("  matchmaking   http://{mm_addr}  (internal)");
-    println!(
-        "  connection    udp {:?}  admin http://{}",
-        conn_ready.udp, conn_ready.http
-    );
+    for c in &conn_ready {
+        println!(
+            "  connection    udp {:?}  admin http://{}  ({})",
+            c.udp, c.http, c.server_id
+        );
+    }
     println!(
         "  instances     {}",
         mm.allocator.status().await["instances"]
@@ -324,8 +352,13 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
         let info = serde_json::json!({
             "auth": format!("http://{auth_addr}"),
             "matchmaking": format!("http://{mm_addr}"),
-            "connection_udp": conn_ready.udp,
-            "connection_http": format!("http://{}", conn_ready.http),
+            "connection_udp": conn_ready[0].udp,
+            "connection_http": format!("http://{}", conn_ready[0].http),
+            "connections": conn_ready.iter().map(|c| serde_json::json!({
+                "server_id": c.server_id,
+                "udp": c.udp,
+                "http": format!("http://{}", c.http),
+            })).collect::<Vec<_>>(),
             "kafka": brokers,
             "data_dir": dir,
         });
@@ -379,7 +412,7 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
 
     // Shut down: connection server, instances, then the services; the relay last, once the
     // outbox is empty (or after a few seconds if the broker is unreachable).
-    tokio::task::spawn_blocking(move || drop(connection)).await?;
+    tokio::task::spawn_blocking(move || drop(connections)).await?;
     mm.loops.abort();
     mm.allocator.shutdown().await;
     let deadline = Instant::now() + Duration::from_secs(5);

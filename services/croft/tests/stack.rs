@@ -20,6 +20,10 @@ struct Stack {
 
 impl Stack {
     fn start(name: &str) -> Self {
+        Self::start_with(name, &[])
+    }
+
+    fn start_with(name: &str, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("croft-stack-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -42,6 +46,7 @@ impl Stack {
                 "--connection-http",
                 "127.0.0.1:0",
             ])
+            .args(extra)
             .arg("--ready-file")
             .arg(&ready)
             .env("RUST_LOG", "warn")
@@ -182,7 +187,15 @@ impl Client {
 
     /// Waits up to 5 s for a message matching `pred` (removing it and everything before it).
     fn wait(&mut self, pred: impl Fn(&LobbyServerMessage) -> bool) -> LobbyServerMessage {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        self.wait_for(Duration::from_secs(5), pred)
+    }
+
+    fn wait_for(
+        &mut self,
+        within: Duration,
+        pred: impl Fn(&LobbyServerMessage) -> bool,
+    ) -> LobbyServerMessage {
+        let deadline = Instant::now() + within;
         loop {
             if let Some(i) = self.inbox.iter().position(&pred) {
                 let m = self.inbox[i].clone();
@@ -558,4 +571,117 @@ fn queueing_is_idempotent_cancellable_and_a_dead_instance_aborts_its_matches() {
 
 async fn sqlx_reason(store: &store::Store, match_id: u64) -> Option<String> {
     store.match_reason(match_id as i64).await.unwrap()
+}
+
+/// Two connection servers in one stack: logins rotate over them, and friend presence, direct
+/// and common chat, and a notification sent to one server cross to the other over the bus.
+#[test]
+fn presence_chat_and_notifications_cross_between_two_connection_servers() {
+    let stack = Stack::start_with("bus", &["--connection-servers", "2"]);
+    let servers = stack.info["connections"].as_array().unwrap().clone();
+    assert_eq!(servers.len(), 2);
+    for n in ["dan", "eve"] {
+        stack.add_user(n);
+    }
+    // dan and eve are friends (made in the database; friend requests are tested above).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("sqlite://{}/croft.db", stack.dir.display());
+        let store = store::Store::connect(&url, &store::PoolSettings::default())
+            .await
+            .unwrap();
+        let dan = store.user_by_name("dan").await.unwrap().unwrap().id;
+        let eve = store.user_by_name("eve").await.unwrap().unwrap().id;
+        store
+            .request_friend(dan, "eve", |to| {
+                events::Event::FriendRequest {
+                    from_user_id: dan,
+                    to_user_id: to,
+                }
+                .outbox("test")
+            })
+            .await
+            .unwrap();
+        store.accept_friend(eve, dan).await.unwrap();
+    });
+    let mut dan = stack.login("dan");
+    let dan_id = dan.user_id();
+    // Logins rotate over the servers: log eve in until she lands on the other one.
+    let mut eve = stack.login("eve");
+    for _ in 0..4 {
+        if eve.conn.server_addr() != dan.conn.server_addr() {
+            break;
+        }
+        eve.conn.disconnect();
+        eve = stack.login("eve");
+    }
+    assert_ne!(eve.conn.server_addr(), dan.conn.server_addr());
+    let eve_id = eve.user_id();
+    let bus = Duration::from_secs(15);
+
+    // eve came online on the other server: dan hears it through the bus.
+    dan.wait_for(bus, |m| {
+        matches!(m, LobbyServerMessage::FriendPresence { user_id, presence: Presence::Online } if *user_id == eve_id)
+    });
+    // Direct chat both ways, and the common channel.
+    dan.send(&LobbyClientMessage::Chat {
+        to: ChatTarget::User(eve_id),
+        text: "across servers".into(),
+    });
+    eve.wait_for(bus, |m| {
+        matches!(m, LobbyServerMessage::Chat { from, text, to: ChatTarget::User(_), .. } if *from == dan_id && text == "across servers")
+    });
+    eve.send(&LobbyClientMessage::Chat {
+        to: ChatTarget::Common,
+        text: "hello both servers".into(),
+    });
+    dan.wait_for(bus, |m| {
+        matches!(m, LobbyServerMessage::Chat { to: ChatTarget::Common, text, from_name, .. } if text == "hello both servers" && from_name == "eve")
+    });
+    // eve sees her own common message once (from her server, not again from the bus).
+    eve.wait(
+        |m| matches!(m, LobbyServerMessage::Chat { text, .. } if text == "hello both servers"),
+    );
+    // A notification sent to the first server reaches players on both.
+    let resp = reqwest::blocking::Client::new()
+        .post(format!(
+            "{}/v1/notifications",
+            servers[0]["http"].as_str().unwrap()
+        ))
+        .bearer_auth(stack.secret("service.token"))
+        .json(&serde_json::json!({ "text": "both servers hear this" }))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    for c in [&mut dan, &mut eve] {
+        c.wait_for(bus, |m| matches!(m, LobbyServerMessage::Notification { text } if text == "both servers hear this"));
+    }
+    let late = pump_and_take(&mut [&mut dan, &mut eve], Duration::from_millis(1500));
+    assert!(
+        !late.iter().any(|m| matches!(m, LobbyServerMessage::Chat { text, .. } | LobbyServerMessage::Notification { text } if text == "hello both servers" || text == "both servers hear this")),
+        "delivered twice: {late:?}"
+    );
+    // eve leaves: dan hears she is offline.
+    eve.conn.disconnect();
+    drop(eve);
+    dan.wait_for(bus, |m| {
+        matches!(m, LobbyServerMessage::FriendPresence { user_id, presence: Presence::Offline } if *user_id == eve_id)
+    });
+    // A direct message to a player online nowhere is refused.
+    dan.send(&LobbyClientMessage::Chat {
+        to: ChatTarget::User(eve_id),
+        text: "are you there".into(),
+    });
+    assert_eq!(
+        error_code(&dan.wait(|m| error_code(m).is_some())),
+        Some(ErrorCode::UnknownUser)
+    );
+}
+
+fn pump_and_take(clients: &mut [&mut Client], d: Duration) -> Vec<LobbyServerMessage> {
+    pump_all(clients, d);
+    clients
+        .iter_mut()
+        .flat_map(|c| std::mem::take(&mut c.inbox))
+        .collect()
 }

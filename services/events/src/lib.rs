@@ -5,12 +5,27 @@
 //! The JSON Schema of each event type is under `docs/events/`; a test checks events of every
 //! type against them.
 
+pub mod bus;
 pub mod relay;
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped when a payload changes incompatibly; consumers read `schema_version` first.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Every event type, which is also its topic name (after a prefix).
+pub const EVENT_TYPES: [&str; 10] = [
+    "user_login",
+    "user_logout",
+    "match_found",
+    "game_started",
+    "game_ended",
+    "friend_request",
+    "item_crafted",
+    "notification",
+    "presence_changed",
+    "chat_message",
+];
 
 /// What happened. The tag is the event type, which is also the topic name (after a prefix).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,6 +69,19 @@ pub enum Event {
     Notification {
         text: String,
     },
+    /// A player's presence on a connection server changed: `online`, `in_queue`, `in_match`
+    /// or `offline`.
+    PresenceChanged {
+        user_id: u64,
+        presence: String,
+    },
+    /// Chat crossing connection servers: direct (`to_user_id`) or the common channel (`None`).
+    ChatMessage {
+        from_user_id: u64,
+        from_name: String,
+        to_user_id: Option<u64>,
+        text: String,
+    },
 }
 
 impl Event {
@@ -68,6 +96,8 @@ impl Event {
             Event::FriendRequest { .. } => "friend_request",
             Event::ItemCrafted { .. } => "item_crafted",
             Event::Notification { .. } => "notification",
+            Event::PresenceChanged { .. } => "presence_changed",
+            Event::ChatMessage { .. } => "chat_message",
         }
     }
 
@@ -83,6 +113,11 @@ impl Event {
             | Event::GameStarted { match_id, .. }
             | Event::GameEnded { match_id, .. } => match_id.to_string(),
             Event::Notification { .. } => "global".to_string(),
+            Event::PresenceChanged { user_id, .. } => user_id.to_string(),
+            Event::ChatMessage { to_user_id, .. } => match to_user_id {
+                Some(u) => u.to_string(),
+                None => "common".to_string(),
+            },
         }
     }
 
@@ -187,6 +222,22 @@ mod tests {
             Event::Notification {
                 text: "maintenance at noon".into(),
             },
+            Event::PresenceChanged {
+                user_id: 5,
+                presence: "in_match".into(),
+            },
+            Event::ChatMessage {
+                from_user_id: 5,
+                from_name: "ada".into(),
+                to_user_id: Some(6),
+                text: "gg".into(),
+            },
+            Event::ChatMessage {
+                from_user_id: 5,
+                from_name: "ada".into(),
+                to_user_id: None,
+                text: "hello all".into(),
+            },
         ]
     }
 
@@ -217,6 +268,26 @@ mod tests {
             let back: Envelope = serde_json::from_value(json).unwrap();
             assert_eq!(back, env);
         }
+    }
+
+    #[test]
+    fn every_type_has_a_sample_and_a_schema_file() {
+        let mut sampled: Vec<&str> = samples().iter().map(|e| e.event_type()).collect();
+        sampled.sort_unstable();
+        sampled.dedup();
+        let mut all = EVENT_TYPES.to_vec();
+        all.sort_unstable();
+        assert_eq!(sampled, all);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/events");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(".schema.json").map(str::to_string)
+            })
+            .collect();
+        files.sort_unstable();
+        assert_eq!(files, all);
     }
 
     #[test]

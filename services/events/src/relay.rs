@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use crate::bus::DeliveryMetrics;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use store::Store;
@@ -42,24 +42,18 @@ impl RelayConfig {
     }
 }
 
-/// An idempotent producer (`acks=all`, compression) for `brokers`.
-pub fn producer(config: &RelayConfig) -> Result<FutureProducer, RelayError> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .set(
-            "message.timeout.ms",
-            config.delivery_timeout.as_millis().to_string(),
-        )
-        .create()?)
+/// An idempotent producer (`acks=all`, compression) for `brokers`; client errors are
+/// counted and logged by [`DeliveryMetrics`].
+pub fn producer(config: &RelayConfig) -> Result<FutureProducer<DeliveryMetrics>, RelayError> {
+    Ok(
+        crate::bus::producer_config(&config.brokers, config.delivery_timeout)
+            .create_with_context(DeliveryMetrics)?,
+    )
 }
 
 pub struct Relay {
     pub store: Store,
-    pub producer: FutureProducer,
+    pub producer: FutureProducer<DeliveryMetrics>,
     pub config: RelayConfig,
 }
 
@@ -98,10 +92,14 @@ impl Relay {
         }
         let mut acked = Vec::new();
         let mut failed = None;
-        for (row, p) in rows.iter().zip(pending) {
+        for ((row, topic), p) in rows.iter().zip(&topics).zip(pending) {
             match p {
                 Ok(delivery) => match delivery.await {
-                    Ok(Ok(_)) if failed.is_none() => acked.push(row.id),
+                    Ok(Ok(_)) if failed.is_none() => {
+                        metrics::counter!("croft_events_produced_total", "topic" => topic.clone())
+                            .increment(1);
+                        acked.push(row.id)
+                    }
                     Ok(Ok(_)) => {}
                     Ok(Err((e, _))) => {
                         failed.get_or_insert(e.to_string());

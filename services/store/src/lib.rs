@@ -413,6 +413,16 @@ impl Store {
         Ok(row.map(|r| r.try_get("reason")).transpose()?)
     }
 
+    /// The ids of every recorded match, in order.
+    pub async fn match_result_ids(&self) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query("SELECT match_id FROM match_results ORDER BY match_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("match_id").map_err(StoreError::from))
+            .collect()
+    }
+
     pub async fn match_count(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM match_results")
             .fetch_one(&self.pool)

@@ -140,6 +140,11 @@ impl Connection {
             .map(|b| b.to_vec())
     }
 
+    /// The server address this connection uses.
+    pub fn server_addr(&self) -> std::net::SocketAddr {
+        self.transport.server_addr()
+    }
+
     pub fn is_connected(&self) -> bool {
         self.client.is_connected()
     }

@@ -39,6 +39,11 @@ pub struct ClientSocket {
 }
 
 impl ClientSocket {
+    /// The server this client is connecting or connected to (one of the token's addresses).
+    pub fn server_addr(&self) -> std::net::SocketAddr {
+        self.netcode.server_addr()
+    }
+
     pub fn new(
         now: Duration,
         authentication: ClientAuthentication,
