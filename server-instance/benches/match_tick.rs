@@ -2,7 +2,14 @@
 //! sockets): the instance server's `FixedUpdate` plus encoding every outgoing message.
 //! Prints tick p50/p99, moves/s, memory per match and matches per core at 20 Hz.
 //!
-//! cargo bench -p server-instance --bench match_tick -- [matches] [think_ms] [seconds]
+//! cargo bench -p server-instance --bench match_tick -- [matches] [think_ms] [seconds] [events_per_sec]
+//!
+//! With `events_per_sec` > 0 the ticks are paced at 20 Hz in real time and the run is made
+//! twice in one process: first without events, then with that many events per second going
+//! through the instance server's own event path (`bus::EventBus`: emitted on the tick
+//! thread, a bounded queue, the producer thread, an idempotent producer) into a Kafka-protocol
+//! broker (librdkafka's mock cluster in this process, or `CROFT_BENCH_KAFKA=host:port`). It
+//! prints events acknowledged per second and the tick p99 ratio against the baseline.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +76,7 @@ fn main() {
     let matches: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let think_ms: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
     let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(30);
+    let events_per_sec: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(0);
     let think_ticks = (think_ms * u64::from(TICK_HZ) / 1000).max(1);
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/cards");
@@ -105,18 +113,152 @@ fn main() {
     for _ in 0..matches {
         spawn(app.world_mut(), &mut next_id);
     }
+    let mut spawn_more = |world: &mut World| spawn(world, &mut next_id);
     // One tick so that every match is fully set up, then measure memory.
     app.world_mut().run_schedule(FixedUpdate);
     let rss_after = rss_bytes();
 
+    if events_per_sec == 0 {
+        let r = run_phase(&mut app, &mut spawn_more, seconds, think_ticks, None);
+        r.print(matches, think_ms, seconds, "back to back");
+        println!(
+            "  memory {:.1} KiB per match (RSS {} -> {} MiB)",
+            (rss_after.saturating_sub(rss_before)) as f64 / matches as f64 / 1024.0,
+            rss_before >> 20,
+            rss_after >> 20
+        );
+        let budget = Duration::from_secs(1) / TICK_HZ;
+        let per_core = matches as f64 * budget.as_secs_f64() / r.mean().as_secs_f64();
+        println!("  matches per core at 20 Hz (budget / mean tick): {per_core:.0}");
+        return;
+    }
+    // The same run twice, paced at 20 Hz: without events, then with them.
+    let metrics = telemetry::metrics_handle();
+    let base = run_phase(&mut app, &mut spawn_more, seconds, think_ticks, Some(None));
+    base.print(matches, think_ms, seconds, "paced, no events");
+    let (embedded, brokers) = match std::env::var("CROFT_BENCH_KAFKA") {
+        Ok(b) => (None, b),
+        Err(_) => {
+            let c = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+            let b = c.bootstrap_servers();
+            (Some(c), b)
+        }
+    };
+    let (bus, thread) = server_instance::bus::start(&brokers, "bench.", 65_536).expect("bus");
+    let started = Instant::now();
+    let with = run_phase(
+        &mut app,
+        &mut spawn_more,
+        seconds,
+        think_ticks,
+        Some(Some((&bus, events_per_sec))),
+    );
+    drop(bus);
+    thread.join().expect("producer thread");
+    let wall = started.elapsed();
+    with.print(matches, think_ms, seconds, "paced, with events");
+    let text = metrics.render();
+    let sum = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let acked = sum("croft_events_produced_total");
+    let dropped = sum("croft_instance_events_dropped_total");
+    let failed = sum("croft_events_produce_failures_total");
+    println!(
+        "  events: {} emitted, {acked:.0} acknowledged by the broker ({:.0}/s over {:.1} s incl. the final flush), {dropped:.0} dropped at the full queue, {failed:.0} failed",
+        with.emitted,
+        acked / wall.as_secs_f64(),
+        wall.as_secs_f64()
+    );
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    println!(
+        "  tick with events / without: p50 {:.3}, p99 {:.3}, mean {:.3} (brokers {brokers}{})",
+        ratio(with.pct(0.5), base.pct(0.5)),
+        ratio(with.pct(0.99), base.pct(0.99)),
+        ratio(with.mean(), base.mean()),
+        if embedded.is_some() {
+            ", in-process mock cluster"
+        } else {
+            ""
+        }
+    );
+}
+
+struct Phase {
+    tick_times: Vec<Duration>,
+    moves: u64,
+    bytes_out: u64,
+    messages_out: u64,
+    ended: u64,
+    emitted: u64,
+}
+
+impl Phase {
+    fn pct(&self, q: f64) -> Duration {
+        self.tick_times[((self.tick_times.len() - 1) as f64 * q) as usize]
+    }
+
+    fn mean(&self) -> Duration {
+        self.tick_times.iter().sum::<Duration>() / self.tick_times.len() as u32
+    }
+
+    fn print(&self, matches: u64, think_ms: u64, seconds: u64, how: &str) {
+        let budget = Duration::from_secs(1) / TICK_HZ;
+        println!(
+            "match_tick: {matches} concurrent matches, 20 Hz, scripted move every {think_ms} ms per active player, {seconds} s simulated ({how})"
+        );
+        println!(
+            "  tick p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  mean {:.3} ms (budget {:.0} ms)",
+            self.pct(0.50).as_secs_f64() * 1e3,
+            self.pct(0.99).as_secs_f64() * 1e3,
+            self.tick_times
+                .last()
+                .map(|d| d.as_secs_f64() * 1e3)
+                .unwrap_or(0.0),
+            self.mean().as_secs_f64() * 1e3,
+            budget.as_secs_f64() * 1e3
+        );
+        println!(
+            "  moves {} ({:.0}/s of game time), messages out {}, bytes out {}, matches ended {}",
+            self.moves,
+            self.moves as f64 / seconds as f64,
+            self.messages_out,
+            self.bytes_out,
+            self.ended
+        );
+    }
+}
+
+/// `paced`: None runs ticks back to back; Some(events) paces them at 20 Hz and emits
+/// `rate` events per second through the bus, spread over the ticks, timed with the tick.
+fn run_phase(
+    app: &mut App,
+    spawn: &mut dyn FnMut(&mut World),
+    seconds: u64,
+    think_ticks: u64,
+    paced: Option<Option<(&server_instance::bus::EventBus, u64)>>,
+) -> Phase {
     let total_ticks = seconds * u64::from(TICK_HZ);
     let mut tick_times = Vec::with_capacity(total_ticks as usize);
     let mut moves = 0u64;
     let mut bytes_out = 0u64;
     let mut messages_out = 0u64;
     let mut ended = 0u64;
+    let mut emitted = 0u64;
     let mut buf = Vec::with_capacity(4096);
+    let period = Duration::from_secs(1) / TICK_HZ;
+    let mut next = Instant::now();
     for tick in 0..total_ticks {
+        if paced.is_some() {
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+            next += period;
+        }
         // Scripted players: each match's active player moves every `think_ticks` ticks
         // (staggered by match id so the load is spread like real traffic).
         {
@@ -160,41 +302,34 @@ fn main() {
                 MatchOutput::Ended(_) => finished += 1,
             }
         }
+        // Events leave on the tick thread, as in the server (`route_outbox` and friends).
+        if let Some(Some((bus, rate))) = paced {
+            let n = rate / u64::from(TICK_HZ);
+            for i in 0..n {
+                bus.emit(events::Event::GameEnded {
+                    match_id: tick * n + i,
+                    players: vec![1, 2],
+                    winner: Some(1),
+                    reason: "HeroDied".into(),
+                    turns: 9,
+                });
+            }
+            emitted += n;
+        }
         tick_times.push(start.elapsed());
         // Keep N matches running: a finished match is replaced by a new one.
         ended += finished;
         for _ in 0..finished {
-            spawn(app.world_mut(), &mut next_id);
+            spawn(app.world_mut());
         }
     }
     tick_times.sort_unstable();
-    let pct = |q: f64| tick_times[((tick_times.len() - 1) as f64 * q) as usize];
-    let mean: Duration = tick_times.iter().sum::<Duration>() / tick_times.len() as u32;
-    let budget = Duration::from_secs(1) / TICK_HZ;
-    let per_core = matches as f64 * budget.as_secs_f64() / mean.as_secs_f64();
-    println!(
-        "match_tick: {matches} concurrent matches, 20 Hz, scripted move every {think_ms} ms per active player, {seconds} s simulated"
-    );
-    println!(
-        "  tick p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms  mean {:.3} ms (budget {:.0} ms)",
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        tick_times
-            .last()
-            .map(|d| d.as_secs_f64() * 1e3)
-            .unwrap_or(0.0),
-        mean.as_secs_f64() * 1e3,
-        budget.as_secs_f64() * 1e3
-    );
-    println!(
-        "  moves {moves} ({:.0}/s of game time), messages out {messages_out}, bytes out {bytes_out}, matches ended {ended}",
-        moves as f64 / seconds as f64
-    );
-    println!(
-        "  memory {:.1} KiB per match (RSS {} -> {} MiB)",
-        (rss_after.saturating_sub(rss_before)) as f64 / matches as f64 / 1024.0,
-        rss_before >> 20,
-        rss_after >> 20
-    );
-    println!("  matches per core at 20 Hz (budget / mean tick): {per_core:.0}");
+    Phase {
+        tick_times,
+        moves,
+        bytes_out,
+        messages_out,
+        ended,
+        emitted,
+    }
 }

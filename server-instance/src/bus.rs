@@ -13,7 +13,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 #[derive(Resource, Default)]
 pub struct EventBus {
-    tx: Option<SyncSender<events::Envelope>>,
+    /// The event and when it happened; the envelope (id, JSON) is made on the producer
+    /// thread, so the tick pays only for the queue.
+    tx: Option<SyncSender<(events::Event, i64)>>,
 }
 
 impl EventBus {
@@ -22,11 +24,14 @@ impl EventBus {
         let Some(tx) = &self.tx else {
             return;
         };
-        match tx.try_send(event.envelope("instance")) {
+        match tx.try_send((event, events::now_ms())) {
             Ok(()) => {}
-            Err(TrySendError::Full(env)) => {
+            Err(TrySendError::Full((event, _))) => {
                 metrics::counter!("croft_instance_events_dropped_total").increment(1);
-                tracing::warn!(event_type = %env.event_type, "event queue full: event dropped");
+                tracing::warn!(
+                    event_type = event.event_type(),
+                    "event queue full: event dropped"
+                );
             }
             Err(TrySendError::Disconnected(_)) => {
                 metrics::counter!("croft_instance_events_dropped_total").increment(1);
@@ -57,12 +62,13 @@ pub fn start(
 
 fn produce_loop(
     producer: BaseProducer<DeliveryMetrics>,
-    rx: Receiver<events::Envelope>,
+    rx: Receiver<(events::Event, i64)>,
     prefix: String,
 ) {
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(env) => {
+            Ok((event, at)) => {
+                let env = event.into_envelope("instance", at);
                 let topic = format!("{prefix}{}", env.event_type);
                 let payload = env.to_json();
                 let mut record = BaseRecord::to(&topic).key(&env.key).payload(&payload);

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod broker;
 mod cards;
 mod up;
 mod users;
@@ -35,6 +36,9 @@ enum Command {
     Connection(server_connection::ConnectionConfig),
     /// Run matchmaking with its local instance allocator.
     Matchmaking(matchmaking::server::MatchmakingConfig),
+    /// A Kafka-protocol broker in its own process (librdkafka's built-in broker), for
+    /// development and outage drills.
+    Broker(broker::BrokerArgs),
     /// Broadcast a notification to every player on a connection server.
     Notify {
         /// The connection server's admin HTTP address.
@@ -73,6 +77,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(args),
+        Command::Broker(args) => broker::run(args),
         Command::Instance(config) => server_instance::run(config),
         Command::Auth(config) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)

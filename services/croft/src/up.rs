@@ -411,20 +411,30 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
     };
 
     // Shut down: connection server, instances, then the services; the relay last, once the
-    // outbox is empty (or after a few seconds if the broker is unreachable).
+    // outbox is empty (or once it stops making progress).
     tokio::task::spawn_blocking(move || drop(connections)).await?;
     mm.loops.abort();
     mm.allocator.shutdown().await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline
-        && !mm
-            .matchmaking
-            .store
-            .unsent_events(1)
-            .await
-            .map(|r| r.is_empty())
-            .unwrap_or(true)
+    // Wait for the relay while it makes progress (a broker that was just away may still be
+    // taking the backlog): 10 s without progress, or 2 minutes in all. Rows left over are not
+    // lost; they go out at the next start.
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut left = usize::MAX;
+    while started.elapsed() < Duration::from_secs(120)
+        && last_progress.elapsed() < Duration::from_secs(10)
     {
+        let now = match mm.matchmaking.store.unsent_events(100_000).await {
+            Ok(rows) => rows.len(),
+            Err(_) => break,
+        };
+        if now == 0 {
+            break;
+        }
+        if now < left {
+            left = now;
+            last_progress = Instant::now();
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     relay_task.abort();

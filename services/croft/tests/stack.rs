@@ -661,6 +661,22 @@ fn presence_chat_and_notifications_cross_between_two_connection_servers() {
         !late.iter().any(|m| matches!(m, LobbyServerMessage::Chat { text, .. } | LobbyServerMessage::Notification { text } if text == "hello both servers" || text == "both servers hear this")),
         "delivered twice: {late:?}"
     );
+    // Produce rates and consumer lag are exported (statistics every 5 s).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text =
+            reqwest::blocking::get(format!("{}/metrics", servers[1]["http"].as_str().unwrap()))
+                .unwrap()
+                .text()
+                .unwrap();
+        if text.contains("croft_events_consumer_lag{")
+            && text.contains("croft_events_produced_total{topic=\"presence_changed\"}")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no bus metrics:\n{text}");
+        pump_all(&mut [&mut dan, &mut eve], Duration::from_millis(500));
+    }
     // eve leaves: dan hears she is offline.
     eve.conn.disconnect();
     drop(eve);

@@ -61,6 +61,13 @@ impl ProducerContext for DeliveryMetrics {
             Ok(m) => {
                 metrics::counter!("croft_events_produced_total", "topic" => m.topic().to_string())
                     .increment(1);
+                tracing::trace!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    key = %String::from_utf8_lossy(m.key().unwrap_or_default()),
+                    "event delivered"
+                );
             }
             Err((e, m)) => {
                 metrics::counter!("croft_events_produce_failures_total", "topic" => m.topic().to_string())

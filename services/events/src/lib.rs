@@ -123,17 +123,20 @@ impl Event {
 
     /// The envelope for this event, with a new UUIDv7 id and the current time.
     pub fn envelope(&self, producer: &str) -> Envelope {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        self.clone().into_envelope(producer, now_ms())
+    }
+
+    /// The envelope for an event that happened at `occurred_at_ms`. The UUIDv7 is made now
+    /// (monotonic within this process), which may be a little after the event.
+    pub fn into_envelope(self, producer: &str, occurred_at_ms: i64) -> Envelope {
         Envelope {
             event_id: uuid::Uuid::now_v7().to_string(),
             event_type: self.event_type().to_string(),
             schema_version: SCHEMA_VERSION,
-            occurred_at_ms: now.as_millis() as i64,
+            occurred_at_ms,
             producer: producer.to_string(),
             key: self.key(),
-            event: self.clone(),
+            event: self,
         }
     }
 
@@ -141,6 +144,14 @@ impl Event {
     pub fn outbox(&self, producer: &str) -> store::OutboxEvent {
         self.envelope(producer).outbox()
     }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }
 
 /// Every event on the bus.

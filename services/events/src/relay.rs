@@ -138,7 +138,7 @@ impl Relay {
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay error");
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
             tokio::time::sleep(backoff).await;

@@ -341,16 +341,34 @@ impl Store {
             .map_err(StoreError::from)
     }
 
-    /// Marks events up to and including `last_id` sent.
+    /// Marks these events sent (by row id; one statement per 500 ids, in one transaction).
+    /// Only the given ids: a row with a lower id committed later is still unsent.
     pub async fn mark_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        for id in ids {
-            sqlx::query("UPDATE outbox SET sent_at = $1 WHERE id = $2")
-                .bind(now)
-                .bind(*id)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in ids.chunks(500) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "UPDATE outbox SET sent_at = $1 WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            // Only numbered placeholders are formatted in; the ids are bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes many events in one transaction (imports, benchmarks).
+    pub async fn insert_events(&self, events: &[OutboxEvent]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for e in events {
+            insert_event_tx(&mut tx, e).await?;
         }
         tx.commit().await?;
         Ok(())
