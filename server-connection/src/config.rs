@@ -10,6 +10,9 @@ pub struct ConnectionConfig {
     /// The IP clients reach this server on, when it differs from the bound one.
     #[arg(long, env = "CROFT_CONNECTION_PUBLIC_IP")]
     pub public_ip: Option<IpAddr>,
+    /// A file holding that IP (e.g. one ConfigMap key per pod); --public-ip wins.
+    #[arg(long, env = "CROFT_CONNECTION_PUBLIC_IP_FILE")]
+    pub public_ip_file: Option<PathBuf>,
     /// Clients this server holds; it opens one netcode socket per 1024.
     #[arg(long, env = "CROFT_CONNECTION_MAX_CLIENTS", default_value_t = 1024)]
     pub max_clients: usize,
@@ -25,6 +28,10 @@ pub struct ConnectionConfig {
     pub database: String,
     #[arg(long, env = "CROFT_DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
+    /// Do not migrate at start-up; only check that the schema is current and stop if not
+    /// (for a database role without DDL rights; `croft migrate` runs them as another role).
+    #[arg(long, env = "CROFT_SKIP_MIGRATIONS")]
+    pub skip_migrations: bool,
     /// The auth service, for the revocation feed.
     #[arg(long, env = "CROFT_AUTH_URL", default_value = "http://127.0.0.1:7000")]
     pub auth_url: String,

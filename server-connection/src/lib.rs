@@ -59,8 +59,19 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
             )
         }
     };
+    let public_ip = match (config.public_ip, &config.public_ip_file) {
+        (Some(ip), _) => Some(ip),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the public IP from {}", path.display()))?;
+            Some(text.trim().parse::<std::net::IpAddr>().with_context(|| {
+                format!("{}: `{}` is not an IP address", path.display(), text.trim())
+            })?)
+        }
+        (None, None) => None,
+    };
     let mut shards =
-        shared_net::bind_shards(config.udp, config.public_ip, config.sockets(), *key.bytes())?;
+        shared_net::bind_shards(config.udp, public_ip, config.sockets(), *key.bytes())?;
     let udp: Vec<SocketAddr> = shards.iter().map(|s| s.public_addr).collect();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -76,8 +87,8 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         ))
         .with_context(|| format!("connecting to {}", store::redact(&database)))?;
     runtime
-        .block_on(store.migrate())
-        .context("running migrations")?;
+        .block_on(store.prepare(config.skip_migrations))
+        .context("preparing the database")?;
     let (reply_tx, reply_rx) = tokio::sync::mpsc::unbounded_channel();
     let reply_tx_bus = reply_tx.clone();
     let (job_tx, job_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -148,6 +148,15 @@ impl ControlShared {
             .min(self.shard_addrs.len() * MATCHES_PER_SHARD)
     }
 
+    /// Match slots a new match could take now: none while draining.
+    pub fn free(&self, running: usize) -> usize {
+        if self.draining.load(Ordering::SeqCst) {
+            0
+        } else {
+            self.capacity().saturating_sub(running)
+        }
+    }
+
     pub fn data(&self) -> Arc<GameData> {
         self.data.clone()
     }
@@ -223,11 +232,7 @@ async fn capacity(
     Ok(Json(Capacity {
         max_matches: s.capacity(),
         running,
-        free: if draining {
-            0
-        } else {
-            s.capacity().saturating_sub(running)
-        },
+        free: s.free(running),
         draining,
         clients_connected: s.clients_connected.load(Ordering::Relaxed),
     }))

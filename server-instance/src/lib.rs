@@ -348,6 +348,7 @@ fn route_outbox(
     }
     let running = control.shared.running();
     metrics::gauge!("croft_instance_matches_running").set(running as f64);
+    metrics::gauge!("croft_instance_free_match_slots").set(control.shared.free(running) as f64);
     control
         .shared
         .clients_connected

@@ -350,6 +350,7 @@ fn abuse_is_refused_and_the_honest_match_still_finishes() {
     );
     assert!(metrics.contains("croft_instance_connections_refused_total"));
     assert!(metrics.contains("croft_instance_tick_seconds"));
+    assert!(metrics.contains("croft_instance_free_match_slots"));
     assert!(metrics.contains("process_cpu_seconds_total"));
 }
 

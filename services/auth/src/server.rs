@@ -28,6 +28,10 @@ pub struct AuthConfig {
     /// A file holding the database URL (a mounted secret); wins over --database.
     #[arg(long, env = "CROFT_DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
+    /// Do not migrate at start-up; only check that the schema is current and stop if not
+    /// (for a database role without DDL rights; `croft migrate` runs them as another role).
+    #[arg(long, env = "CROFT_SKIP_MIGRATIONS")]
+    pub skip_migrations: bool,
     /// The JWT signing key (64 hex characters, an Ed25519 seed).
     #[arg(long, env = "CROFT_JWT_KEY_FILE")]
     pub jwt_key_file: Option<PathBuf>,
@@ -157,7 +161,10 @@ pub async fn build_state(config: &AuthConfig) -> anyhow::Result<AuthState> {
     let store = store::Store::connect(&config.database, &store::PoolSettings::default())
         .await
         .with_context(|| format!("connecting to {}", store::redact(&config.database)))?;
-    store.migrate().await.context("running migrations")?;
+    store
+        .prepare(config.skip_migrations)
+        .await
+        .context("preparing the database")?;
     let mut state = AuthState::new(
         store,
         Passwords::new(config.max_concurrent_hashes)?,
@@ -223,6 +230,9 @@ pub async fn run(
         cors_origins: config.cors_origin.clone(),
         ..edge::EdgeConfig::default()
     };
+    let internal_app = crate::service::internal_router(state.clone())
+        .merge(telemetry::router(readiness.clone()))
+        .layer(axum::middleware::from_fn(telemetry::http_metrics));
     let app = edge::wrap(router(state), &edge_config)
         .layer(axum::middleware::from_fn(telemetry::http_metrics));
     let addr = listener.local_addr()?;
@@ -231,7 +241,7 @@ pub async fn run(
         .with_context(|| format!("binding {}", config.metrics))?;
     let metrics_addr = internal.local_addr()?;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(internal, telemetry::router(readiness)).await {
+        if let Err(e) = axum::serve(internal, internal_app).await {
             tracing::error!(error = %e, "metrics listener failed");
         }
     });

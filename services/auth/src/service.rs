@@ -235,6 +235,14 @@ pub struct SessionTokens {
     pub session_id: String,
 }
 
+/// What the internal listener (`--metrics`) serves besides `/metrics` and health: the
+/// revocation feed, for game servers inside the cluster (plain HTTP, no edge).
+pub fn internal_router(state: AuthState) -> Router {
+    Router::new()
+        .route("/v1/auth/revocations", get(revocations))
+        .with_state(state)
+}
+
 pub fn router(state: AuthState) -> Router {
     Router::new()
         .route("/v1/auth/login", post(login))

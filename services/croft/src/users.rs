@@ -17,6 +17,13 @@ pub struct DatabaseArg {
         default_value = "sqlite://data/croft.db"
     )]
     pub database: String,
+    /// A file holding the database URL (a mounted secret); wins over --database.
+    #[arg(long, env = "CROFT_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+    /// Only check that the schema is current (no DDL); `croft migrate` then reports and
+    /// fails when migrations are missing.
+    #[arg(long, env = "CROFT_SKIP_MIGRATIONS")]
+    pub skip_migrations: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -39,17 +46,21 @@ pub enum UserCommand {
 }
 
 async fn open(db: &DatabaseArg) -> anyhow::Result<Store> {
-    if let Some(path) = db.database.strip_prefix("sqlite://")
+    let url = store::resolve_url(&db.database, db.database_url_file.as_deref())?;
+    if let Some(path) = url.strip_prefix("sqlite://")
         && let Some(parent) = std::path::Path::new(path.split('?').next().unwrap_or(path)).parent()
         && !parent.as_os_str().is_empty()
     {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let store = Store::connect(&db.database, &PoolSettings::default())
+    let store = Store::connect(&url, &PoolSettings::default())
         .await
-        .with_context(|| format!("connecting to {}", store::redact(&db.database)))?;
-    store.migrate().await.context("running migrations")?;
+        .with_context(|| format!("connecting to {}", store::redact(&url)))?;
+    store
+        .prepare(db.skip_migrations)
+        .await
+        .context("preparing the database")?;
     Ok(store)
 }
 
@@ -64,7 +75,12 @@ pub fn migrate(db: DatabaseArg) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let store = open(&db).await?;
         store.close().await;
-        println!("migrations applied to {}", store::redact(&db.database));
+        let url = store::resolve_url(&db.database, db.database_url_file.as_deref())?;
+        if db.skip_migrations {
+            println!("the schema of {} is current", store::redact(&url));
+        } else {
+            println!("migrations applied to {}", store::redact(&url));
+        }
         Ok(())
     })
 }

@@ -430,6 +430,15 @@ fn croft_auth_dev_logs_in_a_user_added_from_the_cli_and_stops_on_sigterm() {
     };
     assert!(dir.join("jwt.key").exists() && dir.join("netcode.key").exists());
     let http = reqwest::blocking::Client::new();
+    // The internal listener also serves the revocation feed (game servers in a cluster poll
+    // it over plain HTTP while the public listener speaks HTTPS).
+    let feed = http
+        .get(format!("http://{metrics_addr}/v1/auth/revocations?since=0"))
+        .send()
+        .unwrap();
+    assert_eq!(feed.status(), 200);
+    let feed: serde_json::Value = feed.json().unwrap();
+    assert!(feed["revoked"].is_array(), "{feed}");
     let resp = http
         .post(format!("http://{addr}/v1/auth/login"))
         .json(&serde_json::json!({"username": "gwen", "password": "correct horse battery"}))
@@ -561,5 +570,89 @@ fn croft_up_with_kafka_leaves_its_events_in_that_cluster() {
     // Logins from auth, matches from matchmaking (both through the outbox), match ends from
     // the instance servers (through their bounded event queue).
     assert_eq!((logins, found, ended), (4, 2, 2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Services whose database role cannot change the schema start with `--skip-migrations`:
+/// they only check that `croft migrate` (run as another role) has brought it up to date.
+#[test]
+fn skip_migrations_checks_the_schema_and_migrate_reads_its_url_from_a_file() {
+    let dir = std::env::temp_dir().join(format!("croft-skipmig-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url_file = dir.join("database.url");
+    std::fs::write(&url_file, format!("sqlite://{}/fresh.db\n", dir.display())).unwrap();
+    let run = |extra: &[&str]| {
+        croft()
+            .arg("migrate")
+            .arg("--database-url-file")
+            .arg(&url_file)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--skip-migrations"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("croft migrate"), "{err}");
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("fresh.db").exists(), "the URL came from the file");
+    let out = run(&["--skip-migrations"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is current"));
+    // The same switch on the services, through the environment.
+    let out = croft()
+        .args(["matchmaking", "--http", "127.0.0.1:0", "--database"])
+        .arg(format!("sqlite://{}/other.db", dir.display()))
+        .env("CROFT_SKIP_MIGRATIONS", "true")
+        .env("CROFT_SERVICE_TOKEN", "a-service-token-long-enough-for-it")
+        .env("CROFT_CONTROL_TOKEN", "a-control-token-long-enough-for-it")
+        .env("CROFT_NETCODE_KEY", "0123456789abcdef".repeat(4))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not migrated") || err.contains("not applied"),
+        "{err}"
+    );
+    // The outbox relay needs a broker to publish to.
+    let out = croft()
+        .args(["matchmaking", "--outbox-relay"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--kafka"));
+    // A connection server's public IP from a file: a bad one is refused by name.
+    let ip_file = dir.join("public-ip");
+    std::fs::write(&ip_file, "not-an-ip\n").unwrap();
+    let out = croft()
+        .args([
+            "connection",
+            "--udp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .arg("--public-ip-file")
+        .arg(&ip_file)
+        .arg("--database")
+        .arg(format!("sqlite://{}/fresh.db", dir.display()))
+        .env("CROFT_SERVICE_TOKEN", "a-service-token-long-enough-for-it")
+        .env("CROFT_NETCODE_KEY", "0123456789abcdef".repeat(4))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`not-an-ip` is not an IP address"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -24,6 +24,10 @@ pub struct MatchmakingConfig {
     pub database: String,
     #[arg(long, env = "CROFT_DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
+    /// Do not migrate at start-up; only check that the schema is current and stop if not
+    /// (for a database role without DDL rights; `croft migrate` runs them as another role).
+    #[arg(long, env = "CROFT_SKIP_MIGRATIONS")]
+    pub skip_migrations: bool,
     /// The netcode private key, to mint instance connect tokens (else env CROFT_NETCODE_KEY).
     #[arg(long, env = "CROFT_NETCODE_KEY_FILE")]
     pub netcode_key_file: Option<PathBuf>,
@@ -69,6 +73,10 @@ pub struct MatchmakingConfig {
     pub kafka: Option<String>,
     #[arg(long, env = "CROFT_KAFKA_TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
+    /// Run the outbox relay here: publish the outbox (every service's events) to --kafka.
+    /// Run it in exactly one process per database.
+    #[arg(long, env = "CROFT_OUTBOX_RELAY", requires = "kafka")]
+    pub outbox_relay: bool,
     /// Where instance logs, ready files and match logs go.
     #[arg(long, env = "CROFT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -181,7 +189,21 @@ pub async fn serve(config: MatchmakingConfig) -> anyhow::Result<()> {
     let store = store::Store::connect(&database, &store::PoolSettings::default())
         .await
         .with_context(|| format!("connecting to {}", store::redact(&database)))?;
-    store.migrate().await.context("running migrations")?;
+    store
+        .prepare(config.skip_migrations)
+        .await
+        .context("preparing the database")?;
+    let relay = match (&config.kafka, config.outbox_relay) {
+        (Some(brokers), true) => {
+            let mut relay_config = events::relay::RelayConfig::new(brokers);
+            relay_config.topic_prefix = config.topic_prefix.clone();
+            let relay = events::relay::Relay::new(store.clone(), relay_config)
+                .context("creating the outbox relay")?;
+            tracing::info!(%brokers, "outbox relay running");
+            Some(tokio::spawn(relay.run(Duration::from_millis(200))))
+        }
+        _ => None,
+    };
     let running = start(&config, store).await?;
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -195,5 +217,8 @@ pub async fn serve(config: MatchmakingConfig) -> anyhow::Result<()> {
         .await?;
     running.loops.abort();
     running.allocator.shutdown().await;
+    if let Some(relay) = relay {
+        relay.abort();
+    }
     Ok(())
 }

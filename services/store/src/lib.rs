@@ -209,6 +209,50 @@ impl Store {
             .map_err(|e| StoreError::Migration(e.to_string()))
     }
 
+    /// Checks that every migration this build embeds has been applied, without changing the
+    /// schema: for services whose database role has no DDL rights (the migrations run as
+    /// another role, e.g. `croft migrate` in a Kubernetes Job).
+    pub async fn check_migrated(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+        };
+        let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| {
+                StoreError::Migration(format!(
+                    "the schema is not migrated (run `croft migrate`): {e}"
+                ))
+            })?;
+        let applied: std::collections::HashSet<i64> = rows
+            .iter()
+            .filter_map(|r| r.try_get::<i64, _>("version").ok())
+            .collect();
+        let missing: Vec<String> = migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+            .map(|m| format!("{} {}", m.version, m.description))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Migration(format!(
+                "migrations not applied yet (run `croft migrate`): {}",
+                missing.join(", ")
+            )))
+        }
+    }
+
+    /// Migrates, or with `skip` only checks that the schema is current ([`Self::check_migrated`]).
+    pub async fn prepare(&self, skip: bool) -> Result<(), StoreError> {
+        if skip {
+            self.check_migrated().await
+        } else {
+            self.migrate().await
+        }
+    }
+
     /// Cheap liveness check for `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
