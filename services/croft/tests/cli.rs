@@ -625,6 +625,30 @@ fn skip_migrations_checks_the_schema_and_migrate_reads_its_url_from_a_file() {
         err.contains("not migrated") || err.contains("not applied"),
         "{err}"
     );
+    // The Kubernetes allocators outside a cluster (no service account, no kubeconfig): a
+    // clear error at start-up.
+    let out = croft()
+        .args([
+            "matchmaking",
+            "--http",
+            "127.0.0.1:0",
+            "--allocator",
+            "agones",
+            "--database",
+        ])
+        .arg(format!("sqlite://{}/fresh.db", dir.display()))
+        .arg("--cards")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"))
+        .env("CROFT_SERVICE_TOKEN", "a-service-token-long-enough-for-it")
+        .env("CROFT_CONTROL_TOKEN", "a-control-token-long-enough-for-it")
+        .env("CROFT_NETCODE_KEY", "0123456789abcdef".repeat(4))
+        .env("KUBECONFIG", dir.join("no-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("connecting to the Kubernetes API"), "{err}");
     // The outbox relay needs a broker to publish to.
     let out = croft()
         .args(["matchmaking", "--outbox-relay"])

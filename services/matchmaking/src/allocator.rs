@@ -53,6 +53,50 @@ pub enum AllocEvent {
     },
 }
 
+/// `POST /v1/matches` on an instance's control API. No answer is `Unknown` (the instance
+/// may have created it); an answer other than 201 is `Refused`.
+pub(crate) async fn create_match(
+    http: &reqwest::Client,
+    token: &str,
+    control: &str,
+    request: &CreateMatchRequest,
+) -> Result<CreateMatchResponse, AllocError> {
+    let resp = http
+        .post(format!("{control}/v1/matches"))
+        .bearer_auth(token)
+        .json(request)
+        .send()
+        .await
+        .map_err(|e| AllocError::Unknown(e.to_string()))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        return Err(AllocError::Refused(format!("{status}: {body}")));
+    }
+    resp.json()
+        .await
+        .map_err(|e| AllocError::Refused(e.to_string()))
+}
+
+/// `GET /v1/matches?after=SEQ` on an instance's control API: live matches and those ended
+/// since `after`.
+pub(crate) async fn matches_report(
+    http: &reqwest::Client,
+    token: &str,
+    control: &str,
+    after: u64,
+) -> Result<MatchesReport, String> {
+    http.get(format!("{control}/v1/matches?after={after}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())
+}
+
 pub trait Allocator: Send + Sync {
     /// Places a match on an instance with a free slot, starting one if needed.
     fn allocate(&self, request: CreateMatchRequest)
@@ -227,27 +271,23 @@ impl LocalAllocator {
         instance: &mut Instance,
         request: &CreateMatchRequest,
     ) -> Result<Placement, AllocError> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/matches", instance.control))
-            .bearer_auth(&self.config.control_token)
-            .json(request)
-            .send()
-            .await
-            .map_err(|e| AllocError::Unknown(e.to_string()))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
-                // Full or draining: it says so; count it full until the next poll.
-                instance.running = instance.capacity;
+        let created = match create_match(
+            &self.http,
+            &self.config.control_token,
+            &instance.control,
+            request,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                if matches!(e, AllocError::Refused(_)) {
+                    // Full or draining: it says so; count it full until the next poll.
+                    instance.running = instance.capacity;
+                }
+                return Err(e);
             }
-            return Err(AllocError::Refused(format!("{status}: {body}")));
-        }
-        let created: CreateMatchResponse = resp
-            .json()
-            .await
-            .map_err(|e| AllocError::Refused(e.to_string()))?;
+        };
         instance.running += 1;
         instance.idle_since = None;
         instance.matches.insert(request.match_id, request.players);
@@ -261,20 +301,13 @@ impl LocalAllocator {
         if let Ok(Some(status)) = instance.child.try_wait() {
             return Err(format!("exited: {status}"));
         }
-        let report: MatchesReport = self
-            .http
-            .get(format!(
-                "{}/v1/matches?after={}",
-                instance.control, instance.ended_after
-            ))
-            .bearer_auth(&self.config.control_token)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let report = matches_report(
+            &self.http,
+            &self.config.control_token,
+            &instance.control,
+            instance.ended_after,
+        )
+        .await?;
         instance.running = report.live.len();
         instance.draining |= report.draining;
         if let Some(last) = report.ended.last() {

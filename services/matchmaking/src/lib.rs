@@ -3,6 +3,7 @@
 //! relay to players.
 
 pub mod allocator;
+pub mod kube;
 pub mod queue;
 pub mod server;
 pub mod service;

@@ -77,6 +77,33 @@ pub struct MatchmakingConfig {
     /// Run it in exactly one process per database.
     #[arg(long, env = "CROFT_OUTBOX_RELAY", requires = "kafka")]
     pub outbox_relay: bool,
+    /// Where instance servers come from: `local` (child processes of this one), `agones`
+    /// (GameServerAllocations on a Fleet) or `kubernetes` (ready pods by label, scaling their
+    /// Deployment).
+    #[arg(long, env = "CROFT_ALLOCATOR", default_value = "local", value_parser = ["local", "agones", "kubernetes"])]
+    pub allocator: String,
+    /// The namespace the instance servers run in (agones, kubernetes).
+    #[arg(long, env = "CROFT_INSTANCE_NAMESPACE", default_value = "default")]
+    pub instance_namespace: String,
+    /// The Fleet to allocate from (agones).
+    #[arg(long, env = "CROFT_AGONES_FLEET", default_value = "instances")]
+    pub agones_fleet: String,
+    /// Label selector of the instance pods (kubernetes).
+    #[arg(
+        long,
+        env = "CROFT_INSTANCE_SELECTOR",
+        default_value = "app.kubernetes.io/name=server-instance"
+    )]
+    pub instance_selector: String,
+    /// The instance Deployment, scaled up when every pod is full (kubernetes).
+    #[arg(long, env = "CROFT_INSTANCE_DEPLOYMENT", default_value = "instance")]
+    pub instance_deployment: String,
+    /// The most replicas the allocator scales the Deployment to (kubernetes).
+    #[arg(long, env = "CROFT_INSTANCE_MAX_REPLICAS", default_value_t = 20)]
+    pub instance_max_replicas: i32,
+    /// The instances' control API port (pods may name theirs in `croft.dev/control-port`).
+    #[arg(long, env = "CROFT_INSTANCE_CONTROL_PORT", default_value_t = 7100)]
+    pub instance_control_port: u16,
     /// Where instance logs, ready files and match logs go.
     #[arg(long, env = "CROFT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -160,12 +187,37 @@ pub async fn start(config: &MatchmakingConfig, store: store::Store) -> anyhow::R
         24,
     )?;
     let control_token = token::load_control_token(config.control_token_file.as_deref())?;
-    let local = config.local(control_token)?;
-    let allocator: Arc<dyn Allocator> = Arc::new(
-        LocalAllocator::start(local)
-            .await
-            .context("starting the instance pool")?,
-    );
+    let allocator: Arc<dyn Allocator> = match config.allocator.as_str() {
+        "agones" | "kubernetes" => {
+            let mode = if config.allocator == "agones" {
+                crate::kube::KubeMode::Agones {
+                    fleet: config.agones_fleet.clone(),
+                }
+            } else {
+                crate::kube::KubeMode::Plain {
+                    selector: config.instance_selector.clone(),
+                    deployment: config.instance_deployment.clone(),
+                    max_replicas: config.instance_max_replicas,
+                }
+            };
+            let mut kube_config =
+                crate::kube::KubeConfig::new(&config.instance_namespace, mode, control_token);
+            kube_config.control_port = config.instance_control_port;
+            // In a pod: the service account's token and the cluster's CA.
+            let client = ::kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API")?;
+            Arc::new(crate::kube::KubeAllocator::new(client, kube_config)?)
+        }
+        _ => {
+            let local = config.local(control_token)?;
+            Arc::new(
+                LocalAllocator::start(local)
+                    .await
+                    .context("starting the instance pool")?,
+            )
+        }
+    };
     let matchmaking = Matchmaking::new(
         queue,
         store,
