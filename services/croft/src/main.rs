@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod broker;
 mod cards;
+mod ops;
 mod up;
 mod users;
 
@@ -39,6 +40,10 @@ enum Command {
     /// A Kafka-protocol broker in its own process (librdkafka's built-in broker), for
     /// development and outage drills.
     Broker(broker::BrokerArgs),
+    /// What runs where: queue, matches, instances, connection servers.
+    Status(ops::StatusArgs),
+    /// Stop placing matches on an instance; it stops once its matches have ended.
+    Drain(ops::DrainArgs),
     /// Broadcast a notification to every player on a connection server.
     Notify {
         /// The connection server's admin HTTP address.
@@ -78,6 +83,8 @@ fn main() {
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Broker(args) => broker::run(args),
+        Command::Status(args) => ops::status(args),
+        Command::Drain(args) => ops::drain(args),
         Command::Instance(config) => server_instance::run(config),
         Command::Auth(config) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)

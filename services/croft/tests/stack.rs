@@ -677,6 +677,61 @@ fn presence_chat_and_notifications_cross_between_two_connection_servers() {
         assert!(Instant::now() < deadline, "no bus metrics:\n{text}");
         pump_all(&mut [&mut dan, &mut eve], Duration::from_millis(500));
     }
+    // The operator's view: both connection servers, the queue, the instances.
+    let croft_op = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_croft"))
+            .args(args)
+            .args(["--matchmaking", &stack.url("matchmaking")])
+            .arg("--service-token-file")
+            .arg(stack.dir.join("service.token"))
+            .env("CROFT_CONTROL_TOKEN_FILE", stack.dir.join("service.token"))
+            .output()
+            .unwrap()
+    };
+    let conns = format!(
+        "{},{}",
+        servers[0]["http"].as_str().unwrap(),
+        servers[1]["http"].as_str().unwrap()
+    );
+    let out = croft_op(&["status", "--connection", &conns]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("0 queued") && text.contains("local-1"),
+        "{text}"
+    );
+    assert_eq!(text.matches("connection http://").count(), 2, "{text}");
+    let out = croft_op(&["drain", "local-9"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no instance `local-9`"));
+    let out = croft_op(&["drain", "local-1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = croft_op(&["status", "--connection", &conns, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let instances = v["matchmaking"]["allocator"]["instances"]
+            .as_array()
+            .unwrap();
+        // Draining, or (idle) already stopped and replaced by a fresh warm instance.
+        let drained = instances
+            .iter()
+            .any(|i| i["id"] == "local-1" && i["draining"] == true)
+            || (!instances.iter().any(|i| i["id"] == "local-1") && !instances.is_empty());
+        if drained {
+            break;
+        }
+        assert!(Instant::now() < deadline, "local-1 not draining: {v}");
+        pump_all(&mut [&mut dan, &mut eve], Duration::from_millis(300));
+    }
     // eve leaves: dan hears she is offline.
     eve.conn.disconnect();
     drop(eve);
