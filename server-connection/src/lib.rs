@@ -202,14 +202,9 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
     }
     tracing::info!(%http, ?udp, %server_id, "connection server ready");
     readiness.set(true);
+    // `disconnect_all` (in `stop_system`) published and flushed the players' offline presence;
+    // the consumer commits its offsets on the way out.
     let exit = app.run();
-    // Offline presence and the last chat go out; the consumer commits its offsets.
-    if let Some(lobby) = app.world_mut().remove_resource::<Lobby>()
-        && let Some(bus) = &lobby.bus
-        && let Err(e) = bus.producer.flush(Duration::from_secs(5))
-    {
-        tracing::warn!(error = %e, "bus events not flushed at shutdown");
-    }
     let _ = bus_stop_tx.send(true);
     if let Some(task) = consumer_task {
         let _ =

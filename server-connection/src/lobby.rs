@@ -952,8 +952,25 @@ pub fn disconnect_all(lobby: &mut Lobby) {
     for user in queued {
         lobby.job(Job::CancelMatch { user, quiet: true });
     }
+    // The other connection servers hear that these players are gone.
+    let loaded: Vec<UserId> = lobby
+        .sessions
+        .iter()
+        .filter(|(_, s)| s.username.is_some())
+        .map(|(u, _)| *u)
+        .collect();
+    for user in loaded {
+        lobby.publish_presence(user, Presence::Offline);
+    }
     for shard in &mut lobby.shards {
         shard.transport.disconnect_all(&mut shard.server);
     }
     lobby.sessions.clear();
+    // Wait (at shutdown only) until the bus has them: dropping the producer would discard
+    // what is still queued.
+    if let Some(bus) = &lobby.bus
+        && let Err(e) = bus.producer.flush(Duration::from_secs(5))
+    {
+        tracing::warn!(error = %e, "bus events not flushed at shutdown");
+    }
 }
