@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod broker;
 mod cards;
 mod ops;
+mod top;
 mod up;
 mod users;
 
@@ -44,6 +45,8 @@ enum Command {
     Status(ops::StatusArgs),
     /// Stop placing matches on an instance; it stops once its matches have ended.
     Drain(ops::DrainArgs),
+    /// A live view of a running stack from its /metrics endpoints (q quits).
+    Top(top::TopArgs),
     /// Broadcast a notification to every player on a connection server.
     Notify {
         /// The connection server's admin HTTP address.
@@ -85,6 +88,7 @@ fn main() {
         Command::Broker(args) => broker::run(args),
         Command::Status(args) => ops::status(args),
         Command::Drain(args) => ops::drain(args),
+        Command::Top(args) => top::run(args),
         Command::Instance(config) => server_instance::run(config),
         Command::Auth(config) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)

@@ -241,7 +241,9 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
     let mm_addr = mm_listener.local_addr()?;
 
     let mm = matchmaking::server::start(&mm_config, state.store.clone()).await?;
-    let mm_app = matchmaking::router(mm.matchmaking.clone());
+    // As `croft matchmaking` does: /metrics (this process's: auth and matchmaking) and health.
+    let mm_app = matchmaking::router(mm.matchmaking.clone())
+        .merge(telemetry::router(telemetry::Readiness::new(true)));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;

@@ -705,6 +705,28 @@ fn presence_chat_and_notifications_cross_between_two_connection_servers() {
         "{text}"
     );
     assert_eq!(text.matches("connection http://").count(), 2, "{text}");
+    // The live view, as one text snapshot: figures, and every target up (the instance found
+    // through matchmaking).
+    let out = croft_op(&[
+        "top",
+        "--once",
+        "--url",
+        &format!("{},{conns}", stack.url("matchmaking")),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("players online (lobby)   2"), "{text}");
+    assert!(text.contains("queued                   0"), "{text}");
+    assert_eq!(
+        text.matches("target ").count(),
+        4,
+        "matchmaking, 2 connection servers, 1 instance: {text}"
+    );
+    assert!(!text.contains("DOWN"), "{text}");
     let out = croft_op(&["drain", "local-9"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no instance `local-9`"));
