@@ -78,15 +78,13 @@ pub(crate) async fn create_match(
         .map_err(|e| AllocError::Refused(e.to_string()))
 }
 
-/// `GET /v1/matches?after=SEQ` on an instance's control API: live matches and those ended
-/// since `after`.
-pub(crate) async fn matches_report(
+/// A `GET` on an instance's control API (`/v1/capacity`, `/v1/matches?after=SEQ`), as JSON.
+pub(crate) async fn control_get<T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     token: &str,
-    control: &str,
-    after: u64,
-) -> Result<MatchesReport, String> {
-    http.get(format!("{control}/v1/matches?after={after}"))
+    url: String,
+) -> Result<T, String> {
+    http.get(url)
         .bearer_auth(token)
         .send()
         .await
@@ -95,6 +93,42 @@ pub(crate) async fn matches_report(
         .json()
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The matches an allocator placed on one instance, and how far it has read that instance's
+/// feed of ended matches. Every allocator keeps one per instance.
+#[derive(Debug, Default)]
+pub(crate) struct Placed {
+    pub matches: HashMap<MatchId, [UserId; 2]>,
+    pub ended_after: u64,
+}
+
+impl Placed {
+    /// The ended matches of a report that were placed here, each once. Only these: an
+    /// instance restarted on the same address, or a stray report, must not free players of
+    /// another match.
+    pub fn take_ended(&mut self, ended: Vec<EndedMatch>) -> Vec<EndedMatch> {
+        if let Some(last) = ended.last() {
+            self.ended_after = last.seq;
+        }
+        ended
+            .into_iter()
+            .filter(|e| self.matches.remove(&e.match_id).is_some())
+            .collect()
+    }
+
+    /// The instance is lost: every match placed there is aborted.
+    pub fn abort_all(&mut self, instance: &str) -> Vec<AllocEvent> {
+        metrics::counter!("croft_allocator_instances_lost_total").increment(1);
+        self.matches
+            .drain()
+            .map(|(match_id, players)| AllocEvent::Aborted {
+                match_id,
+                players,
+                instance: instance.to_string(),
+            })
+            .collect()
+    }
 }
 
 pub trait Allocator: Send + Sync {
@@ -158,8 +192,7 @@ struct Instance {
     running: usize,
     draining: bool,
     /// Matches placed here and not yet reported ended.
-    matches: HashMap<MatchId, [UserId; 2]>,
-    ended_after: u64,
+    placed: Placed,
     failed_polls: u32,
     idle_since: Option<Instant>,
 }
@@ -240,25 +273,20 @@ impl LocalAllocator {
             capacity: 0,
             running: 0,
             draining: false,
-            matches: HashMap::new(),
-            ended_after: 0,
+            placed: Placed::default(),
             failed_polls: 0,
             idle_since: Some(Instant::now()),
         };
         let info = wait_ready(&mut instance.child, &ready, Duration::from_secs(30)).await?;
         instance.control = format!("http://{}", info.http);
         instance.udp = info.udp.clone();
-        let cap: Capacity = self
-            .http
-            .get(format!("{}/v1/capacity", instance.control))
-            .bearer_auth(&self.config.control_token)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| AllocError::Start(format!("capacity of {id}: {e}")))?
-            .json()
-            .await
-            .map_err(|e| AllocError::Start(format!("capacity of {id}: {e}")))?;
+        let cap: Capacity = control_get(
+            &self.http,
+            &self.config.control_token,
+            format!("{}/v1/capacity", instance.control),
+        )
+        .await
+        .map_err(|e| AllocError::Start(format!("capacity of {id}: {e}")))?;
         instance.capacity = cap.max_matches;
         tracing::info!(instance = %id, control = %instance.control, udp = ?info.udp, capacity = cap.max_matches, "instance started");
         metrics::counter!("croft_allocator_instances_started_total").increment(1);
@@ -290,7 +318,10 @@ impl LocalAllocator {
         };
         instance.running += 1;
         instance.idle_since = None;
-        instance.matches.insert(request.match_id, request.players);
+        instance
+            .placed
+            .matches
+            .insert(request.match_id, request.players);
         Ok(Placement {
             instance: instance.id.clone(),
             server_addr: created.server_addr,
@@ -301,25 +332,18 @@ impl LocalAllocator {
         if let Ok(Some(status)) = instance.child.try_wait() {
             return Err(format!("exited: {status}"));
         }
-        let report = matches_report(
+        let report: MatchesReport = control_get(
             &self.http,
             &self.config.control_token,
-            &instance.control,
-            instance.ended_after,
+            format!(
+                "{}/v1/matches?after={}",
+                instance.control, instance.placed.ended_after
+            ),
         )
         .await?;
         instance.running = report.live.len();
         instance.draining |= report.draining;
-        if let Some(last) = report.ended.last() {
-            instance.ended_after = last.seq;
-        }
-        // Only matches placed here (an instance restarted on the same port, or a stray
-        // report, must not free players of another match).
-        let ended: Vec<EndedMatch> = report
-            .ended
-            .into_iter()
-            .filter(|e| instance.matches.remove(&e.match_id).is_some())
-            .collect();
+        let ended = instance.placed.take_ended(report.ended);
         if instance.running == 0 {
             instance.idle_since.get_or_insert_with(Instant::now);
         } else {
@@ -396,20 +420,13 @@ impl Allocator for LocalAllocator {
                     Err(e) => {
                         instance.failed_polls += 1;
                         let exited = matches!(instance.child.try_wait(), Ok(Some(_)));
-                        if exited && instance.draining && instance.matches.is_empty() {
+                        if exited && instance.draining && instance.placed.matches.is_empty() {
                             tracing::info!(instance = %instance.id, "instance stopped after draining");
                             dead.push(i);
                         } else if exited || instance.failed_polls >= self.config.max_failed_polls {
                             tracing::error!(instance = %instance.id, error = %e, "instance lost; its matches are aborted");
-                            metrics::counter!("croft_allocator_instances_lost_total").increment(1);
                             let _ = instance.child.start_kill();
-                            for (match_id, players) in instance.matches.drain() {
-                                events.push(AllocEvent::Aborted {
-                                    match_id,
-                                    players,
-                                    instance: instance.id.clone(),
-                                });
-                            }
+                            events.extend(instance.placed.abort_all(&instance.id));
                             dead.push(i);
                         } else {
                             tracing::warn!(instance = %instance.id, error = %e, "instance poll failed");

@@ -24,13 +24,12 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
-use server_instance::control::{Capacity, CreateMatchRequest};
+use server_instance::control::{Capacity, CreateMatchRequest, MatchesReport};
 use tokio::sync::Mutex;
 
 use crate::allocator::{
-    AllocError, AllocEvent, Allocator, BoxFuture, Placement, create_match, matches_report,
+    AllocError, AllocEvent, Allocator, BoxFuture, Placed, Placement, control_get, create_match,
 };
-use crate::queue::{MatchId, UserId};
 
 /// Where instance servers come from.
 #[derive(Debug, Clone)]
@@ -82,8 +81,7 @@ struct Tracked {
     capacity: usize,
     running: usize,
     draining: bool,
-    matches: HashMap<MatchId, [UserId; 2]>,
-    ended_after: u64,
+    placed: Placed,
     failed_polls: u32,
 }
 
@@ -94,8 +92,7 @@ impl Tracked {
             capacity: 0,
             running: 0,
             draining: false,
-            matches: HashMap::new(),
-            ended_after: 0,
+            placed: Placed::default(),
             failed_polls: 0,
         }
     }
@@ -273,16 +270,12 @@ impl KubeAllocator {
     }
 
     async fn capacity(&self, control: &str) -> Result<Capacity, String> {
-        self.http
-            .get(format!("{control}/v1/capacity"))
-            .bearer_auth(&self.config.control_token)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())
+        control_get(
+            &self.http,
+            &self.config.control_token,
+            format!("{control}/v1/capacity"),
+        )
+        .await
     }
 
     /// Raises the Deployment's replicas by one, up to `max`. Returns whether it did.
@@ -330,7 +323,10 @@ impl KubeAllocator {
         match created {
             Ok(c) => {
                 tracked.running += 1;
-                tracked.matches.insert(request.match_id, request.players);
+                tracked
+                    .placed
+                    .matches
+                    .insert(request.match_id, request.players);
                 Ok(Placement {
                     instance: name.to_string(),
                     server_addr: c.server_addr,
@@ -442,39 +438,22 @@ impl Allocator for KubeAllocator {
             let mut events = Vec::new();
             let mut lost = Vec::new();
             for (name, t) in state.instances.iter_mut() {
-                match matches_report(
-                    &self.http,
-                    &self.config.control_token,
-                    &t.control,
-                    t.ended_after,
-                )
-                .await
+                let url = format!("{}/v1/matches?after={}", t.control, t.placed.ended_after);
+                match control_get::<MatchesReport>(&self.http, &self.config.control_token, url)
+                    .await
                 {
                     Ok(report) => {
                         t.failed_polls = 0;
                         t.running = report.live.len();
                         t.draining |= report.draining;
-                        if let Some(last) = report.ended.last() {
-                            t.ended_after = last.seq;
-                        }
-                        for e in report.ended {
-                            if t.matches.remove(&e.match_id).is_some() {
-                                events.push(AllocEvent::Ended(e));
-                            }
-                        }
+                        let ended = t.placed.take_ended(report.ended);
+                        events.extend(ended.into_iter().map(AllocEvent::Ended));
                     }
                     Err(e) => {
                         t.failed_polls += 1;
                         if t.failed_polls >= self.config.max_failed_polls {
                             tracing::error!(instance = %name, error = %e, "instance lost; its matches are aborted");
-                            metrics::counter!("croft_allocator_instances_lost_total").increment(1);
-                            for (match_id, players) in t.matches.drain() {
-                                events.push(AllocEvent::Aborted {
-                                    match_id,
-                                    players,
-                                    instance: name.clone(),
-                                });
-                            }
+                            events.extend(t.placed.abort_all(name));
                             lost.push(name.clone());
                         }
                     }
