@@ -5,15 +5,39 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 
+/// Where matchmaking's internal API is, and the credential it takes.
 #[derive(clap::Args, Debug)]
-pub struct StatusArgs {
+pub struct MatchmakingApi {
     /// Matchmaking's internal API.
     #[arg(
         long,
         env = "CROFT_MATCHMAKING_URL",
         default_value = "http://127.0.0.1:7002"
     )]
-    matchmaking: String,
+    pub matchmaking: String,
+    #[arg(long, env = "CROFT_SERVICE_TOKEN_FILE")]
+    pub service_token_file: Option<PathBuf>,
+}
+
+impl MatchmakingApi {
+    /// `GET /v1/matchmaking/status`: queue, matches, the allocator and its instances.
+    pub fn status(&self, http: &reqwest::blocking::Client) -> anyhow::Result<serde_json::Value> {
+        let token = server_connection::load_service_token(self.service_token_file.as_deref())?;
+        get_json(
+            http,
+            &format!(
+                "{}/v1/matchmaking/status",
+                self.matchmaking.trim_end_matches('/')
+            ),
+            &token,
+        )
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    api: MatchmakingApi,
     /// Connection servers' admin APIs (repeat or comma-separate).
     #[arg(
         long = "connection",
@@ -22,8 +46,6 @@ pub struct StatusArgs {
         default_value = "http://127.0.0.1:7200"
     )]
     connections: Vec<String>,
-    #[arg(long, env = "CROFT_SERVICE_TOKEN_FILE")]
-    service_token_file: Option<PathBuf>,
     /// Print the raw JSON instead of the summary.
     #[arg(long)]
     json: bool,
@@ -33,14 +55,8 @@ pub struct StatusArgs {
 pub struct DrainArgs {
     /// The instance id, as `croft status` lists it.
     instance: String,
-    #[arg(
-        long,
-        env = "CROFT_MATCHMAKING_URL",
-        default_value = "http://127.0.0.1:7002"
-    )]
-    matchmaking: String,
-    #[arg(long, env = "CROFT_SERVICE_TOKEN_FILE")]
-    service_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    api: MatchmakingApi,
     /// The instances' control credential (else env CROFT_CONTROL_TOKEN).
     #[arg(long, env = "CROFT_CONTROL_TOKEN_FILE")]
     control_token_file: Option<PathBuf>,
@@ -69,22 +85,10 @@ fn client() -> anyhow::Result<reqwest::blocking::Client> {
         .build()?)
 }
 
-fn matchmaking_status(
-    http: &reqwest::blocking::Client,
-    base: &str,
-    token: &str,
-) -> anyhow::Result<serde_json::Value> {
-    get_json(
-        http,
-        &format!("{}/v1/matchmaking/status", base.trim_end_matches('/')),
-        token,
-    )
-}
-
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let token = server_connection::load_service_token(args.service_token_file.as_deref())?;
+    let token = server_connection::load_service_token(args.api.service_token_file.as_deref())?;
     let http = client()?;
-    let mm = matchmaking_status(&http, &args.matchmaking, &token);
+    let mm = args.api.status(&http);
     let connections: Vec<(String, anyhow::Result<serde_json::Value>)> = args
         .connections
         .iter()
@@ -108,7 +112,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             Ok(v) => {
                 println!(
                     "matchmaking {}: {} queued, {} matches running, allocator {}",
-                    args.matchmaking,
+                    args.api.matchmaking,
                     v["queued"],
                     v["matches_running"],
                     v["allocator"]["allocator"].as_str().unwrap_or("?")
@@ -128,7 +132,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
                     );
                 }
             }
-            Err(e) => println!("matchmaking {}: unreachable: {e:#}", args.matchmaking),
+            Err(e) => println!("matchmaking {}: unreachable: {e:#}", args.api.matchmaking),
         }
         for (url, s) in &connections {
             match s {
@@ -148,10 +152,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 pub fn drain(args: DrainArgs) -> anyhow::Result<()> {
-    let token = server_connection::load_service_token(args.service_token_file.as_deref())?;
     let control_token = token::load_control_token(args.control_token_file.as_deref())?;
     let http = client()?;
-    let status = matchmaking_status(&http, &args.matchmaking, &token)?;
+    let status = args.api.status(&http)?;
     let instances = status["allocator"]["instances"]
         .as_array()
         .cloned()

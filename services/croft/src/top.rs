@@ -4,7 +4,6 @@
 //! `--once` prints one plain-text snapshot (scripts, tests) instead.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,15 +21,9 @@ pub struct TopArgs {
         default_value = "http://127.0.0.1:7001,http://127.0.0.1:7002,http://127.0.0.1:7200"
     )]
     urls: Vec<String>,
-    /// Matchmaking's internal API, to find the instance servers (needs the service credential).
-    #[arg(
-        long,
-        env = "CROFT_MATCHMAKING_URL",
-        default_value = "http://127.0.0.1:7002"
-    )]
-    matchmaking: String,
-    #[arg(long, env = "CROFT_SERVICE_TOKEN_FILE")]
-    service_token_file: Option<PathBuf>,
+    /// Matchmaking, to find the instance servers (needs the service credential).
+    #[command(flatten)]
+    api: crate::ops::MatchmakingApi,
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
     /// Print one snapshot as text and exit.
@@ -168,30 +161,17 @@ fn scrape(http: &reqwest::blocking::Client, urls: &[String]) -> Scrape {
     }
 }
 
-/// Instance control URLs from matchmaking's status (empty without the credential).
+/// Instance control URLs from matchmaking's status (none without the credential).
 fn instance_urls(http: &reqwest::blocking::Client, args: &TopArgs) -> Vec<String> {
-    let Ok(token) = server_connection::load_service_token(args.service_token_file.as_deref())
-    else {
+    let Ok(status) = args.api.status(http) else {
         return Vec::new();
     };
-    let url = format!(
-        "{}/v1/matchmaking/status",
-        args.matchmaking.trim_end_matches('/')
-    );
-    http.get(url)
-        .bearer_auth(token)
-        .send()
-        .ok()
-        .and_then(|r| r.json::<serde_json::Value>().ok())
-        .map(|v| {
-            v["allocator"]["instances"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i["control"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    status["allocator"]["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["control"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// The figures shown, from this scrape and the one before (for rates).

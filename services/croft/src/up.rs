@@ -422,13 +422,12 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
     // lost; they go out at the next start.
     let started = Instant::now();
     let mut last_progress = Instant::now();
-    let mut left = usize::MAX;
+    let mut left = i64::MAX;
     while started.elapsed() < Duration::from_secs(120)
         && last_progress.elapsed() < Duration::from_secs(10)
     {
-        let now = match mm.matchmaking.store.unsent_events(100_000).await {
-            Ok(rows) => rows.len(),
-            Err(_) => break,
+        let Ok(now) = mm.matchmaking.store.unsent_count().await else {
+            break;
         };
         if now == 0 {
             break;

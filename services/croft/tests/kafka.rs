@@ -236,15 +236,6 @@ fn read_all(
             let v: serde_json::Value =
                 serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON event");
             let t = m.topic().strip_prefix(prefix).unwrap().to_string();
-            if std::env::var("CROFT_TEST_LOG").is_ok() {
-                eprintln!(
-                    "read {}[{}]@{} {}",
-                    m.topic(),
-                    m.partition(),
-                    m.offset(),
-                    v["payload"]["match_id"]
-                );
-            }
             out.entry(t).or_default().push(v);
         }
     }

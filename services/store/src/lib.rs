@@ -351,6 +351,14 @@ impl Store {
         .await
     }
 
+    /// How many outbox rows wait for the relay.
+    pub async fn unsent_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Every outbox row, sent or not, oldest first (tests and operators).
     pub async fn outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
         self.outbox_rows(

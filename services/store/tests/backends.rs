@@ -66,6 +66,7 @@ async fn outbox_rows_come_back_in_order_and_are_marked_sent() {
             "{engine}: ordered"
         );
         store.mark_sent(&[rows[0].id, rows[1].id]).await.unwrap();
+        assert_eq!(store.unsent_count().await.unwrap(), 2, "{engine}");
         let rest = store.unsent_events(10).await.unwrap();
         assert_eq!(
             rest.iter()
