@@ -71,7 +71,7 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         (None, None) => None,
     };
     let mut shards =
-        shared_net::bind_shards(config.udp, public_ip, config.sockets(), *key.bytes())?;
+        shared_net::bind_shards(config.udp, public_ip, None, config.sockets(), *key.bytes())?;
     let udp: Vec<SocketAddr> = shards.iter().map(|s| s.public_addr).collect();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -79,7 +79,6 @@ pub struct InstanceConfig {
     #[arg(long, env = "CROFT_MATCH_LOG", default_value = "data/matches.jsonl")]
     pub match_log: PathBuf,
 
-    /// Write the bound addresses here as JSON once the server is ready (for scripts and tests).
     /// Kafka brokers for `game_started` / `game_ended` (none: events are log lines only).
     #[arg(long, env = "CROFT_KAFKA_BROKERS")]
     pub kafka: Option<String>,
@@ -89,6 +88,40 @@ pub struct InstanceConfig {
     /// Events queued for the producer before new ones are dropped (and counted).
     #[arg(long, env = "CROFT_EVENT_QUEUE", default_value_t = 10_000)]
     pub event_queue: usize,
+    /// Write the bound addresses here as JSON once the server is ready (for scripts and tests).
     #[arg(long, env = "CROFT_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+
+    /// Run under Agones: take the public address from the GameServer, mark it Ready, ping its
+    /// health from the tick, keep its match counter, and call Shutdown once drained. Needs the
+    /// Agones SDK sidecar (AGONES_SDK_GRPC_PORT); without this flag none of it happens.
+    #[arg(long, env = "CROFT_AGONES")]
+    pub agones: bool,
+    /// The GameServer port the netcode socket is published on.
+    #[arg(long, env = "CROFT_AGONES_PORT_NAME", default_value = "netcode")]
+    pub agones_port_name: String,
+    /// The Agones counter that holds the running matches.
+    #[arg(long, env = "CROFT_AGONES_COUNTER", default_value = "matches")]
+    pub agones_counter: String,
+    /// Seconds to wait for the SDK sidecar and the GameServer's address before giving up.
+    #[arg(long, env = "CROFT_AGONES_CONNECT_SECONDS", default_value_t = 30)]
+    pub agones_connect_seconds: u32,
+    /// An Allocated server without matches for this long returns to Ready, so the fleet can
+    /// scale it down (0: stays Allocated).
+    #[arg(long, env = "CROFT_AGONES_IDLE_READY_SECONDS", default_value_t = 60)]
+    pub agones_idle_ready_seconds: u32,
+}
+
+impl InstanceConfig {
+    pub fn agones_settings(&self) -> crate::agones::AgonesSettings {
+        crate::agones::AgonesSettings {
+            connect_timeout: std::time::Duration::from_secs(u64::from(
+                self.agones_connect_seconds.max(1),
+            )),
+            port_name: self.agones_port_name.clone(),
+            counter: self.agones_counter.clone(),
+            idle_ready: (self.agones_idle_ready_seconds > 0)
+                .then(|| std::time::Duration::from_secs(u64::from(self.agones_idle_ready_seconds))),
+        }
+    }
 }

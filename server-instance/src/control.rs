@@ -143,7 +143,8 @@ impl ControlShared {
         self.live.lock().map(|l| l.len()).unwrap_or(0)
     }
 
-    fn capacity(&self) -> usize {
+    /// Matches this server can hold at once.
+    pub fn capacity(&self) -> usize {
         self.max_matches
             .min(self.shard_addrs.len() * MATCHES_PER_SHARD)
     }

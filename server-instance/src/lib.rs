@@ -2,6 +2,7 @@
 //! secure netcode, created through an authenticated control API, with finished matches written
 //! to the match log by a background thread.
 
+pub mod agones;
 pub mod bus;
 pub mod config;
 pub mod control;
@@ -68,9 +69,35 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
     let key = token::NetcodeKey::load(config.netcode_key_file.as_deref())
         .context("loading the netcode key")?;
     let control_token = token::load_control_token(config.control_token_file.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("instance-control")
+        .enable_all()
+        .build()
+        .context("starting the control runtime")?;
+    let agones_settings = config.agones_settings();
+    let agones = if config.agones {
+        anyhow::ensure!(
+            config.shards == 1,
+            "--agones publishes one GameServer port: run with --shards 1 (got {})",
+            config.shards
+        );
+        let link = runtime
+            .block_on(agones::connect(&agones_settings))
+            .context("connecting to the Agones SDK")?;
+        tracing::info!(game_server = %link.name, public = %link.public, "Agones: GameServer found");
+        Some(link)
+    } else {
+        None
+    };
+    let (public_ip, public_port) = match &agones {
+        Some(link) => (Some(link.public.ip()), Some(link.public.port())),
+        None => (config.public_ip, None),
+    };
     let net = NetServer::bind(
         config.udp,
-        config.public_ip,
+        public_ip,
+        public_port,
         config.shards,
         *key.bytes(),
         net::SessionLimits {
@@ -90,12 +117,6 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         readiness.clone(),
     ));
     let (tx, rx) = unbounded_channel();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("instance-control")
-        .enable_all()
-        .build()
-        .context("starting the control runtime")?;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.http))
         .with_context(|| format!("binding control HTTP {}", config.http))?;
@@ -131,7 +152,7 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         }
         None => (bus::EventBus::default(), None),
     };
-    let mut app = build_app(&config, net, shared, rx, writer.sink.clone());
+    let mut app = build_app(&config, net, shared.clone(), rx, writer.sink.clone());
     app.insert_resource(bus);
     if let Some(path) = &config.ready_file {
         std::fs::write(path, serde_json::to_vec(&ready)?)
@@ -139,8 +160,17 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
     }
     tracing::info!(http = %ready.http, udp = ?ready.udp, "instance server ready");
     readiness.set(true);
+    let lifecycle = agones.map(|link| {
+        let (lifecycle, health) =
+            agones::Lifecycle::start(&runtime, link, shared.clone(), agones_settings);
+        app.insert_resource(health);
+        lifecycle
+    });
     let exit = app.run();
     drop(app);
+    if let Some(lifecycle) = lifecycle {
+        lifecycle.finish(&runtime, Duration::from_secs(5));
+    }
     if let Some(t) = bus_thread {
         let _ = t.join();
     }
@@ -188,6 +218,7 @@ fn build_app(
             FixedUpdate,
             (
                 start_tick_timer.before(NetSystems::Deliver),
+                agones::health_ping,
                 net::deliver_messages
                     .in_set(NetSystems::Deliver)
                     .before(MatchSystems::Receive),

@@ -91,12 +91,13 @@ impl NetServer {
     pub fn bind(
         first: SocketAddr,
         public_ip: Option<std::net::IpAddr>,
+        public_port: Option<u16>,
         shards: usize,
         private_key: [u8; 32],
         limits: SessionLimits,
     ) -> Result<Self, NetError> {
         Ok(Self {
-            shards: shared_net::bind_shards(first, public_ip, shards, private_key)?,
+            shards: shared_net::bind_shards(first, public_ip, public_port, shards, private_key)?,
             sessions: HashMap::new(),
             away: HashMap::new(),
             grace: limits.grace,

@@ -41,10 +41,13 @@ pub enum BindError {
 }
 
 /// Binds `count` secure sockets from `first` (consecutive ports, or ephemeral ports for port 0);
-/// `public_ip` replaces the bound IP in the addresses tokens name (for NAT or `0.0.0.0` binds).
+/// `public_ip` replaces the bound IP in the addresses tokens name (for NAT or `0.0.0.0` binds),
+/// and `public_port` the bound port of the first socket (the others follow it), where a port
+/// mapping (an Agones host port) puts the socket behind another port.
 pub fn bind_shards(
     first: SocketAddr,
     public_ip: Option<IpAddr>,
+    public_port: Option<u16>,
     count: usize,
     private_key: [u8; 32],
 ) -> Result<Vec<Shard>, BindError> {
@@ -65,6 +68,13 @@ pub fn bind_shards(
         let mut public_addr = socket.local_addr()?;
         if let Some(ip) = public_ip {
             public_addr.set_ip(ip);
+        }
+        if let Some(port) = public_port {
+            let port = u16::try_from(i)
+                .ok()
+                .and_then(|i| port.checked_add(i))
+                .ok_or(BindError::Ports)?;
+            public_addr.set_port(port);
         }
         let config = ServerConfig {
             current_time: now,

@@ -32,6 +32,12 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 
 impl Instance {
     pub fn start(extra: &[&str]) -> Instance {
+        Self::start_env(extra, &[])
+    }
+
+    /// Starts with extra flags (an `--udp` among them replaces the loopback default) and
+    /// environment variables.
+    pub fn start_env(extra: &[&str], env: &[(&str, String)]) -> Instance {
         let dir = std::env::temp_dir().join(format!(
             "croft-it-{}-{}",
             std::process::id(),
@@ -44,8 +50,12 @@ impl Instance {
         let control_token = token::generate_secret().unwrap();
         std::fs::write(dir.join("control.token"), &control_token).unwrap();
         let ready_file = dir.join("ready.json");
-        let child = Command::new(env!("CARGO_BIN_EXE_server-instance"))
-            .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_server-instance"));
+        if !extra.contains(&"--udp") {
+            command.args(["--udp", "127.0.0.1:0"]);
+        }
+        let child = command
+            .args(["--http", "127.0.0.1:0"])
             .arg("--netcode-key-file")
             .arg(dir.join("netcode.key"))
             .arg("--control-token-file")
@@ -57,6 +67,7 @@ impl Instance {
             .arg("--ready-file")
             .arg(&ready_file)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

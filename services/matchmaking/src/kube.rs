@@ -3,7 +3,8 @@
 //!
 //! - **Agones** ([`KubeMode::Agones`]): each match is a `GameServerAllocation` on the Fleet,
 //!   preferring game servers that already host matches (counter `matches` with room, fewest
-//!   free slots first), else a Ready one; the match is then created on the allocated pod's
+//!   free slots first), else a Ready one with room (a draining server has set its counter's
+//!   capacity to 0, see `server-instance`'s `agones` module); the match is then created on the allocated pod's
 //!   control API. Contention (409) and throttling (429) or server errors (5xx) are retried a few
 //!   times with a short backoff.
 //! - **Plain** ([`KubeMode::Plain`]): ready pods with the instance label are found by listing
@@ -172,15 +173,13 @@ impl KubeAllocator {
     ) -> Result<Option<(String, String)>, AllocError> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &self.config.namespace, &gsa_resource());
-        let selector = |state: &str, counters: Option<serde_json::Value>| {
-            let mut s = serde_json::json!({
+        // Both need a free slot on the counter: a draining server sets its capacity to 0.
+        let selector = |state: &str| {
+            serde_json::json!({
                 "matchLabels": { "agones.dev/fleet": fleet },
                 "gameServerState": state,
-            });
-            if let Some(c) = counters {
-                s["counters"] = c;
-            }
-            s
+                "counters": { "matches": { "minAvailable": 1 } },
+            })
         };
         let body: DynamicObject = serde_json::from_value(serde_json::json!({
             "apiVersion": "allocation.agones.dev/v1",
@@ -189,8 +188,8 @@ impl KubeAllocator {
             "spec": {
                 // Pack: a server already hosting matches with a free slot first, fullest first.
                 "selectors": [
-                    selector("Allocated", Some(serde_json::json!({ "matches": { "minAvailable": 1 } }))),
-                    selector("Ready", None),
+                    selector("Allocated"),
+                    selector("Ready"),
                 ],
                 "priorities": [{ "type": "Counter", "key": "matches", "order": "Ascending" }],
                 "counters": { "matches": { "action": "Increment", "amount": 1 } },
@@ -686,7 +685,8 @@ mod tests {
             serde_json::json!([
                 { "matchLabels": { "agones.dev/fleet": "instances" }, "gameServerState": "Allocated",
                   "counters": { "matches": { "minAvailable": 1 } } },
-                { "matchLabels": { "agones.dev/fleet": "instances" }, "gameServerState": "Ready" },
+                { "matchLabels": { "agones.dev/fleet": "instances" }, "gameServerState": "Ready",
+                  "counters": { "matches": { "minAvailable": 1 } } },
             ])
         );
         assert_eq!(
