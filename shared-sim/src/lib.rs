@@ -3,6 +3,7 @@
 //! runs matches in `FixedUpdate`. No sockets, no async runtime, no database.
 
 pub mod data;
+pub mod farm;
 pub mod plugin;
 pub mod protocol;
 pub mod rng;

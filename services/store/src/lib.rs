@@ -11,9 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
+pub mod game;
 pub mod social;
 pub mod testing;
 
+pub use game::{Craft, CraftError, CraftOutput, DeckRow, ItemChange};
 pub use social::{Friend, FriendError, FriendState, RequestOutcome, Revoked};
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
