@@ -58,6 +58,11 @@ pub enum Job {
         user: UserId,
         other: UserId,
     },
+    /// Inventory, crafting and decks.
+    Game {
+        user: UserId,
+        request: crate::game::GameRequest,
+    },
 }
 
 /// What comes back.
@@ -110,6 +115,11 @@ pub enum Reply {
     Broadcast(String),
     /// An event from the bus (other connection servers, the outbox).
     Bus(events::Envelope),
+    /// A message for one player, as it is.
+    Send {
+        user: UserId,
+        message: shared_sim::protocol::LobbyServerMessage,
+    },
 }
 
 #[derive(Clone)]
@@ -121,15 +131,17 @@ pub struct Bridge {
     pub service_token: Arc<str>,
     pub server_id: String,
     pub replies: tokio::sync::mpsc::UnboundedSender<Reply>,
+    /// The card data (recipes, deck rules, starter kit).
+    pub data: shared_sim::data::DataHandle,
 }
 
 impl Bridge {
-    fn reply(&self, r: Reply) {
+    pub(crate) fn reply(&self, r: Reply) {
         // The Bevy side is gone only when the server stops.
         let _ = self.replies.send(r);
     }
 
-    fn failed(&self, user: UserId, code: ErrorCode, message: impl Into<String>) {
+    pub(crate) fn failed(&self, user: UserId, code: ErrorCode, message: impl Into<String>) {
         self.reply(Reply::Failed {
             user,
             code,
@@ -137,7 +149,7 @@ impl Bridge {
         });
     }
 
-    fn store_failed(&self, user: UserId, e: &dyn std::fmt::Display) {
+    pub(crate) fn store_failed(&self, user: UserId, e: &dyn std::fmt::Display) {
         tracing::warn!(user, error = %e, "database call failed");
         self.failed(
             user,
@@ -182,6 +194,11 @@ impl Bridge {
             Job::Load { user, tag } => {
                 let loaded = async {
                     let u = self.store.user_by_id(user as i64).await?;
+                    if u.as_ref().is_some_and(|u| !u.disabled)
+                        && crate::game::grant_starter(&self.store, &self.data.get(), user).await?
+                    {
+                        tracing::info!(user, "starter kit granted");
+                    }
                     let friends = self.store.friends(user as i64).await?;
                     Ok::<_, store::StoreError>((u, friends))
                 }
@@ -291,6 +308,7 @@ impl Bridge {
                     Err(e) => self.store_failed(user, &e),
                 }
             }
+            Job::Game { user, request } => self.game_job(user, request).await,
             Job::FindMatch { .. } | Job::CancelMatch { .. } | Job::Rejoin { .. } => {}
         }
     }

@@ -32,6 +32,9 @@ pub struct ConnectionConfig {
     /// (for a database role without DDL rights; `croft migrate` runs them as another role).
     #[arg(long, env = "CROFT_SKIP_MIGRATIONS")]
     pub skip_migrations: bool,
+    /// Folder with the card data RON files (recipes, deck rules, the starter kit).
+    #[arg(long, env = "CROFT_CARDS", default_value = "assets/cards")]
+    pub cards: PathBuf,
     /// The auth service, for the revocation feed.
     #[arg(long, env = "CROFT_AUTH_URL", default_value = "http://127.0.0.1:7000")]
     pub auth_url: String,

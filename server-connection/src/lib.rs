@@ -5,6 +5,7 @@
 
 pub mod bridge;
 pub mod config;
+pub mod game;
 pub mod lobby;
 
 use std::net::SocketAddr;
@@ -48,6 +49,9 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         .context("loading the netcode key")?;
     let service_token = load_service_token(config.service_token_file.as_deref())?;
     let database = store::resolve_url(&config.database, config.database_url_file.as_deref())?;
+    let data = shared_sim::GameData::load_dir(&config.cards)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("loading card data from {}", config.cards.display()))?;
     let server_id = match &config.server_id {
         Some(id) => id.clone(),
         None => {
@@ -102,6 +106,7 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         service_token: service_token.into(),
         server_id: server_id.clone(),
         replies: reply_tx,
+        data: shared_sim::data::DataHandle::new(data),
     };
     let status = Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
     let readiness = telemetry::Readiness::new(false);

@@ -16,6 +16,7 @@ use shared_sim::protocol::{
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::bridge::{Job, Reply, UserId};
+use crate::game::GameRequest;
 
 /// Chat and notifications older than this when they arrive over the bus are not delivered
 /// (a server that joins late reads the topics from their start to rebuild presence).
@@ -589,6 +590,11 @@ fn apply_reply(lobby: &mut Lobby, reply: Reply) {
             code,
             message,
         } => lobby.error(user, code, message),
+        Reply::Send { user, message } => {
+            if lobby.sessions.contains_key(&user) {
+                lobby.send(user, &message);
+            }
+        }
         Reply::Revoked(tags) => {
             let hit: Vec<(UserId, usize)> = lobby
                 .sessions
@@ -864,7 +870,18 @@ fn handle(lobby: &mut Lobby, user: UserId, msg: LobbyClientMessage, now: Instant
             other: user_id,
         }),
         LobbyClientMessage::FriendList => lobby.job(Job::Friends { user }),
+        LobbyClientMessage::Inventory => game(lobby, user, GameRequest::Inventory),
+        LobbyClientMessage::Craft { recipe } => game(lobby, user, GameRequest::Craft(recipe)),
+        LobbyClientMessage::Decks => game(lobby, user, GameRequest::Decks),
+        LobbyClientMessage::SaveDeck { slot, name, cards } => {
+            game(lobby, user, GameRequest::SaveDeck { slot, name, cards })
+        }
+        LobbyClientMessage::ChooseDeck { slot } => game(lobby, user, GameRequest::ChooseDeck(slot)),
     }
+}
+
+fn game(lobby: &mut Lobby, user: UserId, request: GameRequest) {
+    lobby.job(Job::Game { user, request });
 }
 
 fn chat(lobby: &mut Lobby, user: UserId, to: ChatTarget, text: String, now: Instant) {

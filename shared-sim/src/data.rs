@@ -44,6 +44,24 @@ pub struct RulesDef {
     pub turn_seconds: i32,
     /// After this many turns in total the match is a draw.
     pub max_turns: i32,
+    /// Plots on every player's farm.
+    #[serde(default = "default_farm_plots")]
+    pub farm_plots: i32,
+    /// Decks a player can save.
+    #[serde(default = "default_deck_slots")]
+    pub deck_slots: i32,
+    /// Items every new player starts with (item id, amount), besides the cards of their
+    /// starter deck.
+    #[serde(default)]
+    pub starter_items: Vec<(String, i32)>,
+}
+
+fn default_farm_plots() -> i32 {
+    6
+}
+
+fn default_deck_slots() -> i32 {
+    8
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -282,6 +300,41 @@ pub struct MatchRules {
     pub board_limit: usize,
     pub turn_seconds: u32,
     pub max_turns: u32,
+    pub farm_plots: usize,
+    pub deck_slots: usize,
+    pub starter_items: Vec<(String, u32)>,
+}
+
+/// The game data a server runs with now: new matches, farms and requests take [`get`]; a
+/// reload swaps it with [`set`] while what started with the old data keeps its `Arc`.
+///
+/// [`get`]: DataHandle::get
+/// [`set`]: DataHandle::set
+#[derive(Clone, Debug)]
+pub struct DataHandle(std::sync::Arc<std::sync::RwLock<std::sync::Arc<GameData>>>);
+
+impl DataHandle {
+    pub fn new(data: GameData) -> DataHandle {
+        Self::from_arc(std::sync::Arc::new(data))
+    }
+
+    pub fn from_arc(data: std::sync::Arc<GameData>) -> DataHandle {
+        DataHandle(std::sync::Arc::new(std::sync::RwLock::new(data)))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<GameData> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn set(&self, data: std::sync::Arc<GameData>) {
+        match self.0.write() {
+            Ok(mut g) => *g = data,
+            Err(poisoned) => *poisoned.into_inner() = data,
+        }
+    }
 }
 
 /// All game data, validated. Shared read-only (`Arc<GameData>`) by every match that started
@@ -379,6 +432,19 @@ impl GameData {
         );
         validate_items(items.0, &item_defs, &mut errors);
         validate_crops(crops.0, &crop_defs, &item_ids, &mut errors);
+        for (item, _) in &rules_def.starter_items {
+            if !item_ids.contains(item) {
+                Collector {
+                    file: rules.0,
+                    errors: &mut errors,
+                }
+                .push(
+                    "rules",
+                    Some("starter_items"),
+                    format!("unknown item `{item}`"),
+                );
+            }
+        }
         validate_recipes(recipes.0, &recipe_defs, &item_ids, &card_index, &mut errors);
         if let Some(rules) = &match_rules {
             validate_decks(decks.0, &deck_defs, &card_index, rules, &mut errors);
@@ -418,6 +484,46 @@ impl GameData {
         self.starter_decks.iter().find(|d| d.id == id)
     }
 
+    /// The starter deck a player without a deck of their own plays (and is given): one of
+    /// the starter decks, by user id.
+    pub fn starter_deck_for(&self, user: u64) -> Option<&DeckDef> {
+        let n = self.starter_decks.len() as u64;
+        (n > 0).then(|| &self.starter_decks[(user % n) as usize])
+    }
+
+    pub fn item(&self, id: &str) -> Option<&ItemDef> {
+        self.items.iter().find(|i| i.id == id)
+    }
+
+    pub fn recipe(&self, id: &str) -> Option<&RecipeDef> {
+        self.recipes.iter().find(|r| r.id == id)
+    }
+
+    /// A deck the player builds: valid by the rules, and every copy owned (`owned` gives how
+    /// many of a card the player's collection holds).
+    pub fn check_owned_deck(
+        &self,
+        cards: &[String],
+        owned: impl Fn(&str) -> u32,
+    ) -> Result<(), DeckError> {
+        self.resolve_deck(cards)?;
+        let mut counts: HashMap<&str, u32> = HashMap::new();
+        for c in cards {
+            *counts.entry(c.as_str()).or_default() += 1;
+        }
+        for (card, n) in counts {
+            let have = owned(card);
+            if have < n {
+                return Err(DeckError::NotOwned {
+                    card: card.to_string(),
+                    need: n,
+                    have,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Resolves and checks a deck (size, copies, known cards) against these rules.
     pub fn resolve_deck(&self, cards: &[String]) -> Result<Vec<CardIdx>, DeckError> {
         if cards.len() != self.rules.deck_size {
@@ -455,6 +561,8 @@ pub enum DeckError {
     UnknownCard(String),
     #[error("more than {max} copies of `{card}`")]
     TooManyCopies { card: String, max: usize },
+    #[error("the deck has {need} of `{card}`, the collection {have}")]
+    NotOwned { card: String, need: u32, have: u32 },
 }
 
 fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {
@@ -548,6 +656,11 @@ fn validate_rules(file: &Path, r: &RulesDef, errors: &mut Vec<DataError>) -> Opt
     c.range("rules", "board_limit", r.board_limit, 1, 12);
     c.range("rules", "turn_seconds", r.turn_seconds, 1, 600);
     c.range("rules", "max_turns", r.max_turns, 2, 1000);
+    c.range("rules", "farm_plots", r.farm_plots, 1, 64);
+    c.range("rules", "deck_slots", r.deck_slots, 1, 32);
+    for (_, n) in &r.starter_items {
+        c.range("rules", "starter_items", *n, 1, 9999);
+    }
     if r.opening_hand.0.max(r.opening_hand.1) > r.hand_limit {
         c.push("rules", Some("opening_hand"), "larger than hand_limit");
     }
@@ -571,6 +684,13 @@ fn validate_rules(file: &Path, r: &RulesDef, errors: &mut Vec<DataError>) -> Opt
         board_limit: r.board_limit as usize,
         turn_seconds: r.turn_seconds as u32,
         max_turns: r.max_turns as u32,
+        farm_plots: r.farm_plots as usize,
+        deck_slots: r.deck_slots as usize,
+        starter_items: r
+            .starter_items
+            .iter()
+            .map(|(id, n)| (id.clone(), *n as u32))
+            .collect(),
     })
 }
 

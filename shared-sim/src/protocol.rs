@@ -110,6 +110,14 @@ pub enum ErrorCode {
     SessionRevoked,
     /// The same account connected again elsewhere.
     Replaced,
+    /// A recipe, item or card id the game data does not have.
+    UnknownId,
+    /// The inventory lacks what the action needs.
+    NotEnoughItems,
+    /// The inventory has no room for what the action makes.
+    InventoryFull,
+    /// The deck breaks the deck rules or uses cards the player does not own.
+    InvalidDeck,
 }
 
 /// Messages the server sends.
@@ -209,7 +217,36 @@ pub enum LobbyClientMessage {
     FriendList,
     /// A fresh connect token for the match the player is in (to reconnect after a drop).
     RejoinMatch,
+    /// The player's items and cards ([`LobbyServerMessage::Inventory`]).
+    Inventory,
+    /// Craft once by the recipe `recipe` (an id from `recipes.ron`).
+    Craft {
+        recipe: String,
+    },
+    /// The saved decks ([`LobbyServerMessage::Decks`]).
+    Decks,
+    /// Save (or replace) the deck in `slot` (below the rules' `deck_slots`).
+    SaveDeck {
+        slot: u8,
+        name: String,
+        cards: Vec<String>,
+    },
+    /// Queue with the deck in `slot` from now on (`None`: the starter deck).
+    ChooseDeck {
+        slot: Option<u8>,
+    },
 }
+
+/// A saved deck.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeckEntry {
+    pub slot: u8,
+    pub name: String,
+    pub cards: Vec<String>,
+}
+
+/// Most characters in a deck name.
+pub const MAX_DECK_NAME_CHARS: usize = 32;
 
 /// Why a queue entry ended without a match.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,6 +306,22 @@ pub enum LobbyServerMessage {
     Error {
         code: ErrorCode,
         message: String,
+    },
+    /// Items (id, amount) and cards (id, copies) the player owns.
+    Inventory {
+        items: Vec<(String, u32)>,
+        cards: Vec<(String, u32)>,
+    },
+    /// A craft went through: `quantity` of `output` (a card or an item id) were added.
+    Crafted {
+        recipe: String,
+        output: String,
+        quantity: u32,
+    },
+    /// The saved decks and the one the player queues with (`None`: the starter deck).
+    Decks {
+        decks: Vec<DeckEntry>,
+        active: Option<u8>,
     },
 }
 

@@ -281,6 +281,8 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
             .args(["--service-token-file", &p("service.token")])
             .args(["--netcode-key-file", &p("netcode.key")])
             .args(["--server-id", &format!("conn-local-{}", i + 1)])
+            .arg("--cards")
+            .arg(cards)
             .args(["--kafka", &brokers])
             .args(["--topic-prefix", &args.topic_prefix])
             .arg("--ready-file")

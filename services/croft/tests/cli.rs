@@ -669,6 +669,8 @@ fn skip_migrations_checks_the_schema_and_migrate_reads_its_url_from_a_file() {
         ])
         .arg("--public-ip-file")
         .arg(&ip_file)
+        .arg("--cards")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"))
         .arg("--database")
         .arg(format!("sqlite://{}/fresh.db", dir.display()))
         .env("CROFT_SERVICE_TOKEN", "a-service-token-long-enough-for-it")

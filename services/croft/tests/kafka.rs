@@ -309,8 +309,9 @@ fn database(dir: &Path) -> Db {
     })
 }
 
-const TYPES: [&str; 5] = [
+const TYPES: [&str; 6] = [
     "user_login",
+    "item_crafted",
     "match_found",
     "game_started",
     "game_ended",
@@ -359,6 +360,8 @@ fn check_run(dir: &Path, broker: &Broker, prefix: &str, bots: usize) -> usize {
     assert_eq!(ids("match_found"), results);
     assert!(events["user_login"].len() >= bots);
     assert!(events["presence_changed"].len() >= bots);
+    // Every bot crafts before it queues (wheat to flour to a card with the starter kit).
+    assert!(events["item_crafted"].len() >= bots);
     dups
 }
 

@@ -778,3 +778,206 @@ fn pump_and_take(clients: &mut [&mut Client], d: Duration) -> Vec<LobbyServerMes
         .flat_map(|c| std::mem::take(&mut c.inbox))
         .collect()
 }
+
+fn inventory(c: &mut Client) -> (Vec<(String, u32)>, Vec<(String, u32)>) {
+    c.send(&LobbyClientMessage::Inventory);
+    match c.wait(|m| matches!(m, LobbyServerMessage::Inventory { .. })) {
+        LobbyServerMessage::Inventory { items, cards } => (items, cards),
+        _ => unreachable!(),
+    }
+}
+
+fn count(list: &[(String, u32)], id: &str) -> u32 {
+    list.iter().find(|(i, _)| i == id).map_or(0, |(_, n)| *n)
+}
+
+fn refused(c: &mut Client, msg: &LobbyClientMessage) -> ErrorCode {
+    c.send(msg);
+    let m = c.wait(|m| matches!(m, LobbyServerMessage::Error { .. }));
+    error_code(&m).unwrap()
+}
+
+struct NoRejoin;
+
+impl headless_bot::TokenSource for NoRejoin {
+    fn instance_token(
+        &self,
+        _user: u64,
+        _match_id: u64,
+    ) -> anyhow::Result<renet_netcode::ConnectToken> {
+        anyhow::bail!("no rejoin in this test")
+    }
+}
+
+/// The starter kit, crafting (refusals included), deck building against the collection, the
+/// chosen deck, and that matchmaking seats the player with it.
+#[test]
+fn crafting_decks_and_the_chosen_deck_in_a_match() {
+    let cards_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards");
+    let data = std::sync::Arc::new(shared_sim::GameData::load_dir(&cards_dir).unwrap());
+    let stack = Stack::start("craft");
+    stack.add_user("carol");
+    stack.add_user("dave");
+    let mut carol = stack.login("carol");
+
+    // A new player has the starter items and their starter deck's cards.
+    let (items, cards) = inventory(&mut carol);
+    for (item, n) in &data.rules.starter_items {
+        assert_eq!(count(&items, item), *n, "{item}: {items:?}");
+    }
+    let starter = data.starter_deck_for(carol.user_id()).unwrap();
+    assert_eq!(
+        cards.iter().map(|(_, n)| *n as usize).sum::<usize>(),
+        starter.cards.len()
+    );
+
+    // Refusals change nothing.
+    let craft = |recipe: &str| LobbyClientMessage::Craft {
+        recipe: recipe.into(),
+    };
+    assert_eq!(refused(&mut carol, &craft("no_such")), ErrorCode::UnknownId);
+    assert_eq!(
+        refused(&mut carol, &craft("craft_crystal_beetle")),
+        ErrorCode::NotEnoughItems
+    );
+    assert_eq!(inventory(&mut carol).0, items);
+
+    // wheat -> flour twice, then planks + flour -> a Mill Golem card.
+    for recipe in ["mill_flour", "mill_flour", "craft_mill_golem"] {
+        carol.send(&craft(recipe));
+        match carol.wait(|m| matches!(m, LobbyServerMessage::Crafted { .. })) {
+            LobbyServerMessage::Crafted { recipe: r, .. } => assert_eq!(r, recipe),
+            _ => unreachable!(),
+        }
+    }
+    let (items2, cards2) = inventory(&mut carol);
+    assert_eq!(count(&items2, "wheat"), 0);
+    assert_eq!(count(&items2, "flour"), 0);
+    assert_eq!(count(&items2, "plank"), count(&items, "plank") - 4);
+    assert_eq!(count(&cards2, "mill_golem"), 1);
+    assert_eq!(
+        refused(&mut carol, &craft("mill_flour")),
+        ErrorCode::NotEnoughItems
+    );
+
+    // Decks: two golems are not owned, a short deck breaks the rules, slot out of range.
+    let mut deck = starter.cards.clone();
+    deck.pop();
+    deck.push("mill_golem".into());
+    let mut two = deck.clone();
+    two[0] = "mill_golem".into();
+    let save = |slot: u8, cards: Vec<String>| LobbyClientMessage::SaveDeck {
+        slot,
+        name: "Golem".into(),
+        cards,
+    };
+    assert_eq!(refused(&mut carol, &save(0, two)), ErrorCode::InvalidDeck);
+    assert_eq!(
+        refused(&mut carol, &save(0, deck[1..].to_vec())),
+        ErrorCode::InvalidDeck
+    );
+    assert_eq!(
+        refused(&mut carol, &save(200, deck.clone())),
+        ErrorCode::InvalidDeck
+    );
+    assert_eq!(
+        refused(&mut carol, &LobbyClientMessage::ChooseDeck { slot: Some(0) }),
+        ErrorCode::InvalidDeck
+    );
+    carol.send(&save(0, deck.clone()));
+    match carol.wait(|m| matches!(m, LobbyServerMessage::Decks { .. })) {
+        LobbyServerMessage::Decks { decks, active } => {
+            assert_eq!(decks.len(), 1);
+            assert_eq!(decks[0].cards, deck);
+            assert_eq!(active, None);
+        }
+        _ => unreachable!(),
+    }
+    carol.send(&LobbyClientMessage::ChooseDeck { slot: Some(0) });
+    carol.wait(|m| matches!(m, LobbyServerMessage::Decks { active: Some(0), .. }));
+
+    // Logging in again does not grant the starter kit twice.
+    carol.conn.disconnect();
+    drop(carol);
+    let mut carol = stack.login("carol");
+    assert_eq!(inventory(&mut carol).0, items2);
+
+    // Matched with dave: carol plays her deck (the match record's setup holds it).
+    let mut dave = stack.login("dave");
+    carol.send(&LobbyClientMessage::FindMatch);
+    dave.send(&LobbyClientMessage::FindMatch);
+    let found = |m: &LobbyServerMessage| matches!(m, LobbyServerMessage::MatchFound { .. });
+    let mut players = Vec::new();
+    for c in [&mut carol, &mut dave] {
+        let LobbyServerMessage::MatchFound {
+            match_id,
+            connect_token,
+            ..
+        } = c.wait_for(Duration::from_secs(15), found)
+        else {
+            unreachable!()
+        };
+        let token = renet_netcode::ConnectToken::read(&mut connect_token.as_slice()).unwrap();
+        players.push(
+            headless_bot::MatchPlayer::new(
+                c.user_id(),
+                match_id,
+                token,
+                data.clone(),
+                headless_bot::Pacing {
+                    think: Duration::from_millis(5),
+                    jitter: 0.1,
+                },
+            )
+            .unwrap(),
+        );
+    }
+    let carol_id = carol.user_id();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) && !players.iter().all(|p| p.is_done()) {
+        for p in players.iter_mut() {
+            p.poll(&NoRejoin);
+        }
+        pump_all(&mut [&mut carol, &mut dave], Duration::from_millis(2));
+    }
+    assert!(players.iter().all(|p| p.is_done()));
+    let golem = data.card_idx("mill_golem").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let found = std::fs::read_dir(stack.dir.join("instances"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".matches.jsonl"))
+            .flat_map(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .next();
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no match record");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let seat = record["players"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|p| p.as_u64() == Some(carol_id))
+        .unwrap();
+    let carol_deck: Vec<u64> = record["setup"]["decks"][seat]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    assert_eq!(carol_deck.len(), deck.len());
+    assert!(
+        carol_deck.contains(&u64::from(golem.0)),
+        "carol's match deck has her crafted card: {carol_deck:?}"
+    );
+}

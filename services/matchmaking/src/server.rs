@@ -174,8 +174,7 @@ pub async fn start(config: &MatchmakingConfig, store: store::Store) -> anyhow::R
     let data = shared_sim::GameData::load_dir(&config.cards)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading card data from {}", config.cards.display()))?;
-    let decks: Vec<String> = data.starter_decks.iter().map(|d| d.id.clone()).collect();
-    if decks.is_empty() {
+    if data.starter_decks.is_empty() {
         anyhow::bail!("the card data has no starter decks");
     }
     let key = token::NetcodeKey::load(config.netcode_key_file.as_deref())
@@ -223,7 +222,7 @@ pub async fn start(config: &MatchmakingConfig, store: store::Store) -> anyhow::R
         store,
         allocator.clone(),
         token::ConnectTokenIssuer::new(key),
-        decks,
+        shared_sim::data::DataHandle::new(data),
         service_token,
     );
     let loops = spawn_loops(matchmaking.clone(), Duration::from_millis(100));

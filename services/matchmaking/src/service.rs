@@ -66,8 +66,9 @@ pub struct Matchmaking {
     pub store: Store,
     pub allocator: Arc<dyn Allocator>,
     pub issuer: ConnectTokenIssuer,
-    /// Starter decks by name, dealt by user id until players choose decks.
-    pub starter_decks: Vec<String>,
+    /// The card data: a player's chosen deck is checked against it, and a player without
+    /// one plays their starter deck.
+    pub data: shared_sim::data::DataHandle,
     service_token: String,
     mailboxes: Mutex<HashMap<String, Mailbox>>,
     notify: Notify,
@@ -82,7 +83,7 @@ impl Matchmaking {
         store: Store,
         allocator: Arc<dyn Allocator>,
         issuer: ConnectTokenIssuer,
-        starter_decks: Vec<String>,
+        data: shared_sim::data::DataHandle,
         service_token: String,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -90,7 +91,7 @@ impl Matchmaking {
             store,
             allocator,
             issuer,
-            starter_decks,
+            data,
             service_token,
             mailboxes: Mutex::new(HashMap::new()),
             notify: Notify::new(),
@@ -168,18 +169,35 @@ impl Matchmaking {
         }
     }
 
+    /// The deck `user` queues with: their chosen deck while it is valid by the current card
+    /// data, else their starter deck (also when the database does not answer: the match goes
+    /// ahead).
+    async fn deck_of(&self, user: UserId) -> Vec<String> {
+        let data = self.data.get();
+        match self.store.active_deck(user as i64).await {
+            Ok(Some(cards)) => match data.resolve_deck(&cards) {
+                Ok(_) => return cards,
+                Err(e) => {
+                    tracing::warn!(user, error = %e, "chosen deck no longer valid; starter deck")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(user, error = %e, "cannot read the chosen deck; starter deck"),
+        }
+        data.starter_deck_for(user)
+            .map(|d| d.cards.clone())
+            .unwrap_or_default()
+    }
+
     async fn start_match(&self, group: Vec<crate::queue::Ticket>) {
         let users: Vec<UserId> = group.iter().map(|t| t.user_id).collect();
         let placed = match (random_match_id(), users.as_slice()) {
             (Ok(match_id), [a, b]) => {
-                let deck = |u: &UserId| {
-                    self.starter_decks[(*u as usize) % self.starter_decks.len().max(1)].clone()
-                };
                 let request = CreateMatchRequest {
                     match_id,
                     players: [*a, *b],
-                    decks: None,
-                    starter_decks: Some([deck(a), deck(b)]),
+                    decks: Some([self.deck_of(*a).await, self.deck_of(*b).await]),
+                    starter_decks: None,
                     seed: None,
                 };
                 self.allocator

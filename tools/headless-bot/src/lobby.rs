@@ -16,6 +16,8 @@ use crate::{Connection, MatchPlayer, Pacing, PlayerState, TokenSource};
 pub enum BotState {
     /// Connecting to the connection server.
     Connecting,
+    /// Crafting and building a deck before the first queue.
+    Tending,
     /// Waiting for the previous match to be closed before queueing again.
     Idle,
     Queued,
@@ -50,7 +52,16 @@ pub struct LobbyBot {
     retry_at: Option<Instant>,
     /// The lobby closed the current match before the match client saw its end.
     closed_match: Option<u64>,
+    /// Crafts the bot still tries before it builds its deck.
+    crafts_left: usize,
+    /// Recipes crafted, in order.
+    pub crafted: Vec<String>,
+    /// The deck the bot saved and chose, if it built one.
+    pub deck: Option<Vec<String>>,
 }
+
+/// Crafts a bot tries before it builds its deck.
+const BOT_CRAFTS: usize = 4;
 
 /// Reconnects inside a lobby-driven match are not attempted by this bot (the lobby offers
 /// `RejoinMatch` for clients that want them).
@@ -93,6 +104,9 @@ impl LobbyBot {
             queued_at: None,
             retry_at: None,
             closed_match: None,
+            crafts_left: BOT_CRAFTS,
+            crafted: Vec::new(),
+            deck: None,
         })
     }
 
@@ -205,8 +219,17 @@ impl LobbyBot {
         self.inbox.push(msg.clone());
         match msg {
             LobbyServerMessage::Welcome { .. } if self.state == BotState::Connecting => {
-                self.find_match();
+                // Craft what the inventory allows, build a deck with it, then queue.
+                self.state = BotState::Tending;
+                self.send(&LobbyClientMessage::Inventory);
             }
+            LobbyServerMessage::Inventory { items, cards } if self.state == BotState::Tending => {
+                self.tend(&items, &cards);
+            }
+            LobbyServerMessage::Crafted { recipe, .. } => self.crafted.push(recipe),
+            LobbyServerMessage::Decks {
+                active: Some(_), ..
+            } if self.state == BotState::Tending => self.find_match(),
             LobbyServerMessage::MatchFound {
                 match_id,
                 connect_token,
@@ -246,6 +269,17 @@ impl LobbyBot {
             } if self.state == BotState::Queued => {
                 self.retry_at = Some(Instant::now() + Duration::from_secs(1));
             }
+            LobbyServerMessage::Error { code, message } if self.state == BotState::Tending => {
+                tracing::debug!(bot = %self.username, ?code, %message, "refused while tending");
+                match code {
+                    // A craft that did not go through: look again (the budget bounds this).
+                    ErrorCode::NotEnoughItems | ErrorCode::InventoryFull | ErrorCode::UnknownId => {
+                        self.send(&LobbyClientMessage::Inventory)
+                    }
+                    // The deck was refused or the service is down: play the starter deck.
+                    _ => self.find_match(),
+                }
+            }
             LobbyServerMessage::Error { code, message } => {
                 tracing::debug!(bot = %self.username, ?code, %message, "lobby error");
                 // A refused or failed FindMatch (matchmaking busy, previous match not closed
@@ -266,6 +300,65 @@ impl LobbyBot {
             }
             _ => {}
         }
+    }
+}
+
+impl LobbyBot {
+    /// One tending step from the inventory: craft by the first recipe it can pay for (cards
+    /// first), or, with no craft left, save a deck with the crafted cards and choose it.
+    fn tend(&mut self, items: &[(String, u32)], cards: &[(String, u32)]) {
+        let have = |id: &str| items.iter().find(|(i, _)| i == id).map_or(0, |(_, n)| *n);
+        if self.crafts_left > 0 {
+            let affordable = |r: &&shared_sim::data::RecipeDef| {
+                r.inputs.iter().all(|(item, n)| have(item) >= *n as u32)
+            };
+            let is_card = |r: &&shared_sim::data::RecipeDef| {
+                matches!(r.output, shared_sim::data::RecipeOutput::Card(_))
+            };
+            let pick = self
+                .data
+                .recipes
+                .iter()
+                .filter(affordable)
+                .find(is_card)
+                .or_else(|| self.data.recipes.iter().find(affordable));
+            if let Some(recipe) = pick {
+                self.crafts_left -= 1;
+                let recipe = recipe.id.clone();
+                return self.send(&LobbyClientMessage::Craft { recipe });
+            }
+        }
+        let Some(deck) = self.build_deck(cards) else {
+            return self.find_match();
+        };
+        self.deck = Some(deck.clone());
+        self.send(&LobbyClientMessage::SaveDeck {
+            slot: 0,
+            name: format!("{} deck", self.username),
+            cards: deck,
+        });
+        self.send(&LobbyClientMessage::ChooseDeck { slot: Some(0) });
+    }
+
+    /// The starter deck with its last cards swapped for owned cards that are not in it.
+    fn build_deck(&self, cards: &[(String, u32)]) -> Option<Vec<String>> {
+        let mut deck = self.data.starter_deck_for(self.user_id())?.cards.clone();
+        let max = self.data.rules.max_copies as u32;
+        let mut swapped = 0;
+        for (card, n) in cards {
+            if deck.contains(card) {
+                continue;
+            }
+            for _ in 0..(*n).min(max) {
+                if swapped + 1 >= deck.len() {
+                    break;
+                }
+                deck.pop();
+                deck.insert(0, card.clone());
+                swapped += 1;
+            }
+        }
+        (swapped > 0).then_some(deck)
     }
 }
 
