@@ -14,6 +14,7 @@ use crate::bridge::{Bridge, Reply, UserId};
 #[derive(Debug, Clone)]
 pub enum GameRequest {
     Inventory,
+    EnterFarm,
     Craft(String),
     Decks,
     SaveDeck {
@@ -63,6 +64,10 @@ impl Bridge {
         let data = self.data.get();
         let result = match request {
             GameRequest::Inventory => self.send_inventory(user).await,
+            GameRequest::EnterFarm => {
+                self.enter_farm(user).await;
+                Ok(())
+            }
             GameRequest::Craft(recipe) => self.craft(&data, user, &recipe).await,
             GameRequest::Decks => self.send_decks(user).await,
             GameRequest::SaveDeck { slot, name, cards } => {
@@ -85,6 +90,49 @@ impl Bridge {
         };
         if let Err(e) = result {
             self.store_failed(user, &e);
+        }
+    }
+
+    /// Matchmaking opens the farm on an instance server and mints its token.
+    async fn enter_farm(&self, user: UserId) {
+        let sent = self
+            .http
+            .post(format!("{}/v1/matchmaking/farms", self.matchmaking_url))
+            .bearer_auth(&*self.service_token)
+            .json(&matchmaking::service::FarmRequest { user_id: user })
+            .send()
+            .await;
+        let answer = match sent {
+            Ok(r) if r.status().is_success() => r
+                .json::<matchmaking::service::FarmResponse>()
+                .await
+                .map_err(|e| e.to_string()),
+            Ok(r) => Err(format!("matchmaking answered {}", r.status())),
+            Err(e) => Err(e.to_string()),
+        };
+        let bytes = answer.and_then(|a| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(&a.connect_token)
+                .map(|b| (a.server_addr, b))
+                .map_err(|e| e.to_string())
+        });
+        match bytes {
+            Ok((server_addr, connect_token)) => self.send(
+                user,
+                LobbyServerMessage::FarmReady {
+                    server_addr,
+                    connect_token,
+                },
+            ),
+            Err(e) => {
+                tracing::warn!(user, error = %e, "farm not opened");
+                self.failed(
+                    user,
+                    ErrorCode::Unavailable,
+                    "the farm could not be opened; try again",
+                );
+            }
         }
     }
 

@@ -92,6 +92,16 @@ pub struct InstanceConfig {
     #[arg(long, env = "CROFT_READY_FILE")]
     pub ready_file: Option<PathBuf>,
 
+    /// The database farms are loaded from and saved to (`postgres://…` or `sqlite://PATH`);
+    /// without one this server hosts matches only.
+    #[arg(long, env = "CROFT_DATABASE_URL")]
+    pub database: Option<String>,
+    #[arg(long, env = "CROFT_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+    /// Farms this process hosts at most.
+    #[arg(long, env = "CROFT_INSTANCE_MAX_FARMS", default_value_t = 100)]
+    pub max_farms: usize,
+
     /// Run under Agones: take the public address from the GameServer, mark it Ready, ping its
     /// health from the tick, keep its match counter, and call Shutdown once drained. Needs the
     /// Agones SDK sidecar (AGONES_SDK_GRPC_PORT); without this flag none of it happens.

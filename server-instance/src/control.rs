@@ -26,7 +26,12 @@ pub const MATCHES_PER_SHARD: usize = 448;
 /// What the async side tells the tick.
 #[derive(Debug)]
 pub enum ControlCommand {
-    Create { spec: MatchSpec, shard: usize },
+    Create {
+        spec: MatchSpec,
+        shard: usize,
+    },
+    /// Host a farm loaded from the store.
+    OpenFarm(Box<crate::farm::LoadedFarm>),
     Drain,
 }
 
@@ -45,6 +50,11 @@ pub struct ControlShared {
     /// Recently ended matches, numbered, for the allocator to collect (`GET /v1/matches`).
     ended: Mutex<(u64, std::collections::VecDeque<EndedMatch>)>,
     token: String,
+    /// Farms open or opening here.
+    farms: Mutex<std::collections::HashSet<UserId>>,
+    pub max_farms: usize,
+    /// Where farms are loaded from (`None`: no farms on this server).
+    pub store: Option<store::Store>,
 }
 
 /// How many ended matches the control API remembers for collection.
@@ -91,6 +101,27 @@ impl ControlShared {
             readiness,
             ended: Mutex::new((0, std::collections::VecDeque::new())),
             token,
+            farms: Mutex::new(Default::default()),
+            max_farms: 0,
+            store: None,
+        }
+    }
+
+    /// Hosts farms from `store`, at most `max` at once.
+    pub fn with_farms(mut self, store: store::Store, max: usize) -> Self {
+        self.store = Some(store);
+        self.max_farms = max;
+        self
+    }
+
+    pub fn farm_count(&self) -> usize {
+        self.farms.lock().map(|f| f.len()).unwrap_or(0)
+    }
+
+    /// The tick closed `user`'s farm.
+    pub fn close_farm(&self, user: UserId) {
+        if let Ok(mut f) = self.farms.lock() {
+            f.remove(&user);
         }
     }
 
@@ -210,6 +241,7 @@ pub fn router(shared: Arc<ControlShared>, commands: UnboundedSender<ControlComma
         .route("/v1/matches", post(create_match).get(list_matches))
         .route("/v1/capacity", get(capacity))
         .route("/v1/drain", post(drain))
+        .route("/v1/farms", post(open_farm))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(ControlState { shared, commands })
 }
@@ -415,4 +447,82 @@ async fn create_match(
             server_addr: shared.shard_addrs[shard],
         }),
     ))
+}
+
+/// `POST /v1/farms`: host a player's farm here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenFarmRequest {
+    pub user_id: UserId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenFarmResponse {
+    pub user_id: UserId,
+    /// The UDP address the player's farm token must name.
+    pub server_addr: SocketAddr,
+}
+
+async fn open_farm(
+    State(state): State<ControlState>,
+    headers: HeaderMap,
+    body: Result<Json<OpenFarmRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<OpenFarmResponse>), ApiError> {
+    check_auth(&state, &headers)?;
+    let Json(req) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let shared = &state.shared;
+    let unavailable = |code: &'static str, msg: &str| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, msg.to_string())
+    };
+    let Some(store) = shared.store.clone() else {
+        return Err(unavailable(
+            "no_farms",
+            "this instance has no database and hosts no farms",
+        ));
+    };
+    if req.user_id == 0 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_user",
+            "user 0 does not exist",
+        ));
+    }
+    let server_addr = shared.shard_addrs[(req.user_id as usize) % shared.shard_addrs.len()];
+    let answer = Json(OpenFarmResponse {
+        user_id: req.user_id,
+        server_addr,
+    });
+    {
+        let mut farms = shared
+            .farms
+            .lock()
+            .map_err(|_| unavailable("internal", "internal error"))?;
+        if shared.draining.load(Ordering::SeqCst) {
+            return Err(unavailable("draining", "this instance is shutting down"));
+        }
+        if farms.contains(&req.user_id) {
+            return Ok((StatusCode::OK, answer));
+        }
+        if farms.len() >= shared.max_farms {
+            return Err(unavailable("full", "no free farm slot"));
+        }
+        farms.insert(req.user_id);
+    }
+    let loaded = match crate::farm::load(&store, shared.data(), req.user_id).await {
+        Ok(l) => l,
+        Err(e) => {
+            shared.close_farm(req.user_id);
+            tracing::warn!(user = req.user_id, error = %e, "farm not loaded");
+            return Err(unavailable("unavailable", "the farm could not be loaded"));
+        }
+    };
+    if state
+        .commands
+        .send(ControlCommand::OpenFarm(Box::new(loaded)))
+        .is_err()
+    {
+        shared.close_farm(req.user_id);
+        return Err(unavailable("stopping", "the server is stopping"));
+    }
+    Ok((StatusCode::CREATED, answer))
 }

@@ -6,6 +6,7 @@ pub mod agones;
 pub mod bus;
 pub mod config;
 pub mod control;
+pub mod farm;
 pub mod net;
 pub mod persist;
 
@@ -38,8 +39,8 @@ pub struct ReadyInfo {
 }
 
 #[derive(Resource)]
-struct Control {
-    shared: Arc<ControlShared>,
+pub(crate) struct Control {
+    pub(crate) shared: Arc<ControlShared>,
     commands: UnboundedReceiver<ControlCommand>,
 }
 
@@ -109,13 +110,37 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         },
     )?;
     let readiness = telemetry::Readiness::new(false);
-    let shared = Arc::new(ControlShared::new(
+    let store = match (&config.database, &config.database_url_file) {
+        (None, None) => None,
+        (url, file) => {
+            let url = store::resolve_url(url.as_deref().unwrap_or(""), file.as_deref())?;
+            let store = runtime
+                .block_on(store::Store::connect(&url, &store::PoolSettings::default()))
+                .with_context(|| format!("connecting to {}", store::redact(&url)))?;
+            // The services migrate; an instance only checks the schema is the one it knows.
+            runtime
+                .block_on(store.check_migrated())
+                .context("checking the database schema")?;
+            Some(store)
+        }
+    };
+    let mut control_shared = ControlShared::new(
         Arc::new(data),
         net.public_addrs(),
         config.max_matches,
         control_token,
         readiness.clone(),
-    ));
+    );
+    let (farm_writes, farm_done) = match store {
+        Some(store) => {
+            control_shared = control_shared.with_farms(store.clone(), config.max_farms);
+            let (wt, wr, dt, dr) = farm::Farms::channels();
+            runtime.spawn(farm::writer(store, wr, dt));
+            (Some(wt), dr)
+        }
+        None => (None, std::sync::mpsc::channel().1),
+    };
+    let shared = Arc::new(control_shared);
     let (tx, rx) = unbounded_channel();
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.http))
@@ -153,6 +178,7 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         None => (bus::EventBus::default(), None),
     };
     let mut app = build_app(&config, net, shared.clone(), rx, writer.sink.clone());
+    app.insert_resource(farm::Farms::new(farm_writes, farm_done));
     app.insert_resource(bus);
     if let Some(path) = &config.ready_file {
         std::fs::write(path, serde_json::to_vec(&ready)?)
@@ -205,6 +231,7 @@ fn build_app(
         })
         .init_resource::<TickTimer>()
         .init_resource::<bus::EventBus>()
+        .insert_resource(farm::Farms::new(None, std::sync::mpsc::channel().1))
         .configure_sets(PostUpdate, NetSystems::Send)
         .add_systems(
             PreUpdate,
@@ -223,6 +250,7 @@ fn build_app(
                     .in_set(NetSystems::Deliver)
                     .before(MatchSystems::Receive),
                 finish_tick_timer.after(MatchSystems::Broadcast),
+                farm::farm_system.after(NetSystems::Deliver),
             ),
         )
         .add_systems(
@@ -293,6 +321,10 @@ fn apply_control_commands(world: &mut World) {
                         tracing::warn!(match_id = spec.match_id, error = %e, "match not created");
                     }
                 }
+            }
+            ControlCommand::OpenFarm(loaded) => {
+                tracing::info!(user = loaded.user, "farm open");
+                world.resource_mut::<farm::Farms>().open(*loaded);
             }
             ControlCommand::Drain => {
                 tracing::info!("draining: no new matches");
@@ -392,6 +424,7 @@ fn drain_system(
     matches: Query<&CardMatch>,
     mut inbox: ResMut<MatchInbox>,
     mut net: ResMut<NetServer>,
+    farms: Res<farm::Farms>,
     mut exit: MessageWriter<AppExit>,
 ) {
     if !control.shared.draining.load(Ordering::SeqCst) {
@@ -404,7 +437,8 @@ fn drain_system(
         .get_or_insert(now + Duration::from_secs(seconds));
     let running: Vec<&CardMatch> = matches.iter().filter(|m| !m.state.is_over()).collect();
     // `running()` counts reservations too: a match accepted but not yet spawned keeps us up.
-    if running.is_empty() && control.shared.running() == 0 {
+    // Farms' last changes are written before the process goes.
+    if running.is_empty() && control.shared.running() == 0 && farm::all_saved(&farms) {
         net::disconnect_all(&mut net);
         exit.write(AppExit::Success);
         return;

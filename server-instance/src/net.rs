@@ -20,6 +20,8 @@ use shared_sim::protocol::{
 };
 use shared_sim::rules::Seat;
 
+use crate::farm::{FarmInput, Farms};
+
 /// Network systems, around the match simulation.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NetSystems {
@@ -55,6 +57,8 @@ pub struct Away {
 #[derive(Debug, Clone, Copy)]
 pub struct PlayerSession {
     pub shard: usize,
+    /// On the player's farm, not in a match (`match_id` is 0 then).
+    pub farm: bool,
     pub match_id: MatchId,
     pub seat: Seat,
     pub bad_messages: u32,
@@ -225,6 +229,7 @@ pub fn deliver_messages(
     index: Res<MatchIndex>,
     matches: Query<&CardMatch>,
     mut inbox: ResMut<MatchInbox>,
+    mut farms: ResMut<Farms>,
 ) {
     let now = Instant::now();
     net.close_due(now);
@@ -241,7 +246,9 @@ pub fn deliver_messages(
     for (shard, event) in events {
         match event {
             ServerEvent::ClientConnected { client_id } => {
-                admit(&mut net, shard, client_id, &clock, &index, &matches);
+                admit(
+                    &mut net, shard, client_id, &clock, &index, &matches, &mut farms,
+                );
             }
             ServerEvent::ClientDisconnected { client_id, reason } => {
                 tracing::info!(client_id, %reason, "client disconnected");
@@ -251,7 +258,7 @@ pub fn deliver_messages(
                     .is_some_and(|s| s.shard == shard)
                     && let Some(session) = net.sessions.remove(&client_id)
                 {
-                    left(&mut net, session, client_id, &index, &matches);
+                    left(&mut net, session, client_id, &index, &matches, &mut farms);
                 }
             }
         }
@@ -273,7 +280,7 @@ pub fn deliver_messages(
             kind: CommandKind::Forfeit,
         });
     }
-    read_messages(&mut net, &clock, &index, &matches, &mut inbox);
+    read_messages(&mut net, &clock, &index, &matches, &mut inbox, &mut farms);
 }
 
 fn admit(
@@ -283,6 +290,7 @@ fn admit(
     clock: &MatchClock,
     index: &MatchIndex,
     matches: &Query<&CardMatch>,
+    farms: &mut Farms,
 ) {
     if net.sessions.contains_key(&client_id) {
         // Already seated through another socket: one connection per user per instance.
@@ -297,6 +305,32 @@ fn admit(
     let user_data = net.shards[shard].transport.user_data(client_id);
     let parsed = user_data.map(|d| TokenUserData::from_bytes(&d));
     let data = match parsed {
+        Some(Ok(d)) if d.kind == TokenKind::Farm && d.user_id == client_id => {
+            if !farms.hosts(d.user_id) {
+                return net.refuse(
+                    shard,
+                    client_id,
+                    ErrorCode::UnknownMatch,
+                    "your farm is not open on this server".into(),
+                    "unknown_farm",
+                );
+            }
+            net.sessions.insert(
+                client_id,
+                PlayerSession {
+                    shard,
+                    farm: true,
+                    match_id: 0,
+                    seat: Seat::First,
+                    bad_messages: 0,
+                    window: 0,
+                    messages: 0,
+                },
+            );
+            tracing::info!(user_id = d.user_id, "player on their farm");
+            farms.inbox.push(FarmInput::Joined(d.user_id));
+            return;
+        }
         Some(Ok(d)) if d.kind == TokenKind::Instance && d.user_id == client_id => d,
         Some(Ok(_)) => {
             return net.refuse(
@@ -352,6 +386,7 @@ fn admit(
         client_id,
         PlayerSession {
             shard,
+            farm: false,
             match_id: m.id,
             seat,
             bad_messages: 0,
@@ -396,7 +431,12 @@ fn left(
     user: UserId,
     index: &MatchIndex,
     matches: &Query<&CardMatch>,
+    farms: &mut Farms,
 ) {
+    if session.farm {
+        farms.inbox.push(FarmInput::Left(user));
+        return;
+    }
     let Some(m) = index
         .0
         .get(&session.match_id)
@@ -427,6 +467,7 @@ fn read_messages(
     index: &MatchIndex,
     matches: &Query<&CardMatch>,
     inbox: &mut MatchInbox,
+    farms: &mut Farms,
 ) {
     let clients: Vec<(ClientId, PlayerSession)> =
         net.sessions.iter().map(|(c, s)| (*c, *s)).collect();
@@ -451,6 +492,7 @@ fn read_messages(
                 s.messages = 0;
             }
             s.messages += 1;
+            let farm = s.farm;
             let decoded = if s.messages > limit {
                 Err((
                     ErrorCode::RateLimited,
@@ -458,13 +500,27 @@ fn read_messages(
                     "rate_limited",
                 ))
             } else {
-                ClientMessage::decode(&bytes).map_err(|e| {
-                    let reason = match e.code() {
-                        ErrorCode::TooLarge => "too_large",
-                        _ => "malformed",
-                    };
-                    (e.code(), e.to_string(), reason)
-                })
+                ClientMessage::decode(&bytes)
+                    .map_err(|e| {
+                        let reason = match e.code() {
+                            ErrorCode::TooLarge => "too_large",
+                            _ => "malformed",
+                        };
+                        (e.code(), e.to_string(), reason)
+                    })
+                    .and_then(|m| {
+                        // Farm messages on a farm connection, match messages in a match.
+                        let for_farm = matches!(m, ClientMessage::FarmAction { .. });
+                        if for_farm == farm {
+                            Ok(m)
+                        } else {
+                            Err((
+                                ErrorCode::NotAllowed,
+                                "not on this connection".to_string(),
+                                "wrong_place",
+                            ))
+                        }
+                    })
             };
             match decoded {
                 Ok(ClientMessage::MatchAction { seq, action }) => inbox.0.push(MatchCommand {
@@ -472,6 +528,13 @@ fn read_messages(
                     user_id: client,
                     kind: CommandKind::Act { seq, action },
                 }),
+                Ok(ClientMessage::FarmAction { seq, action }) => {
+                    farms.inbox.push(FarmInput::Action {
+                        user: client,
+                        seq,
+                        action,
+                    });
+                }
                 Ok(ClientMessage::RequestSnapshot) => {
                     let found = index
                         .0
@@ -499,7 +562,7 @@ fn read_messages(
                         );
                         // Kicked like a drop: the grace period and forfeit rules apply.
                         if let Some(session) = net.sessions.remove(&client) {
-                            left(net, session, client, index, matches);
+                            left(net, session, client, index, matches, farms);
                         }
                         break;
                     }

@@ -6,7 +6,7 @@ mod common;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Instance, game_data};
+use common::{Instance, game_data, wait_for};
 use headless_bot::{Connection, MatchPlayer, Pacing, PlayerState, Summary, run_until_done};
 use shared_sim::protocol::{ClientMessage, ErrorCode, ServerMessage, TokenKind, TokenUserData};
 use shared_sim::rules::{Action, EndReason, Seat};
@@ -32,29 +32,6 @@ fn players_for(
         .zip(tokens)
         .map(|(u, t)| MatchPlayer::new(u, match_id, t, data.clone(), pacing).unwrap())
         .collect()
-}
-
-/// Polls a raw connection until `want` matches a message or the time runs out.
-fn wait_for(
-    conn: &mut Connection,
-    timeout: Duration,
-    mut want: impl FnMut(&ServerMessage) -> bool,
-) -> Option<ServerMessage> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if conn.update().is_err() {
-            return None;
-        }
-        while let Some(msg) = conn.receive() {
-            let msg = msg.expect("server messages decode");
-            if want(&msg) {
-                return Some(msg);
-            }
-        }
-        let _ = conn.flush();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    None
 }
 
 /// Polls until the connection is gone; true if it was dropped within the timeout.

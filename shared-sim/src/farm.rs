@@ -93,6 +93,10 @@ pub enum FarmError {
     NotWithered,
     #[error("the inventory has no room for the harvest")]
     InventoryFull,
+    #[error("the previous action is still being saved")]
+    Busy,
+    #[error("the farm could not be saved; try again")]
+    Unavailable,
 }
 
 /// What an accepted action does to the inventory.

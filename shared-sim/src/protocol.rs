@@ -79,6 +79,12 @@ pub enum ClientMessage {
     MatchAction { seq: u32, action: Action },
     /// Ask for a full [`ServerMessage::Snapshot`] (after a reconnect or if the client is unsure).
     RequestSnapshot,
+    /// A farming action on the client's farm (farm connections only); answered by
+    /// [`ServerMessage::FarmActionResult`] with the same `seq` once it is saved.
+    FarmAction {
+        seq: u32,
+        action: crate::farm::FarmAction,
+    },
 }
 
 /// Why the server refuses a client or a message outside the match rules.
@@ -150,6 +156,18 @@ pub enum ServerMessage {
         code: ErrorCode,
         message: String,
     },
+    /// The farm as it is now: its plots at farm tick `tick`, and the player's items.
+    FarmState {
+        tick: u64,
+        plots: Vec<crate::farm::Plot>,
+        items: Vec<(String, u32)>,
+    },
+    /// The answer to [`ClientMessage::FarmAction`] `seq`: `None` when it was applied (and, when
+    /// it changed the inventory, saved).
+    FarmActionResult {
+        seq: u32,
+        error: Option<crate::farm::FarmError>,
+    },
 }
 
 /// Where a player is, as their friends see it.
@@ -219,6 +237,8 @@ pub enum LobbyClientMessage {
     RejoinMatch,
     /// The player's items and cards ([`LobbyServerMessage::Inventory`]).
     Inventory,
+    /// Open the player's farm: answered by [`LobbyServerMessage::FarmReady`].
+    EnterFarm,
     /// Craft once by the recipe `recipe` (an id from `recipes.ron`).
     Craft {
         recipe: String,
@@ -318,6 +338,11 @@ pub enum LobbyServerMessage {
         output: String,
         quantity: u32,
     },
+    /// The player's farm is open: connect to `server_addr` with `connect_token`.
+    FarmReady {
+        server_addr: std::net::SocketAddr,
+        connect_token: Vec<u8>,
+    },
     /// The saved decks and the one the player queues with (`None`: the starter deck).
     Decks {
         decks: Vec<DeckEntry>,
@@ -414,6 +439,8 @@ pub enum TokenKind {
     Connection = 1,
     /// A seat in one match on an instance server.
     Instance = 2,
+    /// The user's own farm on an instance server (`match_id` 0).
+    Farm = 3,
 }
 
 /// What the token service binds into a connect token: the layout is byte 0 format (1), byte 1
@@ -455,6 +482,7 @@ impl TokenUserData {
         let kind = match bytes[1] {
             1 => TokenKind::Connection,
             2 => TokenKind::Instance,
+            3 => TokenKind::Farm,
             k => return Err(UserDataError::Kind(k)),
         };
         let mut u = [0u8; 8];

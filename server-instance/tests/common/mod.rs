@@ -168,3 +168,26 @@ impl Drop for Instance {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Polls a raw connection until `want` matches a message or the time runs out.
+pub fn wait_for(
+    conn: &mut headless_bot::Connection,
+    timeout: Duration,
+    mut want: impl FnMut(&shared_sim::protocol::ServerMessage) -> bool,
+) -> Option<shared_sim::protocol::ServerMessage> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if conn.update().is_err() {
+            return None;
+        }
+        while let Some(msg) = conn.receive() {
+            let msg = msg.expect("server messages decode");
+            if want(&msg) {
+                return Some(msg);
+            }
+        }
+        let _ = conn.flush();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}

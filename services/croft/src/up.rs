@@ -475,6 +475,13 @@ fn report(
         pct(&waits, 0.99),
         waits.len()
     );
+    let farmed: usize = bots.iter().map(|b| b.farmed.len()).sum();
+    let crafted: usize = bots.iter().map(|b| b.crafted.len()).sum();
+    let decks = bots.iter().filter(|b| b.deck.is_some()).count();
+    println!(
+        "before queueing: {farmed} farm actions, {crafted} crafts, {decks} decks built ({} bots)",
+        bots.len()
+    );
     for f in &summary.failures {
         eprintln!("failed: {f}");
     }

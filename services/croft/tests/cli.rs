@@ -112,6 +112,12 @@ fn croft_up_eight_bots_log_in_queue_and_play_two_matches_each() {
         stdout.contains("matchmaking after the bots: 0 queued, 0 matches open"),
         "{stdout}"
     );
+    // Every bot farmed (6 plantings and 6 waterings), crafted (wheat to flour twice, then a
+    // Mill Golem) and queued with a deck holding the golem.
+    assert!(
+        stdout.contains("before queueing: 96 farm actions, 24 crafts, 8 decks built (8 bots)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("croft stopped"), "{stdout}");
     assert!(stdout.contains("kafka         127.0.0.1:"), "{stdout}");
     // The results and events landed in the database; the match logs hold 4 matches.
@@ -144,6 +150,10 @@ fn croft_up_eight_bots_log_in_queue_and_play_two_matches_each() {
             );
         }
         let count = |t: &str| events.iter().filter(|e| e.event.event_type == t).count();
+        assert_eq!(count("item_crafted"), 24);
+        // Each bot's farm was written: six wheat plots, watered.
+        let farms = store.farm_count().await.unwrap();
+        assert_eq!(farms, 8);
         (
             store.match_count().await.unwrap(),
             count("match_found"),

@@ -779,7 +779,10 @@ fn pump_and_take(clients: &mut [&mut Client], d: Duration) -> Vec<LobbyServerMes
         .collect()
 }
 
-fn inventory(c: &mut Client) -> (Vec<(String, u32)>, Vec<(String, u32)>) {
+type Counts = Vec<(String, u32)>;
+
+/// The player's (items, cards).
+fn inventory(c: &mut Client) -> (Counts, Counts) {
     c.send(&LobbyClientMessage::Inventory);
     match c.wait(|m| matches!(m, LobbyServerMessage::Inventory { .. })) {
         LobbyServerMessage::Inventory { items, cards } => (items, cards),
@@ -881,7 +884,10 @@ fn crafting_decks_and_the_chosen_deck_in_a_match() {
         ErrorCode::InvalidDeck
     );
     assert_eq!(
-        refused(&mut carol, &LobbyClientMessage::ChooseDeck { slot: Some(0) }),
+        refused(
+            &mut carol,
+            &LobbyClientMessage::ChooseDeck { slot: Some(0) }
+        ),
         ErrorCode::InvalidDeck
     );
     carol.send(&save(0, deck.clone()));
@@ -894,7 +900,15 @@ fn crafting_decks_and_the_chosen_deck_in_a_match() {
         _ => unreachable!(),
     }
     carol.send(&LobbyClientMessage::ChooseDeck { slot: Some(0) });
-    carol.wait(|m| matches!(m, LobbyServerMessage::Decks { active: Some(0), .. }));
+    carol.wait(|m| {
+        matches!(
+            m,
+            LobbyServerMessage::Decks {
+                active: Some(0),
+                ..
+            }
+        )
+    });
 
     // Logging in again does not grant the starter kit twice.
     carol.conn.disconnect();

@@ -54,17 +54,27 @@ pub enum AllocEvent {
 }
 
 /// `POST /v1/matches` on an instance's control API. No answer is `Unknown` (the instance
-/// may have created it); an answer other than 201 is `Refused`.
+/// may have created it); an answer other than 2xx is `Refused`.
 pub(crate) async fn create_match(
     http: &reqwest::Client,
     token: &str,
     control: &str,
     request: &CreateMatchRequest,
 ) -> Result<CreateMatchResponse, AllocError> {
+    control_post(http, token, format!("{control}/v1/matches"), request).await
+}
+
+/// A `POST` of JSON on an instance's control API, answered with JSON.
+async fn control_post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    token: &str,
+    url: String,
+    body: &B,
+) -> Result<T, AllocError> {
     let resp = http
-        .post(format!("{control}/v1/matches"))
+        .post(url)
         .bearer_auth(token)
-        .json(request)
+        .json(body)
         .send()
         .await
         .map_err(|e| AllocError::Unknown(e.to_string()))?;
@@ -141,6 +151,34 @@ pub trait Allocator: Send + Sync {
     fn status(&self) -> BoxFuture<'_, serde_json::Value>;
     /// Drains every instance and waits for them to exit.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
+    /// Opens `user`'s farm on an instance (the one that hosts it already, if any) and answers
+    /// the UDP address its farm token must name.
+    fn open_farm(&self, user: UserId) -> BoxFuture<'_, Result<SocketAddr, AllocError>> {
+        let _ = user;
+        Box::pin(async {
+            Err(AllocError::Refused(
+                "this allocator does not place farms".into(),
+            ))
+        })
+    }
+}
+
+/// `POST /v1/farms` on an instance's control API: the address of the farm's socket.
+pub(crate) async fn open_farm_on(
+    http: &reqwest::Client,
+    token: &str,
+    control: &str,
+    user: UserId,
+) -> Result<SocketAddr, AllocError> {
+    let request = server_instance::control::OpenFarmRequest { user_id: user };
+    control_post::<_, server_instance::control::OpenFarmResponse>(
+        http,
+        token,
+        format!("{control}/v1/farms"),
+        &request,
+    )
+    .await
+    .map(|r| r.server_addr)
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +244,8 @@ pub struct LocalAllocator {
 #[derive(Default)]
 struct Pool {
     instances: Vec<Instance>,
+    /// The instance each farm was last opened on (a farm stays there while it is open).
+    farm_homes: HashMap<UserId, String>,
     next_id: u64,
     /// Set by `shutdown`: nothing is placed or started after it.
     closed: bool,
@@ -400,6 +440,44 @@ impl Allocator for LocalAllocator {
             }
             let i = self.spawn(&mut pool).await?;
             self.place(&mut pool.instances[i], &request).await
+        })
+    }
+
+    fn open_farm(&self, user: UserId) -> BoxFuture<'_, Result<SocketAddr, AllocError>> {
+        Box::pin(async move {
+            let mut pool = self.state.lock().await;
+            if pool.closed {
+                return Err(AllocError::NoCapacity);
+            }
+            // Its home first, then the oldest serving instance (the warm pool outlives
+            // extras, and farms do not count as busy when the pool scales down).
+            let home = pool.farm_homes.get(&user).cloned();
+            let mut order: Vec<usize> = (0..pool.instances.len())
+                .filter(|&i| !pool.instances[i].draining)
+                .collect();
+            order.sort_by_key(|&i| Some(&pool.instances[i].id) != home.as_ref());
+            if order.is_empty() {
+                let i = self.spawn(&mut pool).await?;
+                order.push(i);
+            }
+            let mut last = AllocError::NoCapacity;
+            for i in order {
+                let (id, control) = (
+                    pool.instances[i].id.clone(),
+                    pool.instances[i].control.clone(),
+                );
+                match open_farm_on(&self.http, &self.config.control_token, &control, user).await {
+                    Ok(addr) => {
+                        pool.farm_homes.insert(user, id);
+                        return Ok(addr);
+                    }
+                    Err(e) => {
+                        tracing::warn!(instance = %id, error = %e, "farm not opened");
+                        last = e;
+                    }
+                }
+            }
+            Err(last)
         })
     }
 

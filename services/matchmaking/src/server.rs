@@ -157,6 +157,15 @@ impl MatchmakingConfig {
             local.extra_args.push("--control-token-file".into());
             local.extra_args.push(f.display().to_string());
         }
+        // Instances host farms from the same database (a URL in a file stays in the file).
+        match &self.database_url_file {
+            Some(f) => local
+                .extra_args
+                .extend(["--database-url-file".into(), f.display().to_string()]),
+            None => local
+                .extra_args
+                .extend(["--database".into(), self.database.clone()]),
+        }
         Ok(local)
     }
 }

@@ -436,6 +436,7 @@ pub fn router(mm: Arc<Matchmaking>) -> Router {
         .route("/v1/matchmaking/tickets/{user_id}", delete(cancel_ticket))
         .route("/v1/matchmaking/updates", get(updates))
         .route("/v1/matchmaking/rejoin", post(rejoin))
+        .route("/v1/matchmaking/farms", post(open_farm))
         .route("/v1/matchmaking/status", get(status))
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(mm)
@@ -578,6 +579,48 @@ async fn rejoin(
     Ok(Json(RejoinResponse {
         match_id,
         server_addr: placement.server_addr,
+        connect_token: token::encode_token(&token),
+    }))
+}
+
+/// `POST /v1/matchmaking/farms`: open a player's farm on an instance server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FarmRequest {
+    pub user_id: UserId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FarmResponse {
+    pub server_addr: SocketAddr,
+    /// A farm connect token (standard base64 of the netcode token bytes).
+    pub connect_token: String,
+}
+
+async fn open_farm(
+    State(mm): State<Arc<Matchmaking>>,
+    headers: HeaderMap,
+    body: Result<Json<FarmRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<FarmResponse>, ApiError> {
+    check_auth(&mm, &headers)?;
+    let req = json_body(body)?;
+    let server_addr = mm.allocator.open_farm(req.user_id).await.map_err(|e| {
+        tracing::warn!(user = req.user_id, error = %e, "no farm opened");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_farm",
+            "no instance server could open the farm; try again",
+        )
+    })?;
+    let token = mm.issuer.mint_farm(server_addr, req.user_id).map_err(|e| {
+        tracing::error!(error = %e, "cannot mint a farm token");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    })?;
+    Ok(Json(FarmResponse {
+        server_addr,
         connect_token: token::encode_token(&token),
     }))
 }

@@ -359,6 +359,14 @@ impl Store {
             .transpose()
     }
 
+    /// Farms stored.
+    pub async fn farm_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM farms")
+            .fetch_one(self.pool())
+            .await?
+            .try_get("n")?)
+    }
+
     /// Writes a farm snapshot unless a newer version is stored; true if it was written.
     pub async fn save_farm(
         &self,

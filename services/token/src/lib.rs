@@ -270,6 +270,21 @@ impl ConnectTokenIssuer {
     }
 }
 
+impl ConnectTokenIssuer {
+    /// A token for `user_id`'s own farm on the instance server at `server`.
+    pub fn mint_farm(&self, server: SocketAddr, user_id: u64) -> Result<ConnectToken, MintError> {
+        self.mint(
+            &[server],
+            TokenUserData {
+                kind: TokenKind::Farm,
+                user_id,
+                match_id: 0,
+                session_id: [0; 16],
+            },
+        )
+    }
+}
+
 fn now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -417,6 +417,8 @@ impl MatchPlayer {
                 self.last_rejected = true;
             }
             ServerMessage::OpponentLeft { .. } | ServerMessage::OpponentReturned => {}
+            // Farm messages never come on a match connection.
+            ServerMessage::FarmState { .. } | ServerMessage::FarmActionResult { .. } => {}
             ServerMessage::Error { code, message } => {
                 self.stats.server_errors += 1;
                 tracing::debug!(user = self.user_id, ?code, message, "server error");

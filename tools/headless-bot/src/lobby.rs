@@ -16,6 +16,8 @@ use crate::{Connection, MatchPlayer, Pacing, PlayerState, TokenSource};
 pub enum BotState {
     /// Connecting to the connection server.
     Connecting,
+    /// On the farm: clearing, planting, watering and harvesting what it can.
+    Farming,
     /// Crafting and building a deck before the first queue.
     Tending,
     /// Waiting for the previous match to be closed before queueing again.
@@ -58,7 +60,24 @@ pub struct LobbyBot {
     pub crafted: Vec<String>,
     /// The deck the bot saved and chose, if it built one.
     pub deck: Option<Vec<String>>,
+    /// Farm actions the server accepted, in order.
+    pub farmed: Vec<shared_sim::farm::FarmAction>,
+    farm: Option<FarmVisit>,
 }
+
+/// The bot's farm connection while it farms.
+struct FarmVisit {
+    conn: Connection,
+    plots: Option<Vec<shared_sim::farm::Plot>>,
+    items: Vec<(String, u32)>,
+    /// The action waiting for its result.
+    awaiting: Option<(u32, shared_sim::farm::FarmAction)>,
+    seq: u32,
+    started: Instant,
+}
+
+/// Farm actions a bot makes per visit at most.
+const BOT_FARM_ACTIONS: u32 = 12;
 
 /// Crafts a bot tries before it builds its deck.
 const BOT_CRAFTS: usize = 4;
@@ -107,6 +126,8 @@ impl LobbyBot {
             crafts_left: BOT_CRAFTS,
             crafted: Vec::new(),
             deck: None,
+            farmed: Vec::new(),
+            farm: None,
         })
     }
 
@@ -181,6 +202,9 @@ impl LobbyBot {
                 Err(e) => return self.fail(format!("undecodable lobby message: {e}")),
             }
         }
+        if self.farm.is_some() {
+            self.poll_farm();
+        }
         if let Some(p) = self.player.as_mut() {
             p.poll(&NoRejoin);
             if p.seat.is_some() && self.login_to_match.is_none() {
@@ -219,9 +243,36 @@ impl LobbyBot {
         self.inbox.push(msg.clone());
         match msg {
             LobbyServerMessage::Welcome { .. } if self.state == BotState::Connecting => {
-                // Craft what the inventory allows, build a deck with it, then queue.
-                self.state = BotState::Tending;
-                self.send(&LobbyClientMessage::Inventory);
+                // Farm, craft what the inventory allows, build a deck with it, then queue.
+                self.state = BotState::Farming;
+                self.send(&LobbyClientMessage::EnterFarm);
+            }
+            LobbyServerMessage::FarmReady { connect_token, .. }
+                if self.state == BotState::Farming =>
+            {
+                let conn = ConnectToken::read(&mut connect_token.as_slice())
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| Connection::connect(t).map_err(|e| e.to_string()));
+                match conn {
+                    Ok(conn) => {
+                        self.farm = Some(FarmVisit {
+                            conn,
+                            plots: None,
+                            items: Vec::new(),
+                            awaiting: None,
+                            seq: 0,
+                            started: Instant::now(),
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(bot = %self.username, error = %e, "farm unreachable");
+                        self.leave_farm();
+                    }
+                }
+            }
+            LobbyServerMessage::Error { code, message } if self.state == BotState::Farming => {
+                tracing::debug!(bot = %self.username, ?code, %message, "no farm");
+                self.leave_farm();
             }
             LobbyServerMessage::Inventory { items, cards } if self.state == BotState::Tending => {
                 self.tend(&items, &cards);
@@ -304,6 +355,94 @@ impl LobbyBot {
 }
 
 impl LobbyBot {
+    /// Ends the farm visit and goes on to crafting.
+    fn leave_farm(&mut self) {
+        if let Some(mut f) = self.farm.take() {
+            f.conn.disconnect();
+        }
+        if self.state == BotState::Farming {
+            self.state = BotState::Tending;
+            self.send(&LobbyClientMessage::Inventory);
+        }
+    }
+
+    fn poll_farm(&mut self) {
+        use shared_sim::farm::{FarmAction, Plot};
+        use shared_sim::protocol::{ClientMessage, ServerMessage};
+        let Some(f) = self.farm.as_mut() else {
+            return;
+        };
+        if f.conn.update().is_err() || f.started.elapsed() > Duration::from_secs(30) {
+            tracing::warn!(bot = %self.username, "farm connection lost");
+            return self.leave_farm();
+        }
+        while let Some(m) = f.conn.receive() {
+            match m {
+                Ok(ServerMessage::FarmState { plots, items, .. }) => {
+                    f.plots = Some(plots);
+                    f.items = items;
+                }
+                Ok(ServerMessage::FarmActionResult { seq, error }) => {
+                    if let Some((s, action)) = f.awaiting.take() {
+                        if s == seq && error.is_none() {
+                            self.farmed.push(action);
+                        } else if s != seq {
+                            f.awaiting = Some((s, action));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let f = self.farm.as_mut().expect("checked above");
+        if f.awaiting.is_none()
+            && let Some(plots) = &f.plots
+        {
+            let have = |id: &str| f.items.iter().any(|(i, n)| i == id && *n > 0);
+            let crops = &self.data.crops;
+            let next = plots.iter().enumerate().find_map(|(i, p)| {
+                let plot = i as u8;
+                match p {
+                    Plot::Withered { .. } => Some(FarmAction::Clear { plot }),
+                    Plot::Ripe { .. } => Some(FarmAction::Harvest { plot }),
+                    Plot::Growing { crop, water, .. }
+                        if crops
+                            .get(usize::from(*crop))
+                            .is_some_and(|c| i32::from(*water) < c.water_per_stage) =>
+                    {
+                        Some(FarmAction::Water { plot })
+                    }
+                    Plot::Empty => {
+                        crops
+                            .iter()
+                            .find(|c| have(&c.seed))
+                            .map(|c| FarmAction::Plant {
+                                plot,
+                                seed: c.seed.clone(),
+                            })
+                    }
+                    _ => None,
+                }
+            });
+            match next {
+                Some(action) if f.seq < BOT_FARM_ACTIONS => {
+                    f.seq += 1;
+                    f.conn.send(&ClientMessage::FarmAction {
+                        seq: f.seq,
+                        action: action.clone(),
+                    });
+                    f.awaiting = Some((f.seq, action));
+                    let _ = f.conn.flush();
+                }
+                // Nothing more to do (or done enough): on to crafting.
+                _ => return self.leave_farm(),
+            }
+        }
+        if let Some(f) = self.farm.as_mut() {
+            let _ = f.conn.flush_if_due(false);
+        }
+    }
+
     /// One tending step from the inventory: craft by the first recipe it can pay for (cards
     /// first), or, with no craft left, save a deck with the crafted cards and choose it.
     fn tend(&mut self, items: &[(String, u32)], cards: &[(String, u32)]) {
