@@ -108,6 +108,13 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         replies: reply_tx,
         data: shared_sim::data::DataHandle::new(data),
     };
+    shared_sim::data::watch(
+        config.cards.clone(),
+        bridge.data.clone(),
+        Duration::from_secs(2),
+        shared_sim::data::log_reload,
+    )
+    .context("starting the card data watch")?;
     let status = Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
     let readiness = telemetry::Readiness::new(false);
     let listener = runtime

@@ -37,8 +37,9 @@ pub enum ControlCommand {
 
 /// State shared by the control API and the Bevy app.
 pub struct ControlShared {
-    /// The card data new matches start with (hot reload, when it comes, swaps this).
-    pub data: Arc<GameData>,
+    /// The card data new matches and farms start with (hot reload swaps it; what runs keeps
+    /// the `Arc` it started with).
+    pub data: shared_sim::data::DataHandle,
     /// Live matches: the shard each is seated on and its players.
     pub live: Mutex<HashMap<MatchId, (usize, [UserId; 2])>>,
     pub shard_addrs: Vec<SocketAddr>,
@@ -92,7 +93,7 @@ impl ControlShared {
         readiness: telemetry::Readiness,
     ) -> Self {
         Self {
-            data,
+            data: shared_sim::data::DataHandle::from_arc(data),
             live: Mutex::new(HashMap::new()),
             shard_addrs,
             max_matches,
@@ -190,7 +191,7 @@ impl ControlShared {
     }
 
     pub fn data(&self) -> Arc<GameData> {
-        self.data.clone()
+        self.data.get()
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {

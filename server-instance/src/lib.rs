@@ -141,6 +141,13 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         None => (None, std::sync::mpsc::channel().1),
     };
     let shared = Arc::new(control_shared);
+    shared_sim::data::watch(
+        config.cards.clone(),
+        shared.data.clone(),
+        Duration::from_secs(2),
+        shared_sim::data::log_reload,
+    )
+    .context("starting the card data watch")?;
     let (tx, rx) = unbounded_channel();
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.http))

@@ -89,8 +89,8 @@ fn a_farm_is_played_saved_and_survives_a_kill() {
     // A farm saved long ago: a ripe wheat on plot 0, and carrots watered for their stage
     // 100 000 ticks ago (long withered since, computed on load, not simulated).
     let data = common::game_data();
-    let wheat = data.crops.iter().position(|c| c.id == "wheat").unwrap() as u16;
-    let carrot = data.crops.iter().position(|c| c.id == "carrot").unwrap() as u16;
+    let wheat = "wheat".to_string();
+    let carrot = "carrot".to_string();
     let now = shared_sim::farm::FARM_TICKS_PER_SECOND
         * std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -98,11 +98,11 @@ fn a_farm_is_played_saved_and_survives_a_kill() {
             .as_secs();
     let mut old = Farm::new(data.rules.farm_plots, now - 100_000);
     old.plots[0] = Plot::Ripe {
-        crop: wheat,
+        crop: wheat.clone(),
         neglect: 0,
     };
     old.plots[2] = Plot::Growing {
-        crop: carrot,
+        crop: carrot.clone(),
         stage: 0,
         progress: 0,
         water: 1,
@@ -124,10 +124,17 @@ fn a_farm_is_played_saved_and_survives_a_kill() {
         plots[2], expected.plots[2],
         "offline growth applied on load"
     );
-    assert_eq!(plots[2], Plot::Withered { crop: carrot });
+    assert_eq!(
+        plots[2],
+        Plot::Withered {
+            crop: carrot.clone()
+        }
+    );
     assert_eq!(
         plots[0],
-        Plot::Withered { crop: wheat },
+        Plot::Withered {
+            crop: wheat.clone()
+        },
         "left ripe too long"
     );
     assert_eq!(count(&items, "wheat_seed"), 2);
@@ -207,7 +214,7 @@ fn a_farm_is_played_saved_and_survives_a_kill() {
     let mut conn = connect(&inst, user);
     let (plots, items, _) = state(&mut conn);
     assert!(
-        matches!(plots[1], Plot::Growing { crop, water: 1, .. } if crop == wheat),
+        matches!(&plots[1], Plot::Growing { crop, water: 1, .. } if *crop == wheat),
         "{plots:?}"
     );
     assert_eq!(plots[0], Plot::Empty);
@@ -242,13 +249,14 @@ fn a_ripe_crop_is_harvested_into_the_database() {
     let user = rt.block_on(store.create_user("reaper", "$h")).unwrap().id;
     let data = common::game_data();
     let wheat = data.crops.iter().position(|c| c.id == "wheat").unwrap();
+    let wheat_id = data.crops[wheat].id.clone();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     let mut farm = Farm::new(data.rules.farm_plots, now);
     farm.plots[3] = Plot::Ripe {
-        crop: wheat as u16,
+        crop: wheat_id,
         neglect: 0,
     };
     rt.block_on(store.save_farm(user, &serde_json::to_string(&farm).unwrap(), 4))

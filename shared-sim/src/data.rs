@@ -337,6 +337,112 @@ impl DataHandle {
     }
 }
 
+/// The content version of the data files in `dir` (the [`GameData::version`] they would load
+/// as), without validating them.
+pub fn content_version(dir: &Path) -> std::io::Result<u64> {
+    let mut texts = Vec::with_capacity(6);
+    for name in [
+        RULES_FILE,
+        CARDS_FILE,
+        ITEMS_FILE,
+        CROPS_FILE,
+        RECIPES_FILE,
+        DECKS_FILE,
+    ] {
+        texts.push(std::fs::read_to_string(dir.join(name))?);
+    }
+    Ok(fnv1a(texts.iter().flat_map(|s| s.bytes().chain([0u8]))))
+}
+
+/// What a reload of the data folder came to.
+#[derive(Debug)]
+pub enum Reload<'a> {
+    /// New data is in force.
+    Applied(&'a GameData),
+    /// The new files are invalid; the old data stays in force.
+    Rejected(&'a DataErrors),
+    /// The files cannot be read (being written, removed); tried again next time.
+    Unreadable(&'a std::io::Error),
+}
+
+/// Hot reload: every `every`, compares the content of the data files in `dir` with the data in
+/// force; when they changed, validates them and either swaps them in (what starts from now on
+/// uses them; running matches keep theirs) or keeps the old data. `report` hears each outcome
+/// once per distinct content. Runs on its own thread for the life of the process.
+pub fn watch(
+    dir: PathBuf,
+    handle: DataHandle,
+    every: std::time::Duration,
+    report: impl Fn(Reload<'_>) + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("card-data-watch".into())
+        .spawn(move || {
+            let mut last_bad: Option<u64> = None;
+            let mut unreadable = false;
+            loop {
+                std::thread::sleep(every);
+                let version = match content_version(&dir) {
+                    Ok(v) => {
+                        unreadable = false;
+                        v
+                    }
+                    Err(e) => {
+                        if !unreadable {
+                            report(Reload::Unreadable(&e));
+                        }
+                        unreadable = true;
+                        continue;
+                    }
+                };
+                if version == handle.get().version || last_bad == Some(version) {
+                    continue;
+                }
+                match GameData::load_dir(&dir) {
+                    Ok(data) => {
+                        last_bad = None;
+                        let data = std::sync::Arc::new(data);
+                        handle.set(data.clone());
+                        report(Reload::Applied(&data));
+                    }
+                    Err(errors) => {
+                        last_bad = Some(version);
+                        report(Reload::Rejected(&errors));
+                    }
+                }
+            }
+        })
+}
+
+/// Logs and counts what a reload came to: the `report` every server passes to [`watch`].
+pub fn log_reload(outcome: Reload<'_>) {
+    match outcome {
+        Reload::Applied(data) => {
+            metrics::counter!("croft_card_data_reloads_total", "result" => "applied").increment(1);
+            tracing::info!(
+                version = format!("{:016x}", data.version),
+                cards = data.cards.len(),
+                crops = data.crops.len(),
+                recipes = data.recipes.len(),
+                "card data reloaded: new matches and farms use it"
+            );
+        }
+        Reload::Rejected(errors) => {
+            metrics::counter!("croft_card_data_reloads_total", "result" => "rejected").increment(1);
+            for e in &errors.0 {
+                tracing::error!(error = %e, "card data rejected");
+            }
+            tracing::error!(
+                problems = errors.0.len(),
+                "card data not reloaded: the old data stays in force"
+            );
+        }
+        Reload::Unreadable(e) => {
+            tracing::warn!(error = %e, "card data unreadable; trying again");
+        }
+    }
+}
+
 /// All game data, validated. Shared read-only (`Arc<GameData>`) by every match that started
 /// with it, so a reload never changes the rules under a running match.
 #[derive(Clone, Debug, PartialEq)]

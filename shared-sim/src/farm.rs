@@ -20,8 +20,9 @@ pub enum Plot {
     #[default]
     Empty,
     Growing {
-        /// Index into `GameData::crops`.
-        crop: u16,
+        /// The crop's id in `crops.ron` (ids, not positions, so that saved farms survive
+        /// edits of the data; a plot whose crop left the data stays as it is).
+        crop: String,
         /// Stages completed (0 .. stages).
         stage: u8,
         /// Watered ticks spent in this stage.
@@ -32,12 +33,12 @@ pub enum Plot {
         neglect: u32,
     },
     Ripe {
-        crop: u16,
+        crop: String,
         /// Ticks since it ripened.
         neglect: u32,
     },
     Withered {
-        crop: u16,
+        crop: String,
     },
 }
 
@@ -111,11 +112,11 @@ pub enum FarmEffect {
 
 impl Plot {
     /// The crop on the plot, if any.
-    pub fn crop(&self) -> Option<u16> {
+    pub fn crop(&self) -> Option<&str> {
         match self {
             Plot::Empty => None,
             Plot::Growing { crop, .. } | Plot::Ripe { crop, .. } | Plot::Withered { crop } => {
-                Some(*crop)
+                Some(crop.as_str())
             }
         }
     }
@@ -126,7 +127,7 @@ impl Plot {
 
     /// One farm tick, the long way: the reference [`Plot::advance`] is tested against.
     pub fn step(&mut self, crops: &[CropDef]) {
-        let Some(def) = self.crop().and_then(|c| crops.get(usize::from(c))) else {
+        let Some(def) = self.crop().and_then(|c| crops.iter().find(|d| d.id == c)) else {
             return;
         };
         let wither = def.wither_ticks.max(1) as u32;
@@ -147,7 +148,7 @@ impl Plot {
                         *water = 0;
                         if i32::from(*stage) >= def.stages {
                             *self = Plot::Ripe {
-                                crop: *crop,
+                                crop: crop.clone(),
                                 neglect: 0,
                             };
                         }
@@ -155,14 +156,14 @@ impl Plot {
                 } else {
                     *neglect += 1;
                     if *neglect >= wither {
-                        *self = Plot::Withered { crop: *crop };
+                        *self = Plot::Withered { crop: crop.clone() };
                     }
                 }
             }
             Plot::Ripe { crop, neglect } => {
                 *neglect += 1;
                 if *neglect >= wither {
-                    *self = Plot::Withered { crop: *crop };
+                    *self = Plot::Withered { crop: crop.clone() };
                 }
             }
             Plot::Empty | Plot::Withered { .. } => {}
@@ -171,7 +172,7 @@ impl Plot {
 
     /// `ticks` farm ticks at once, in a few steps per growth stage whatever `ticks` is.
     pub fn advance(&mut self, crops: &[CropDef], mut ticks: u64) {
-        let Some(def) = self.crop().and_then(|c| crops.get(usize::from(c))) else {
+        let Some(def) = self.crop().and_then(|c| crops.iter().find(|d| d.id == c)) else {
             return;
         };
         let wither = def.wither_ticks.max(1) as u64;
@@ -198,7 +199,7 @@ impl Plot {
                         *water = 0;
                         if i32::from(*stage) >= def.stages {
                             *self = Plot::Ripe {
-                                crop: *crop,
+                                crop: crop.clone(),
                                 neglect: 0,
                             };
                         }
@@ -207,7 +208,7 @@ impl Plot {
                         if ticks < left {
                             *neglect += ticks as u32;
                         } else {
-                            *self = Plot::Withered { crop: *crop };
+                            *self = Plot::Withered { crop: crop.clone() };
                         }
                         return;
                     }
@@ -217,7 +218,7 @@ impl Plot {
                     if ticks < left {
                         *neglect += ticks as u32;
                     } else {
-                        *self = Plot::Withered { crop: *crop };
+                        *self = Plot::Withered { crop: crop.clone() };
                     }
                     return;
                 }
@@ -275,13 +276,13 @@ impl Farm {
                 }
                 let crop = crops
                     .iter()
-                    .position(|c| c.seed == *seed)
+                    .find(|c| c.seed == *seed)
                     .ok_or(FarmError::NotASeed)?;
                 if !has_seed(seed) {
                     return Err(FarmError::MissingSeed);
                 }
                 *plot = Plot::Growing {
-                    crop: crop as u16,
+                    crop: crop.id.clone(),
                     stage: 0,
                     progress: 0,
                     water: 0,
@@ -293,7 +294,9 @@ impl Farm {
                 let Plot::Growing { crop, water, .. } = plot else {
                     return Err(FarmError::NothingGrowing);
                 };
-                let def = &crops[usize::from(*crop)];
+                let Some(def) = crops.iter().find(|d| d.id == *crop) else {
+                    return Err(FarmError::NothingGrowing);
+                };
                 if Plot::watered(*water, def) {
                     return Err(FarmError::AlreadyWatered);
                 }
@@ -304,7 +307,9 @@ impl Farm {
                 let Plot::Ripe { crop, .. } = plot else {
                     return Err(FarmError::NotRipe);
                 };
-                let def = &crops[usize::from(*crop)];
+                let Some(def) = crops.iter().find(|d| d.id == *crop) else {
+                    return Err(FarmError::NotRipe);
+                };
                 let amount = def.yield_amount.max(0) as u32;
                 if !room_for(&def.produce, amount) {
                     return Err(FarmError::InventoryFull);
@@ -400,7 +405,7 @@ mod tests {
         assert_eq!(
             farm.plots[0],
             Plot::Ripe {
-                crop: 0,
+                crop: "wheat".into(),
                 neglect: 0
             }
         );
@@ -457,7 +462,12 @@ mod tests {
         farm.advance_to(&c, 6);
         assert!(matches!(farm.plots[0], Plot::Growing { neglect: 6, .. }));
         farm.advance_to(&c, 7);
-        assert_eq!(farm.plots[0], Plot::Withered { crop: 0 });
+        assert_eq!(
+            farm.plots[0],
+            Plot::Withered {
+                crop: "wheat".into()
+            }
+        );
         assert_eq!(
             apply(&mut farm, &FarmAction::Harvest { plot: 0 }),
             Err(FarmError::NotRipe)

@@ -60,8 +60,11 @@ impl Instance {
             .arg(dir.join("netcode.key"))
             .arg("--control-token-file")
             .arg(dir.join("control.token"))
-            .arg("--cards")
-            .arg(cards_dir())
+            .args(if extra.contains(&"--cards") {
+                vec![]
+            } else {
+                vec!["--cards".to_string(), cards_dir().display().to_string()]
+            })
             .arg("--match-log")
             .arg(dir.join("matches.jsonl"))
             .arg("--ready-file")

@@ -46,6 +46,16 @@ fn cards_check_names_file_card_and_field_and_fails() {
         stderr.contains("decks.ron: `starter_grove` field `cards`: unknown card `ghost_card`"),
         "{stderr}"
     );
+    // Crops, recipes and the starter kit are checked the same way.
+    for want in [
+        "crops.ron: `bad_crop` field `seed`: unknown item `no_seed`",
+        "crops.ron: `bad_crop` field `stages`: 0 is out of range",
+        "recipes.ron: `bad_recipe` field `inputs`: unknown item `ghost_item`",
+        "recipes.ron: `bad_recipe` field `output`: unknown card `ghost_card`",
+        "rules.ron: `rules` field `starter_items`: unknown item `ghost_item`",
+    ] {
+        assert!(stderr.contains(want), "{want}\n{stderr}");
+    }
 }
 
 #[test]

@@ -226,12 +226,20 @@ pub async fn start(config: &MatchmakingConfig, store: store::Store) -> anyhow::R
             )
         }
     };
+    let data_handle = shared_sim::data::DataHandle::new(data);
+    shared_sim::data::watch(
+        config.cards.clone(),
+        data_handle.clone(),
+        Duration::from_secs(2),
+        shared_sim::data::log_reload,
+    )
+    .context("starting the card data watch")?;
     let matchmaking = Matchmaking::new(
         queue,
         store,
         allocator.clone(),
         token::ConnectTokenIssuer::new(key),
-        shared_sim::data::DataHandle::new(data),
+        data_handle.clone(),
         service_token,
     );
     let loops = spawn_loops(matchmaking.clone(), Duration::from_millis(100));

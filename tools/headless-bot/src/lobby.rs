@@ -407,7 +407,8 @@ impl LobbyBot {
                     Plot::Ripe { .. } => Some(FarmAction::Harvest { plot }),
                     Plot::Growing { crop, water, .. }
                         if crops
-                            .get(usize::from(*crop))
+                            .iter()
+                            .find(|c| c.id == *crop)
                             .is_some_and(|c| i32::from(*water) < c.water_per_stage) =>
                     {
                         Some(FarmAction::Water { plot })
