@@ -122,6 +122,9 @@ pub enum Reply {
     },
 }
 
+/// Lanes that run players' game requests, each in order.
+const GAME_LANES: usize = 8;
+
 #[derive(Clone)]
 pub struct Bridge {
     pub store: Store,
@@ -167,11 +170,28 @@ impl Bridge {
                 mm.matchmaking_job(job).await;
             }
         });
+        // A player's own requests (craft, save a deck, choose it) run in the order sent: each
+        // player's go through one of a few lanes, in order; different players run side by side.
+        let lanes: Vec<tokio::sync::mpsc::UnboundedSender<Job>> = (0..GAME_LANES)
+            .map(|_| {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+                let this = self.clone();
+                tokio::spawn(async move {
+                    while let Some(job) = rx.recv().await {
+                        this.store_job(job).await;
+                    }
+                });
+                tx
+            })
+            .collect();
         let limit = Arc::new(tokio::sync::Semaphore::new(32));
         while let Some(job) = jobs.recv().await {
             match job {
                 Job::FindMatch { .. } | Job::CancelMatch { .. } | Job::Rejoin { .. } => {
                     let _ = mm_tx.send(job);
+                }
+                Job::Game { user, .. } => {
+                    let _ = lanes[(user % GAME_LANES as u64) as usize].send(job);
                 }
                 other => {
                     // The permit is taken inside the task, so slow database work never holds

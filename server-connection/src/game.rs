@@ -15,6 +15,7 @@ use crate::bridge::{Bridge, Reply, UserId};
 pub enum GameRequest {
     Inventory,
     EnterFarm,
+    EnterHub,
     Craft(String),
     Decks,
     SaveDeck {
@@ -68,6 +69,7 @@ impl Bridge {
                 self.enter_farm(user).await;
                 Ok(())
             }
+            GameRequest::EnterHub => self.enter_hub(user).await,
             GameRequest::Craft(recipe) => self.craft(&data, user, &recipe).await,
             GameRequest::Decks => self.send_decks(user).await,
             GameRequest::SaveDeck { slot, name, cards } => {
@@ -93,6 +95,53 @@ impl Bridge {
         }
     }
 
+    /// Matchmaking keeps a place in the common area and mints its token.
+    async fn enter_hub(&self, user: UserId) -> Result<(), StoreError> {
+        let name = self
+            .store
+            .user_by_id(user as i64)
+            .await?
+            .map(|u| u.username)
+            .unwrap_or_else(|| format!("player {user}"));
+        let answer = self
+            .http
+            .post(format!("{}/v1/matchmaking/hub", self.matchmaking_url))
+            .bearer_auth(&*self.service_token)
+            .json(&matchmaking::service::HubPlaceRequest {
+                user_id: user,
+                name,
+            })
+            .send()
+            .await;
+        let answer = match answer {
+            Ok(r) if r.status().is_success() => r
+                .json::<matchmaking::service::HubPlaceResponse>()
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|a| decode_token(&a.connect_token).map(|t| (a.server_addr, t))),
+            Ok(r) => Err(format!("matchmaking answered {}", r.status())),
+            Err(e) => Err(e.to_string()),
+        };
+        match answer {
+            Ok((server_addr, connect_token)) => self.send(
+                user,
+                LobbyServerMessage::HubReady {
+                    server_addr,
+                    connect_token,
+                },
+            ),
+            Err(e) => {
+                tracing::warn!(user, error = %e, "no place in the common area");
+                self.failed(
+                    user,
+                    ErrorCode::Unavailable,
+                    "the common area is unavailable; try again",
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Matchmaking opens the farm on an instance server and mints its token.
     async fn enter_farm(&self, user: UserId) {
         let sent = self
@@ -110,13 +159,7 @@ impl Bridge {
             Ok(r) => Err(format!("matchmaking answered {}", r.status())),
             Err(e) => Err(e.to_string()),
         };
-        let bytes = answer.and_then(|a| {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD
-                .decode(&a.connect_token)
-                .map(|b| (a.server_addr, b))
-                .map_err(|e| e.to_string())
-        });
+        let bytes = answer.and_then(|a| decode_token(&a.connect_token).map(|t| (a.server_addr, t)));
         match bytes {
             Ok((server_addr, connect_token)) => self.send(
                 user,
@@ -283,4 +326,12 @@ impl Bridge {
             .await?;
         self.send_decks(user).await
     }
+}
+
+/// The token bytes of a base64 connect token from matchmaking.
+fn decode_token(text: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| e.to_string())
 }

@@ -872,6 +872,7 @@ fn handle(lobby: &mut Lobby, user: UserId, msg: LobbyClientMessage, now: Instant
         LobbyClientMessage::FriendList => lobby.job(Job::Friends { user }),
         LobbyClientMessage::Inventory => game(lobby, user, GameRequest::Inventory),
         LobbyClientMessage::EnterFarm => game(lobby, user, GameRequest::EnterFarm),
+        LobbyClientMessage::EnterHub => game(lobby, user, GameRequest::EnterHub),
         LobbyClientMessage::Craft { recipe } => game(lobby, user, GameRequest::Craft(recipe)),
         LobbyClientMessage::Decks => game(lobby, user, GameRequest::Decks),
         LobbyClientMessage::SaveDeck { slot, name, cards } => {

@@ -98,6 +98,9 @@ pub struct InstanceConfig {
     pub database: Option<String>,
     #[arg(long, env = "CROFT_DATABASE_URL_FILE")]
     pub database_url_file: Option<PathBuf>,
+    /// Players one common-area shard holds; more open another shard.
+    #[arg(long, env = "CROFT_HUB_CAPACITY", default_value_t = shared_sim::hub::DEFAULT_CAPACITY)]
+    pub hub_capacity: usize,
     /// Farms this process hosts at most.
     #[arg(long, env = "CROFT_INSTANCE_MAX_FARMS", default_value_t = 100)]
     pub max_farms: usize,

@@ -32,6 +32,12 @@ pub enum ControlCommand {
     },
     /// Host a farm loaded from the store.
     OpenFarm(Box<crate::farm::LoadedFarm>),
+    /// A place in hub shard `hub_id` is kept for `user`.
+    KeepHub {
+        hub_id: u32,
+        user: UserId,
+        name: String,
+    },
     Drain,
 }
 
@@ -56,6 +62,10 @@ pub struct ControlShared {
     pub max_farms: usize,
     /// Where farms are loaded from (`None`: no farms on this server).
     pub store: Option<store::Store>,
+    /// Places kept in the common-area shards.
+    pub hub_book: Mutex<crate::hub::HubBook>,
+    /// Players per hub shard.
+    pub hub_capacity: usize,
 }
 
 /// How many ended matches the control API remembers for collection.
@@ -105,6 +115,8 @@ impl ControlShared {
             farms: Mutex::new(Default::default()),
             max_farms: 0,
             store: None,
+            hub_book: Mutex::new(Default::default()),
+            hub_capacity: shared_sim::hub::DEFAULT_CAPACITY,
         }
     }
 
@@ -243,6 +255,7 @@ pub fn router(shared: Arc<ControlShared>, commands: UnboundedSender<ControlComma
         .route("/v1/capacity", get(capacity))
         .route("/v1/drain", post(drain))
         .route("/v1/farms", post(open_farm))
+        .route("/v1/hub", post(keep_hub_place))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(ControlState { shared, commands })
 }
@@ -526,4 +539,75 @@ async fn open_farm(
         return Err(unavailable("stopping", "the server is stopping"));
     }
     Ok((StatusCode::CREATED, answer))
+}
+
+/// `POST /v1/hub`: keep a place for a player in a common-area shard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HubRequest {
+    pub user_id: UserId,
+    /// The name other players see.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HubResponse {
+    pub hub_id: u32,
+    /// The UDP address the player's hub token must name.
+    pub server_addr: SocketAddr,
+}
+
+async fn keep_hub_place(
+    State(state): State<ControlState>,
+    headers: HeaderMap,
+    body: Result<Json<HubRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<HubResponse>, ApiError> {
+    check_auth(&state, &headers)?;
+    let Json(req) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let shared = &state.shared;
+    let name = req.name.trim().to_string();
+    if req.user_id == 0 || name.is_empty() || name.chars().count() > 64 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_player",
+            "a user id above 0 and a name of 1 to 64 characters",
+        ));
+    }
+    if shared.draining.load(Ordering::SeqCst) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this instance is shutting down",
+        ));
+    }
+    let hub_id = shared
+        .hub_book
+        .lock()
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        })?
+        .keep(req.user_id, shared.hub_capacity, std::time::Instant::now());
+    if state
+        .commands
+        .send(ControlCommand::KeepHub {
+            hub_id,
+            user: req.user_id,
+            name,
+        })
+        .is_err()
+    {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the server is stopping",
+        ));
+    }
+    Ok(Json(HubResponse {
+        hub_id,
+        server_addr: shared.shard_addrs[(hub_id as usize) % shared.shard_addrs.len()],
+    }))
 }

@@ -7,6 +7,7 @@ pub mod bus;
 pub mod config;
 pub mod control;
 pub mod farm;
+pub mod hub;
 pub mod net;
 pub mod persist;
 
@@ -131,6 +132,7 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         control_token,
         readiness.clone(),
     );
+    control_shared.hub_capacity = config.hub_capacity.max(1);
     let (farm_writes, farm_done) = match store {
         Some(store) => {
             control_shared = control_shared.with_farms(store.clone(), config.max_farms);
@@ -239,6 +241,7 @@ fn build_app(
         .init_resource::<TickTimer>()
         .init_resource::<bus::EventBus>()
         .insert_resource(farm::Farms::new(None, std::sync::mpsc::channel().1))
+        .init_resource::<hub::Hubs>()
         .configure_sets(PostUpdate, NetSystems::Send)
         .add_systems(
             PreUpdate,
@@ -258,6 +261,7 @@ fn build_app(
                     .before(MatchSystems::Receive),
                 finish_tick_timer.after(MatchSystems::Broadcast),
                 farm::farm_system.after(NetSystems::Deliver),
+                hub::hub_system.after(NetSystems::Deliver),
             ),
         )
         .add_systems(
@@ -332,6 +336,9 @@ fn apply_control_commands(world: &mut World) {
             ControlCommand::OpenFarm(loaded) => {
                 tracing::info!(user = loaded.user, "farm open");
                 world.resource_mut::<farm::Farms>().open(*loaded);
+            }
+            ControlCommand::KeepHub { hub_id, user, name } => {
+                world.resource_mut::<hub::Hubs>().expect(hub_id, user, name);
             }
             ControlCommand::Drain => {
                 tracing::info!("draining: no new matches");

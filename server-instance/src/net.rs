@@ -21,6 +21,7 @@ use shared_sim::protocol::{
 use shared_sim::rules::Seat;
 
 use crate::farm::{FarmInput, Farms};
+use crate::hub::{HubInput, Hubs};
 
 /// Network systems, around the match simulation.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,12 +54,28 @@ pub struct Away {
     pub joined_before: bool,
 }
 
+/// What a connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Match,
+    /// The player's own farm.
+    Farm,
+    /// A common-area shard.
+    Hub(u32),
+}
+
+/// The farms and hubs a connection may be for, besides matches.
+pub(crate) struct Places<'a> {
+    pub farms: &'a mut Farms,
+    pub hubs: &'a mut Hubs,
+}
+
 /// The seat a connected client holds.
 #[derive(Debug, Clone, Copy)]
 pub struct PlayerSession {
     pub shard: usize,
-    /// On the player's farm, not in a match (`match_id` is 0 then).
-    pub farm: bool,
+    /// A match seat, the player's farm or a place in the hub (`match_id` 0 but for matches).
+    pub place: Place,
     pub match_id: MatchId,
     pub seat: Seat,
     pub bad_messages: u32,
@@ -230,7 +247,12 @@ pub fn deliver_messages(
     matches: Query<&CardMatch>,
     mut inbox: ResMut<MatchInbox>,
     mut farms: ResMut<Farms>,
+    mut hubs: ResMut<Hubs>,
 ) {
+    let mut places = Places {
+        farms: &mut farms,
+        hubs: &mut hubs,
+    };
     let now = Instant::now();
     net.close_due(now);
     let since_tick = now - net.last_tick_update;
@@ -247,7 +269,13 @@ pub fn deliver_messages(
         match event {
             ServerEvent::ClientConnected { client_id } => {
                 admit(
-                    &mut net, shard, client_id, &clock, &index, &matches, &mut farms,
+                    &mut net,
+                    shard,
+                    client_id,
+                    &clock,
+                    &index,
+                    &matches,
+                    &mut places,
                 );
             }
             ServerEvent::ClientDisconnected { client_id, reason } => {
@@ -258,7 +286,7 @@ pub fn deliver_messages(
                     .is_some_and(|s| s.shard == shard)
                     && let Some(session) = net.sessions.remove(&client_id)
                 {
-                    left(&mut net, session, client_id, &index, &matches, &mut farms);
+                    left(&mut net, session, client_id, &index, &matches, &mut places);
                 }
             }
         }
@@ -280,7 +308,7 @@ pub fn deliver_messages(
             kind: CommandKind::Forfeit,
         });
     }
-    read_messages(&mut net, &clock, &index, &matches, &mut inbox, &mut farms);
+    read_messages(&mut net, &clock, &index, &matches, &mut inbox, &mut places);
 }
 
 fn admit(
@@ -290,7 +318,7 @@ fn admit(
     clock: &MatchClock,
     index: &MatchIndex,
     matches: &Query<&CardMatch>,
-    farms: &mut Farms,
+    places: &mut Places<'_>,
 ) {
     if net.sessions.contains_key(&client_id) {
         // Already seated through another socket: one connection per user per instance.
@@ -306,7 +334,7 @@ fn admit(
     let parsed = user_data.map(|d| TokenUserData::from_bytes(&d));
     let data = match parsed {
         Some(Ok(d)) if d.kind == TokenKind::Farm && d.user_id == client_id => {
-            if !farms.hosts(d.user_id) {
+            if !places.farms.hosts(d.user_id) {
                 return net.refuse(
                     shard,
                     client_id,
@@ -319,7 +347,7 @@ fn admit(
                 client_id,
                 PlayerSession {
                     shard,
-                    farm: true,
+                    place: Place::Farm,
                     match_id: 0,
                     seat: Seat::First,
                     bad_messages: 0,
@@ -328,7 +356,36 @@ fn admit(
                 },
             );
             tracing::info!(user_id = d.user_id, "player on their farm");
-            farms.inbox.push(FarmInput::Joined(d.user_id));
+            places.farms.inbox.push(FarmInput::Joined(d.user_id));
+            return;
+        }
+        Some(Ok(d)) if d.kind == TokenKind::Hub && d.user_id == client_id => {
+            let hub_id = d.match_id as u32;
+            if !places.hubs.expects(hub_id, d.user_id) {
+                return net.refuse(
+                    shard,
+                    client_id,
+                    ErrorCode::UnknownMatch,
+                    "no place kept for you in this hub".into(),
+                    "unknown_hub",
+                );
+            }
+            net.sessions.insert(
+                client_id,
+                PlayerSession {
+                    shard,
+                    place: Place::Hub(hub_id),
+                    match_id: 0,
+                    seat: Seat::First,
+                    bad_messages: 0,
+                    window: 0,
+                    messages: 0,
+                },
+            );
+            places.hubs.inbox.push(HubInput::Joined {
+                hub_id,
+                user: d.user_id,
+            });
             return;
         }
         Some(Ok(d)) if d.kind == TokenKind::Instance && d.user_id == client_id => d,
@@ -386,7 +443,7 @@ fn admit(
         client_id,
         PlayerSession {
             shard,
-            farm: false,
+            place: Place::Match,
             match_id: m.id,
             seat,
             bad_messages: 0,
@@ -431,11 +488,12 @@ fn left(
     user: UserId,
     index: &MatchIndex,
     matches: &Query<&CardMatch>,
-    farms: &mut Farms,
+    places: &mut Places<'_>,
 ) {
-    if session.farm {
-        farms.inbox.push(FarmInput::Left(user));
-        return;
+    match session.place {
+        Place::Farm => return places.farms.inbox.push(FarmInput::Left(user)),
+        Place::Hub(hub_id) => return places.hubs.inbox.push(HubInput::Left { hub_id, user }),
+        Place::Match => {}
     }
     let Some(m) = index
         .0
@@ -467,7 +525,7 @@ fn read_messages(
     index: &MatchIndex,
     matches: &Query<&CardMatch>,
     inbox: &mut MatchInbox,
-    farms: &mut Farms,
+    places: &mut Places<'_>,
 ) {
     let clients: Vec<(ClientId, PlayerSession)> =
         net.sessions.iter().map(|(c, s)| (*c, *s)).collect();
@@ -492,7 +550,7 @@ fn read_messages(
                 s.messages = 0;
             }
             s.messages += 1;
-            let farm = s.farm;
+            let place = s.place;
             let decoded = if s.messages > limit {
                 Err((
                     ErrorCode::RateLimited,
@@ -509,9 +567,18 @@ fn read_messages(
                         (e.code(), e.to_string(), reason)
                     })
                     .and_then(|m| {
-                        // Farm messages on a farm connection, match messages in a match.
-                        let for_farm = matches!(m, ClientMessage::FarmAction { .. });
-                        if for_farm == farm {
+                        // Farm messages on a farm connection, hub messages in the hub, match
+                        // messages in a match.
+                        let fits = match &m {
+                            ClientMessage::MatchAction { .. } | ClientMessage::RequestSnapshot => {
+                                place == Place::Match
+                            }
+                            ClientMessage::FarmAction { .. } => place == Place::Farm,
+                            ClientMessage::HubMove { .. } | ClientMessage::HubChat { .. } => {
+                                matches!(place, Place::Hub(_))
+                            }
+                        };
+                        if fits {
                             Ok(m)
                         } else {
                             Err((
@@ -529,11 +596,29 @@ fn read_messages(
                     kind: CommandKind::Act { seq, action },
                 }),
                 Ok(ClientMessage::FarmAction { seq, action }) => {
-                    farms.inbox.push(FarmInput::Action {
+                    places.farms.inbox.push(FarmInput::Action {
                         user: client,
                         seq,
                         action,
                     });
+                }
+                Ok(ClientMessage::HubMove { x, y }) => {
+                    if let Place::Hub(hub_id) = place {
+                        places.hubs.inbox.push(HubInput::Move {
+                            hub_id,
+                            user: client,
+                            to: (x, y),
+                        });
+                    }
+                }
+                Ok(ClientMessage::HubChat { text }) => {
+                    if let Place::Hub(hub_id) = place {
+                        places.hubs.inbox.push(HubInput::Chat {
+                            hub_id,
+                            user: client,
+                            text,
+                        });
+                    }
                 }
                 Ok(ClientMessage::RequestSnapshot) => {
                     let found = index
@@ -562,7 +647,7 @@ fn read_messages(
                         );
                         // Kicked like a drop: the grace period and forfeit rules apply.
                         if let Some(session) = net.sessions.remove(&client) {
-                            left(net, session, client, index, matches, farms);
+                            left(net, session, client, index, matches, places);
                         }
                         break;
                     }

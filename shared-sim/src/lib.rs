@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod farm;
+pub mod hub;
 pub mod plugin;
 pub mod protocol;
 pub mod rng;

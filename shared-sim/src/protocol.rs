@@ -85,6 +85,10 @@ pub enum ClientMessage {
         seq: u32,
         action: crate::farm::FarmAction,
     },
+    /// Walk to (`x`, `y`) in the common area (hub connections only).
+    HubMove { x: i32, y: i32 },
+    /// Say something to the players nearby in the common area.
+    HubChat { text: String },
 }
 
 /// Why the server refuses a client or a message outside the match rules.
@@ -168,6 +172,29 @@ pub enum ServerMessage {
         seq: u32,
         error: Option<crate::farm::FarmError>,
     },
+    /// In the common area: who you are there and everyone present.
+    HubWelcome {
+        hub_id: u32,
+        you: crate::hub::HubPlayer,
+        players: Vec<crate::hub::HubPlayer>,
+    },
+    HubJoined(crate::hub::HubPlayer),
+    HubLeft {
+        user_id: u64,
+    },
+    /// Positions that changed since the last tick: (user, x, y).
+    HubMoves(Vec<(u64, i32, i32)>),
+    /// Your move was refused; you are at (`x`, `y`).
+    HubMoveRejected {
+        error: crate::hub::MoveError,
+        x: i32,
+        y: i32,
+    },
+    HubChat {
+        from: u64,
+        name: String,
+        text: String,
+    },
 }
 
 /// Where a player is, as their friends see it.
@@ -239,6 +266,8 @@ pub enum LobbyClientMessage {
     Inventory,
     /// Open the player's farm: answered by [`LobbyServerMessage::FarmReady`].
     EnterFarm,
+    /// Go to the common area: answered by [`LobbyServerMessage::HubReady`].
+    EnterHub,
     /// Craft once by the recipe `recipe` (an id from `recipes.ron`).
     Craft {
         recipe: String,
@@ -343,6 +372,11 @@ pub enum LobbyServerMessage {
         server_addr: std::net::SocketAddr,
         connect_token: Vec<u8>,
     },
+    /// A place in the common area is kept: connect to `server_addr` with `connect_token`.
+    HubReady {
+        server_addr: std::net::SocketAddr,
+        connect_token: Vec<u8>,
+    },
     /// The saved decks and the one the player queues with (`None`: the starter deck).
     Decks {
         decks: Vec<DeckEntry>,
@@ -441,6 +475,8 @@ pub enum TokenKind {
     Instance = 2,
     /// The user's own farm on an instance server (`match_id` 0).
     Farm = 3,
+    /// A place in one common-area shard (`match_id` is the hub shard id).
+    Hub = 4,
 }
 
 /// What the token service binds into a connect token: the layout is byte 0 format (1), byte 1
@@ -483,6 +519,7 @@ impl TokenUserData {
             1 => TokenKind::Connection,
             2 => TokenKind::Instance,
             3 => TokenKind::Farm,
+            4 => TokenKind::Hub,
             k => return Err(UserDataError::Kind(k)),
         };
         let mut u = [0u8; 8];

@@ -478,8 +478,9 @@ fn report(
     let farmed: usize = bots.iter().map(|b| b.farmed.len()).sum();
     let crafted: usize = bots.iter().map(|b| b.crafted.len()).sum();
     let decks = bots.iter().filter(|b| b.deck.is_some()).count();
+    let steps: usize = bots.iter().map(|b| b.hub_steps).sum();
     println!(
-        "before queueing: {farmed} farm actions, {crafted} crafts, {decks} decks built ({} bots)",
+        "before queueing: {farmed} farm actions, {crafted} crafts, {decks} decks built, {steps} steps in the common area ({} bots)",
         bots.len()
     );
     for f in &summary.failures {

@@ -123,9 +123,11 @@ fn croft_up_eight_bots_log_in_queue_and_play_two_matches_each() {
         "{stdout}"
     );
     // Every bot farmed (6 plantings and 6 waterings), crafted (wheat to flour twice, then a
-    // Mill Golem) and queued with a deck holding the golem.
+    // Mill Golem), walked 4 steps in the common area and queued with a deck holding the golem.
     assert!(
-        stdout.contains("before queueing: 96 farm actions, 24 crafts, 8 decks built (8 bots)"),
+        stdout.contains(
+            "before queueing: 96 farm actions, 24 crafts, 8 decks built, 32 steps in the common area (8 bots)"
+        ),
         "{stdout}"
     );
     assert!(stdout.contains("croft stopped"), "{stdout}");
@@ -180,6 +182,33 @@ fn croft_up_eight_bots_log_in_queue_and_play_two_matches_each() {
         .map(|e| std::fs::read_to_string(e.path()).unwrap().lines().count())
         .sum();
     assert_eq!(logged, 8);
+    // Every player played the deck they built, with their crafted Mill Golem in it.
+    let data = shared_sim::GameData::load_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"),
+    )
+    .unwrap();
+    let golem = u64::from(data.card_idx("mill_golem").unwrap().0);
+    for entry in std::fs::read_dir(dir.join("instances")).unwrap().flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".matches.jsonl")
+        {
+            continue;
+        }
+        for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            for deck in record["setup"]["decks"].as_array().unwrap() {
+                let cards: Vec<u64> = deck
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_u64().unwrap())
+                    .collect();
+                assert!(cards.contains(&golem), "{cards:?}");
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -915,6 +915,18 @@ fn crafting_decks_and_the_chosen_deck_in_a_match() {
     drop(carol);
     let mut carol = stack.login("carol");
     assert_eq!(inventory(&mut carol).0, items2);
+    // A player's requests are answered in the order sent: save, then choose at once.
+    carol.send(&save(1, deck.clone()));
+    carol.send(&LobbyClientMessage::ChooseDeck { slot: Some(1) });
+    carol.wait(|m| {
+        matches!(
+            m,
+            LobbyServerMessage::Decks {
+                active: Some(1),
+                ..
+            }
+        )
+    });
 
     // Matched with dave: carol plays her deck (the match record's setup holds it).
     let mut dave = stack.login("dave");

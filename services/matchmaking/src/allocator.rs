@@ -161,6 +161,20 @@ pub trait Allocator: Send + Sync {
             ))
         })
     }
+    /// Keeps a place for `user` (seen as `name`) in the common area: the hub shard and the
+    /// UDP address its hub token must name.
+    fn open_hub(
+        &self,
+        user: UserId,
+        name: String,
+    ) -> BoxFuture<'_, Result<(u32, SocketAddr), AllocError>> {
+        let _ = (user, name);
+        Box::pin(async {
+            Err(AllocError::Refused(
+                "this allocator does not host the common area".into(),
+            ))
+        })
+    }
 }
 
 /// `POST /v1/farms` on an instance's control API: the address of the farm's socket.
@@ -440,6 +454,38 @@ impl Allocator for LocalAllocator {
             }
             let i = self.spawn(&mut pool).await?;
             self.place(&mut pool.instances[i], &request).await
+        })
+    }
+
+    fn open_hub(
+        &self,
+        user: UserId,
+        name: String,
+    ) -> BoxFuture<'_, Result<(u32, SocketAddr), AllocError>> {
+        Box::pin(async move {
+            let mut pool = self.state.lock().await;
+            if pool.closed {
+                return Err(AllocError::NoCapacity);
+            }
+            // One instance hosts the whole common area (its shards): the oldest serving one,
+            // so everyone meets there.
+            let i = match (0..pool.instances.len()).find(|&i| !pool.instances[i].draining) {
+                Some(i) => i,
+                None => self.spawn(&mut pool).await?,
+            };
+            let request = server_instance::control::HubRequest {
+                user_id: user,
+                name,
+            };
+            let url = format!("{}/v1/hub", pool.instances[i].control);
+            control_post::<_, server_instance::control::HubResponse>(
+                &self.http,
+                &self.config.control_token,
+                url,
+                &request,
+            )
+            .await
+            .map(|r| (r.hub_id, r.server_addr))
         })
     }
 

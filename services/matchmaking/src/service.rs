@@ -437,6 +437,7 @@ pub fn router(mm: Arc<Matchmaking>) -> Router {
         .route("/v1/matchmaking/updates", get(updates))
         .route("/v1/matchmaking/rejoin", post(rejoin))
         .route("/v1/matchmaking/farms", post(open_farm))
+        .route("/v1/matchmaking/hub", post(open_hub))
         .route("/v1/matchmaking/status", get(status))
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(mm)
@@ -620,6 +621,58 @@ async fn open_farm(
         )
     })?;
     Ok(Json(FarmResponse {
+        server_addr,
+        connect_token: token::encode_token(&token),
+    }))
+}
+
+/// `POST /v1/matchmaking/hub`: a place in the common area.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HubPlaceRequest {
+    pub user_id: UserId,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HubPlaceResponse {
+    pub hub_id: u32,
+    pub server_addr: SocketAddr,
+    /// A hub connect token (standard base64 of the netcode token bytes).
+    pub connect_token: String,
+}
+
+async fn open_hub(
+    State(mm): State<Arc<Matchmaking>>,
+    headers: HeaderMap,
+    body: Result<Json<HubPlaceRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<HubPlaceResponse>, ApiError> {
+    check_auth(&mm, &headers)?;
+    let req = json_body(body)?;
+    let (hub_id, server_addr) =
+        mm.allocator
+            .open_hub(req.user_id, req.name)
+            .await
+            .map_err(|e| {
+                tracing::warn!(user = req.user_id, error = %e, "no place in the common area");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_hub",
+                    "the common area is unavailable; try again",
+                )
+            })?;
+    let token = mm
+        .issuer
+        .mint_hub(server_addr, req.user_id, hub_id)
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot mint a hub token");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        })?;
+    Ok(Json(HubPlaceResponse {
+        hub_id,
         server_addr,
         connect_token: token::encode_token(&token),
     }))

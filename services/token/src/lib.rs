@@ -271,6 +271,24 @@ impl ConnectTokenIssuer {
 }
 
 impl ConnectTokenIssuer {
+    /// A token for a place in common-area shard `hub_id` on the instance server at `server`.
+    pub fn mint_hub(
+        &self,
+        server: SocketAddr,
+        user_id: u64,
+        hub_id: u32,
+    ) -> Result<ConnectToken, MintError> {
+        self.mint(
+            &[server],
+            TokenUserData {
+                kind: TokenKind::Hub,
+                user_id,
+                match_id: u64::from(hub_id),
+                session_id: [0; 16],
+            },
+        )
+    }
+
     /// A token for `user_id`'s own farm on the instance server at `server`.
     pub fn mint_farm(&self, server: SocketAddr, user_id: u64) -> Result<ConnectToken, MintError> {
         self.mint(

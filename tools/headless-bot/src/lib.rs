@@ -418,7 +418,14 @@ impl MatchPlayer {
             }
             ServerMessage::OpponentLeft { .. } | ServerMessage::OpponentReturned => {}
             // Farm messages never come on a match connection.
-            ServerMessage::FarmState { .. } | ServerMessage::FarmActionResult { .. } => {}
+            ServerMessage::FarmState { .. }
+            | ServerMessage::FarmActionResult { .. }
+            | ServerMessage::HubWelcome { .. }
+            | ServerMessage::HubJoined(_)
+            | ServerMessage::HubLeft { .. }
+            | ServerMessage::HubMoves(_)
+            | ServerMessage::HubMoveRejected { .. }
+            | ServerMessage::HubChat { .. } => {}
             ServerMessage::Error { code, message } => {
                 self.stats.server_errors += 1;
                 tracing::debug!(user = self.user_id, ?code, message, "server error");

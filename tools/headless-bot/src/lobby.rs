@@ -20,6 +20,8 @@ pub enum BotState {
     Farming,
     /// Crafting and building a deck before the first queue.
     Tending,
+    /// Walking in the common area before the first queue.
+    Walking,
     /// Waiting for the previous match to be closed before queueing again.
     Idle,
     Queued,
@@ -63,7 +65,25 @@ pub struct LobbyBot {
     /// Farm actions the server accepted, in order.
     pub farmed: Vec<shared_sim::farm::FarmAction>,
     farm: Option<FarmVisit>,
+    /// Moves made in the common area (less the ones it refused), and players seen there on
+    /// arrival.
+    pub hub_steps: usize,
+    pub hub_seen: usize,
+    hub: Option<HubVisit>,
 }
+
+/// The bot's common-area connection while it walks.
+struct HubVisit {
+    conn: Connection,
+    /// Where the server has the bot, once welcomed.
+    pos: Option<(i32, i32)>,
+    steps_sent: usize,
+    last_step: Instant,
+    started: Instant,
+}
+
+/// Steps a bot takes in the common area (250 units each, 150 ms apart: within walking speed).
+const BOT_HUB_STEPS: usize = 4;
 
 /// The bot's farm connection while it farms.
 struct FarmVisit {
@@ -128,6 +148,9 @@ impl LobbyBot {
             deck: None,
             farmed: Vec::new(),
             farm: None,
+            hub_steps: 0,
+            hub_seen: 0,
+            hub: None,
         })
     }
 
@@ -205,6 +228,9 @@ impl LobbyBot {
         if self.farm.is_some() {
             self.poll_farm();
         }
+        if self.hub.is_some() {
+            self.poll_hub();
+        }
         if let Some(p) = self.player.as_mut() {
             p.poll(&NoRejoin);
             if p.seat.is_some() && self.login_to_match.is_none() {
@@ -280,7 +306,33 @@ impl LobbyBot {
             LobbyServerMessage::Crafted { recipe, .. } => self.crafted.push(recipe),
             LobbyServerMessage::Decks {
                 active: Some(_), ..
-            } if self.state == BotState::Tending => self.find_match(),
+            } if self.state == BotState::Tending => self.go_to_hub(),
+            LobbyServerMessage::HubReady { connect_token, .. }
+                if self.state == BotState::Walking =>
+            {
+                let conn = ConnectToken::read(&mut connect_token.as_slice())
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| Connection::connect(t).map_err(|e| e.to_string()));
+                match conn {
+                    Ok(conn) => {
+                        self.hub = Some(HubVisit {
+                            conn,
+                            pos: None,
+                            steps_sent: 0,
+                            last_step: Instant::now(),
+                            started: Instant::now(),
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(bot = %self.username, error = %e, "common area unreachable");
+                        self.leave_hub();
+                    }
+                }
+            }
+            LobbyServerMessage::Error { code, message } if self.state == BotState::Walking => {
+                tracing::debug!(bot = %self.username, ?code, %message, "no common area");
+                self.leave_hub();
+            }
             LobbyServerMessage::MatchFound {
                 match_id,
                 connect_token,
@@ -355,6 +407,72 @@ impl LobbyBot {
 }
 
 impl LobbyBot {
+    fn go_to_hub(&mut self) {
+        self.state = BotState::Walking;
+        self.send(&LobbyClientMessage::EnterHub);
+    }
+
+    /// Ends the walk and queues.
+    fn leave_hub(&mut self) {
+        if let Some(mut h) = self.hub.take() {
+            let _ = h.conn.flush();
+            h.conn.disconnect();
+        }
+        if self.state == BotState::Walking {
+            self.find_match();
+        }
+    }
+
+    fn poll_hub(&mut self) {
+        use shared_sim::protocol::{ClientMessage, ServerMessage};
+        let Some(h) = self.hub.as_mut() else {
+            return;
+        };
+        if h.conn.update().is_err() || h.started.elapsed() > Duration::from_secs(20) {
+            tracing::warn!(bot = %self.username, "common area connection lost");
+            return self.leave_hub();
+        }
+        while let Some(m) = h.conn.receive() {
+            match m {
+                Ok(ServerMessage::HubWelcome { you, players, .. }) => {
+                    h.pos = Some((you.x, you.y));
+                    self.hub_seen = players.len();
+                }
+                Ok(ServerMessage::HubMoveRejected { x, y, .. }) => {
+                    h.pos = Some((x, y));
+                    self.hub_steps = self.hub_steps.saturating_sub(1);
+                }
+                _ => {}
+            }
+        }
+        let Some(pos) = h.pos else {
+            let _ = h.conn.flush_if_due(false);
+            return;
+        };
+        if h.steps_sent < BOT_HUB_STEPS {
+            if h.last_step.elapsed() >= Duration::from_millis(150) {
+                let to = (pos.0 + 250, pos.1);
+                h.conn.send(&ClientMessage::HubMove { x: to.0, y: to.1 });
+                h.pos = Some(to);
+                h.steps_sent += 1;
+                self.hub_steps += 1;
+                h.last_step = Instant::now();
+                if h.steps_sent == BOT_HUB_STEPS {
+                    h.conn.send(&ClientMessage::HubChat {
+                        text: format!("hello from {}", self.username),
+                    });
+                }
+                let _ = h.conn.flush();
+            }
+        } else if h.last_step.elapsed() >= Duration::from_millis(300) {
+            // Time for the last moves to come back, then off to queue.
+            return self.leave_hub();
+        }
+        if let Some(h) = self.hub.as_mut() {
+            let _ = h.conn.flush_if_due(false);
+        }
+    }
+
     /// Ends the farm visit and goes on to crafting.
     fn leave_farm(&mut self) {
         if let Some(mut f) = self.farm.take() {
@@ -469,7 +587,7 @@ impl LobbyBot {
             }
         }
         let Some(deck) = self.build_deck(cards) else {
-            return self.find_match();
+            return self.go_to_hub();
         };
         self.deck = Some(deck.clone());
         self.send(&LobbyClientMessage::SaveDeck {
