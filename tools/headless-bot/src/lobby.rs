@@ -47,7 +47,7 @@ pub struct LobbyBot {
     pub login_at: Instant,
     /// Login request -> seated in the first match (instance `Welcome`).
     pub login_to_match: Option<Duration>,
-    conn: Option<Connection>,
+    conn: Option<croft_client::Lobby>,
     player: Option<MatchPlayer>,
     data: Arc<GameData>,
     pacing: Pacing,
@@ -124,8 +124,7 @@ impl LobbyBot {
     ) -> anyhow::Result<Self> {
         let login_at = Instant::now();
         let session = api.login(username, password)?;
-        let mut conn = Connection::connect(session.netcode_token()?)?;
-        conn.set_keepalive(shared_sim::protocol::LOBBY_KEEPALIVE);
+        let conn = croft_client::Lobby::connect(session.netcode_token()?)?;
         Ok(Self {
             username: username.to_string(),
             session,
@@ -165,8 +164,7 @@ impl LobbyBot {
     /// Sends a lobby message (chat, friends ...).
     pub fn send(&mut self, msg: &LobbyClientMessage) {
         if let Some(c) = self.conn.as_mut() {
-            c.send_raw(msg.encode());
-            let _ = c.flush();
+            c.send(msg);
         }
     }
 
@@ -183,7 +181,6 @@ impl LobbyBot {
         if self.matches_left == 0 {
             self.state = BotState::Done;
             if let Some(mut c) = self.conn.take() {
-                let _ = c.flush();
                 c.disconnect();
             }
             return;
@@ -202,12 +199,8 @@ impl LobbyBot {
             return self.fail("lobby connection lost".into());
         };
         // Messages that came with a disconnect (the server's reason) are read first.
-        let updated = conn.update();
-        let mut messages = Vec::new();
-        while let Some(bytes) = conn.receive_raw() {
-            messages.push(LobbyServerMessage::decode(&bytes));
-        }
-        if let Err(e) = updated {
+        let croft_client::LobbyPoll { messages, gone } = conn.poll();
+        if let Some(e) = gone {
             self.conn = None;
             for m in messages.into_iter().flatten() {
                 self.handle(m);
@@ -217,8 +210,6 @@ impl LobbyBot {
             }
             return;
         }
-        // Acknowledge at once what arrived (the idle ack cadence is slow on lobby connections).
-        let received = !messages.is_empty();
         for m in messages {
             match m {
                 Ok(m) => self.handle(m),
@@ -255,13 +246,6 @@ impl LobbyBot {
         if self.retry_at.is_some_and(|t| Instant::now() >= t) {
             self.retry_at = None;
             self.find_match();
-        }
-        if let Some(c) = self.conn.as_mut() {
-            let _ = if received {
-                c.flush()
-            } else {
-                c.flush_if_due(false)
-            };
         }
     }
 

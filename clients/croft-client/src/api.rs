@@ -20,7 +20,7 @@ pub struct SessionTokens {
 
 impl SessionTokens {
     pub fn netcode_token(&self) -> anyhow::Result<ConnectToken> {
-        token::decode_token(&self.connect_token).context("decoding the connect token")
+        crate::decode_connect_token(&self.connect_token).context("decoding the connect token")
     }
 }
 
@@ -111,6 +111,6 @@ impl AuthApi {
             .send()
             .context("calling connect-token")?;
         let fresh: Fresh = Self::answer(resp)?;
-        token::decode_token(&fresh.connect_token).context("decoding the connect token")
+        crate::decode_connect_token(&fresh.connect_token).context("decoding the connect token")
     }
 }

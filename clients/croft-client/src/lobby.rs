@@ -1,0 +1,73 @@
+//! The lobby connection: a session on a connection server (presence, friends, chat, the queue,
+//! farms, the common area, crafting and decks), with the lobby's slow ack cadence.
+
+use renet_netcode::ConnectToken;
+use shared_sim::protocol::{DecodeError, LOBBY_KEEPALIVE, LobbyClientMessage, LobbyServerMessage};
+
+use crate::{ClientError, Connection};
+
+/// A connection to a connection server.
+pub struct Lobby {
+    conn: Connection,
+}
+
+/// What one [`Lobby::poll`] read: the messages, in order (each decoded or why not), and whether
+/// the connection is still there (messages that came with a disconnect, such as the server's
+/// reason, are in `messages` too).
+#[derive(Debug)]
+pub struct LobbyPoll {
+    pub messages: Vec<Result<LobbyServerMessage, DecodeError>>,
+    pub gone: Option<ClientError>,
+}
+
+impl Lobby {
+    /// Connects with a connect token of kind Connection (from the login answer).
+    pub fn connect(token: ConnectToken) -> Result<Self, ClientError> {
+        let mut conn = Connection::connect(token)?;
+        conn.set_keepalive(LOBBY_KEEPALIVE);
+        Ok(Self { conn })
+    }
+
+    /// Sends a message now.
+    pub fn send(&mut self, message: &LobbyClientMessage) {
+        self.conn.send_raw(message.encode());
+        let _ = self.conn.flush();
+    }
+
+    /// Reads what arrived; acknowledges it at once (the idle cadence is slow on lobby
+    /// connections), else sends keep-alives when due. Never blocks.
+    pub fn poll(&mut self) -> LobbyPoll {
+        let updated = self.conn.update();
+        let mut messages = Vec::new();
+        while let Some(bytes) = self.conn.receive_raw() {
+            messages.push(LobbyServerMessage::decode(&bytes));
+        }
+        let gone = match updated {
+            Err(e) => Some(e),
+            Ok(()) => {
+                let sent = if messages.is_empty() {
+                    self.conn.flush_if_due(false)
+                } else {
+                    self.conn.flush()
+                };
+                sent.err()
+            }
+        };
+        LobbyPoll { messages, gone }
+    }
+
+    /// Sends whatever is queued, acks included.
+    pub fn flush(&mut self) {
+        let _ = self.conn.flush();
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_connected()
+    }
+
+    /// Says goodbye to the server (it frees the session at once).
+    pub fn disconnect(&mut self) {
+        let _ = self.conn.flush();
+        self.conn.disconnect();
+    }
+}
