@@ -96,6 +96,9 @@ EXTERNAL_SECRETS = {
     "croft-games": {
         "croft-netcode": {"netcode.key"},
         "croft-control-token": {"token"},
+        # Farms: the services' database URL and a copy of the database CA (croft/croft-db-ca).
+        "croft-db-app-url": {"url"},
+        "croft-db-ca": {"ca.crt"},
     },
 }
 # Secrets an operator creates: namespace -> secret -> keys.
@@ -1579,7 +1582,7 @@ def check_relations(objs: list[dict]) -> None:
     for o, t, _ in pod_templates(objs):
         labels = (t.get("metadata") or {}).get("labels") or {}
         app = labels.get("app.kubernetes.io/name")
-        if labels.get("croft.dev/db-client") == "true" and app not in ("auth", "matchmaking", "connection", "migrate"):
+        if labels.get("croft.dev/db-client") == "true" and app not in ("auth", "matchmaking", "connection", "migrate", "server-instance"):
             P.add(f"{oid(o)}: {app} is labelled croft.dev/db-client but is no database client")
         if labels.get("croft.dev/kafka-client") == "true" and app not in ("matchmaking", "server-instance", "connection"):
             P.add(f"{oid(o)}: {app} is labelled croft.dev/kafka-client but is no Kafka client")

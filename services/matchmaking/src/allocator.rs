@@ -65,7 +65,7 @@ pub(crate) async fn create_match(
 }
 
 /// A `POST` of JSON on an instance's control API, answered with JSON.
-async fn control_post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+pub(crate) async fn control_post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     token: &str,
     url: String,

@@ -29,7 +29,8 @@ use server_instance::control::{Capacity, CreateMatchRequest, MatchesReport};
 use tokio::sync::Mutex;
 
 use crate::allocator::{
-    AllocError, AllocEvent, Allocator, BoxFuture, Placed, Placement, control_get, create_match,
+    AllocError, AllocEvent, Allocator, BoxFuture, Placed, Placement, control_get, control_post,
+    create_match, open_farm_on,
 };
 
 /// Where instance servers come from.
@@ -103,6 +104,10 @@ impl Tracked {
 struct State {
     /// By game server or pod name.
     instances: HashMap<String, Tracked>,
+    /// The instance each farm was last opened on.
+    farm_homes: HashMap<u64, String>,
+    /// The instance that hosts the common area.
+    hub_home: Option<String>,
     closed: bool,
 }
 
@@ -233,6 +238,42 @@ impl KubeAllocator {
                 join_host_port(pod_ip, self.config.control_port)
             ),
         )))
+    }
+
+    /// Instances a farm or the common area can go to, `prefer` first: ready pods, or under
+    /// Agones the game servers this allocator placed matches on (allocating one if it has
+    /// none). (name, control URL).
+    async fn hosts(
+        &self,
+        state: &mut State,
+        prefer: Option<&String>,
+    ) -> Result<Vec<(String, String)>, AllocError> {
+        let mut hosts = match self.config.mode.clone() {
+            KubeMode::Plain { selector, .. } => self.ready_pods(&selector).await?,
+            KubeMode::Agones { fleet } => {
+                let mut known: Vec<(String, String)> = state
+                    .instances
+                    .iter()
+                    .filter(|(_, t)| !t.draining && !t.control.is_empty())
+                    .map(|(n, t)| (n.clone(), t.control.clone()))
+                    .collect();
+                if known.is_empty() {
+                    let Some((name, control)) = self.allocate_game_server(&fleet).await? else {
+                        return Err(AllocError::NoCapacity);
+                    };
+                    state
+                        .instances
+                        .entry(name.clone())
+                        .or_insert_with(|| Tracked::new(String::new()))
+                        .control = control.clone();
+                    known.push((name, control));
+                }
+                known
+            }
+        };
+        hosts.sort();
+        hosts.sort_by_key(|(name, _)| Some(name) != prefer);
+        Ok(hosts)
     }
 
     /// Ready instance pods: (name, control URL).
@@ -490,6 +531,72 @@ impl Allocator for KubeAllocator {
     }
 
     /// Kubernetes owns the instances (their own SIGTERM drains them); this only stops placing.
+    fn open_farm(&self, user: u64) -> BoxFuture<'_, Result<SocketAddr, AllocError>> {
+        Box::pin(async move {
+            let mut state = self.state.lock().await;
+            if state.closed {
+                return Err(AllocError::NoCapacity);
+            }
+            let home = state.farm_homes.get(&user).cloned();
+            let hosts = self.hosts(&mut state, home.as_ref()).await?;
+            let mut last = AllocError::NoCapacity;
+            for (name, control) in hosts {
+                match open_farm_on(&self.http, &self.config.control_token, &control, user).await {
+                    Ok(addr) => {
+                        state.farm_homes.insert(user, name);
+                        return Ok(addr);
+                    }
+                    Err(e) => {
+                        tracing::warn!(instance = %name, error = %e, "farm not opened");
+                        last = e;
+                    }
+                }
+            }
+            Err(last)
+        })
+    }
+
+    fn open_hub(
+        &self,
+        user: u64,
+        name: String,
+    ) -> BoxFuture<'_, Result<(u32, SocketAddr), AllocError>> {
+        Box::pin(async move {
+            let mut state = self.state.lock().await;
+            if state.closed {
+                return Err(AllocError::NoCapacity);
+            }
+            // Everyone meets on one instance: the one that hosts the hub, while it answers.
+            let home = state.hub_home.clone();
+            let hosts = self.hosts(&mut state, home.as_ref()).await?;
+            let request = server_instance::control::HubRequest {
+                user_id: user,
+                name,
+            };
+            let mut last = AllocError::NoCapacity;
+            for (instance, control) in hosts {
+                let answer = control_post::<_, server_instance::control::HubResponse>(
+                    &self.http,
+                    &self.config.control_token,
+                    format!("{control}/v1/hub"),
+                    &request,
+                )
+                .await;
+                match answer {
+                    Ok(r) => {
+                        state.hub_home = Some(instance);
+                        return Ok((r.hub_id, r.server_addr));
+                    }
+                    Err(e) => {
+                        tracing::warn!(%instance, error = %e, "no place in the common area");
+                        last = e;
+                    }
+                }
+            }
+            Err(last)
+        })
+    }
+
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.state.lock().await.closed = true;
@@ -564,6 +671,8 @@ mod tests {
     struct StubInstance {
         port: u16,
         created: Arc<std::sync::Mutex<Vec<CreateMatchRequest>>>,
+        /// Farms opened: (the Host the request went to, user).
+        farms: Arc<std::sync::Mutex<Vec<(String, u64)>>>,
         capacity: Arc<std::sync::Mutex<Capacity>>,
         ended: Arc<std::sync::Mutex<Vec<EndedMatch>>>,
     }
@@ -580,7 +689,44 @@ mod tests {
         }));
         let ended = Arc::new(std::sync::Mutex::new(Vec::<EndedMatch>::new()));
         let (c, cap, e) = (created.clone(), capacity.clone(), ended.clone());
+        let farms = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let f = farms.clone();
         let app = axum::Router::new()
+            .route(
+                "/v1/farms",
+                post(
+                    move |headers: axum::http::HeaderMap,
+                          Json(req): Json<server_instance::control::OpenFarmRequest>| {
+                        let f = f.clone();
+                        async move {
+                            let host = headers
+                                .get("host")
+                                .and_then(|h| h.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string();
+                            f.lock().unwrap().push((host, req.user_id));
+                            (
+                                axum::http::StatusCode::CREATED,
+                                Json(server_instance::control::OpenFarmResponse {
+                                    user_id: req.user_id,
+                                    server_addr: "10.1.2.3:7777".parse().unwrap(),
+                                }),
+                            )
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/v1/hub",
+                post(
+                    |Json(req): Json<server_instance::control::HubRequest>| async move {
+                        Json(server_instance::control::HubResponse {
+                            hub_id: if req.name == "ann" { 1 } else { 2 },
+                            server_addr: "10.1.2.3:7777".parse().unwrap(),
+                        })
+                    },
+                ),
+            )
             .route(
                 "/v1/matches",
                 post(move |Json(req): Json<CreateMatchRequest>| {
@@ -615,12 +761,14 @@ mod tests {
                     async move { Json(cap.lock().unwrap().clone()) }
                 }),
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // Every loopback address, so that tests can tell pods apart by IP (127.0.0.x).
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         StubInstance {
             port,
             created,
+            farms,
             capacity,
             ended,
         }
@@ -942,5 +1090,124 @@ mod tests {
             "{events:?}"
         );
         assert_eq!(alloc.status().await["instances"], serde_json::json!([]));
+    }
+
+    fn plain() -> KubeConfig {
+        let mut config = KubeConfig::new(
+            "croft-games",
+            KubeMode::Plain {
+                selector: "app.kubernetes.io/name=croft-instance".into(),
+                deployment: "croft-instance".into(),
+                max_replicas: 4,
+            },
+            "control-token".into(),
+        );
+        config.backoff = Duration::from_millis(1);
+        config
+    }
+
+    #[tokio::test]
+    async fn plain_mode_opens_farms_on_their_home_pod_and_keeps_the_hub_on_one_pod() {
+        let stub = stub_instance().await;
+        let (client, mut handle) = mock_client();
+        let alloc = Arc::new(KubeAllocator::new(client, plain()).unwrap());
+        // Only pod 1 is ready: the farm opens there, which makes it the farm's home.
+        let a = alloc.clone();
+        let opened = tokio::spawn(async move { a.open_farm(7).await });
+        let (method, path, _, _, send) = next(&mut handle).await;
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            ("GET", "/api/v1/namespaces/croft-games/pods")
+        );
+        answer(
+            send,
+            200,
+            pod_list(vec![pod("croft-instance-1", "127.0.0.2", true, stub.port)]),
+        );
+        assert_eq!(
+            opened.await.unwrap().unwrap(),
+            "10.1.2.3:7777".parse().unwrap()
+        );
+        // Both ready now: pod 0 sorts first, but the farm goes home to pod 1.
+        let a = alloc.clone();
+        let opened = tokio::spawn(async move { a.open_farm(7).await });
+        let (_, _, _, _, send) = next(&mut handle).await;
+        answer(
+            send,
+            200,
+            pod_list(vec![
+                pod("croft-instance-0", "127.0.0.1", true, stub.port),
+                pod("croft-instance-1", "127.0.0.2", true, stub.port),
+            ]),
+        );
+        opened.await.unwrap().unwrap();
+        // Another player's farm goes to the first pod by name.
+        let a = alloc.clone();
+        let opened = tokio::spawn(async move { a.open_farm(8).await });
+        let (_, _, _, _, send) = next(&mut handle).await;
+        answer(
+            send,
+            200,
+            pod_list(vec![
+                pod("croft-instance-1", "127.0.0.2", true, stub.port),
+                pod("croft-instance-0", "127.0.0.1", true, stub.port),
+            ]),
+        );
+        opened.await.unwrap().unwrap();
+        let port = stub.port;
+        assert_eq!(
+            *stub.farms.lock().unwrap(),
+            vec![
+                (format!("127.0.0.2:{port}"), 7),
+                (format!("127.0.0.2:{port}"), 7),
+                (format!("127.0.0.1:{port}"), 8)
+            ]
+        );
+        // The common area: a place through the pod's control API.
+        let a = alloc.clone();
+        let kept = tokio::spawn(async move { a.open_hub(7, "ann".into()).await });
+        let (_, _, _, _, send) = next(&mut handle).await;
+        answer(
+            send,
+            200,
+            pod_list(vec![pod("croft-instance-0", "127.0.0.1", true, stub.port)]),
+        );
+        assert_eq!(
+            kept.await.unwrap().unwrap(),
+            (1, "10.1.2.3:7777".parse().unwrap())
+        );
+        // No ready pod: no farm, and a clear answer rather than a hang.
+        let a = alloc.clone();
+        let opened = tokio::spawn(async move { a.open_farm(9).await });
+        let (_, _, _, _, send) = next(&mut handle).await;
+        answer(send, 200, pod_list(vec![]));
+        assert!(matches!(opened.await.unwrap(), Err(AllocError::NoCapacity)));
+    }
+
+    #[tokio::test]
+    async fn under_agones_a_farm_opens_on_an_allocated_game_server() {
+        let stub = stub_instance().await;
+        let (client, mut handle) = mock_client();
+        let alloc = Arc::new(KubeAllocator::new(client, agones(stub.port)).unwrap());
+        let a = alloc.clone();
+        let opened = tokio::spawn(async move { a.open_farm(7).await });
+        // No game server known yet: one is allocated from the Fleet.
+        let (method, path, _, body, send) = next(&mut handle).await;
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            (
+                "POST",
+                "/apis/allocation.agones.dev/v1/namespaces/croft-games/gameserverallocations"
+            )
+        );
+        assert_eq!(body["kind"], "GameServerAllocation");
+        answer(send, 201, allocated("instances-abc"));
+        assert_eq!(
+            opened.await.unwrap().unwrap(),
+            "10.1.2.3:7777".parse().unwrap()
+        );
+        // Known now: the next farm goes there without another allocation.
+        alloc.open_farm(8).await.unwrap();
+        assert_eq!(stub.farms.lock().unwrap().len(), 2);
     }
 }
