@@ -7,7 +7,9 @@ pub mod api;
 pub mod transport;
 
 mod lobby;
+mod places;
 pub use lobby::{Lobby, LobbyPoll};
+pub use places::{FarmEvent, FarmSession, HubEvent, HubSession};
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -10,7 +10,7 @@ use shared_sim::GameData;
 use shared_sim::protocol::{ErrorCode, LobbyClientMessage, LobbyServerMessage, QueueEnd};
 
 use crate::api::{AuthApi, SessionTokens};
-use crate::{Connection, MatchPlayer, Pacing, PlayerState, TokenSource};
+use crate::{MatchPlayer, Pacing, PlayerState, TokenSource};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum BotState {
@@ -74,8 +74,8 @@ pub struct LobbyBot {
 
 /// The bot's common-area connection while it walks.
 struct HubVisit {
-    conn: Connection,
-    /// Where the server has the bot, once welcomed.
+    session: croft_client::HubSession,
+    /// Where the bot is heading, once welcomed.
     pos: Option<(i32, i32)>,
     steps_sent: usize,
     last_step: Instant,
@@ -87,12 +87,11 @@ const BOT_HUB_STEPS: usize = 4;
 
 /// The bot's farm connection while it farms.
 struct FarmVisit {
-    conn: Connection,
-    plots: Option<Vec<shared_sim::farm::Plot>>,
-    items: Vec<(String, u32)>,
+    session: croft_client::FarmSession,
     /// The action waiting for its result.
     awaiting: Option<(u32, shared_sim::farm::FarmAction)>,
-    seq: u32,
+    /// Actions sent this visit.
+    sent: u32,
     started: Instant,
 }
 
@@ -260,17 +259,15 @@ impl LobbyBot {
             LobbyServerMessage::FarmReady { connect_token, .. }
                 if self.state == BotState::Farming =>
             {
-                let conn = ConnectToken::read(&mut connect_token.as_slice())
+                let session = ConnectToken::read(&mut connect_token.as_slice())
                     .map_err(|e| e.to_string())
-                    .and_then(|t| Connection::connect(t).map_err(|e| e.to_string()));
-                match conn {
-                    Ok(conn) => {
+                    .and_then(|t| croft_client::FarmSession::connect(t).map_err(|e| e.to_string()));
+                match session {
+                    Ok(session) => {
                         self.farm = Some(FarmVisit {
-                            conn,
-                            plots: None,
-                            items: Vec::new(),
+                            session,
                             awaiting: None,
-                            seq: 0,
+                            sent: 0,
                             started: Instant::now(),
                         })
                     }
@@ -294,13 +291,13 @@ impl LobbyBot {
             LobbyServerMessage::HubReady { connect_token, .. }
                 if self.state == BotState::Walking =>
             {
-                let conn = ConnectToken::read(&mut connect_token.as_slice())
+                let session = ConnectToken::read(&mut connect_token.as_slice())
                     .map_err(|e| e.to_string())
-                    .and_then(|t| Connection::connect(t).map_err(|e| e.to_string()));
-                match conn {
-                    Ok(conn) => {
+                    .and_then(|t| croft_client::HubSession::connect(t).map_err(|e| e.to_string()));
+                match session {
+                    Ok(session) => {
                         self.hub = Some(HubVisit {
-                            conn,
+                            session,
                             pos: None,
                             steps_sent: 0,
                             last_step: Instant::now(),
@@ -399,8 +396,7 @@ impl LobbyBot {
     /// Ends the walk and queues.
     fn leave_hub(&mut self) {
         if let Some(mut h) = self.hub.take() {
-            let _ = h.conn.flush();
-            h.conn.disconnect();
+            h.session.leave();
         }
         if self.state == BotState::Walking {
             self.find_match();
@@ -408,21 +404,24 @@ impl LobbyBot {
     }
 
     fn poll_hub(&mut self) {
-        use shared_sim::protocol::{ClientMessage, ServerMessage};
+        use croft_client::HubEvent;
         let Some(h) = self.hub.as_mut() else {
             return;
         };
-        if h.conn.update().is_err() || h.started.elapsed() > Duration::from_secs(20) {
-            tracing::warn!(bot = %self.username, "common area connection lost");
-            return self.leave_hub();
-        }
-        while let Some(m) = h.conn.receive() {
-            match m {
-                Ok(ServerMessage::HubWelcome { you, players, .. }) => {
-                    h.pos = Some((you.x, you.y));
-                    self.hub_seen = players.len();
+        let events = match h.session.poll() {
+            Ok(events) if h.started.elapsed() <= Duration::from_secs(20) => events,
+            _ => {
+                tracing::warn!(bot = %self.username, "common area connection lost");
+                return self.leave_hub();
+            }
+        };
+        for e in events {
+            match e {
+                HubEvent::Welcome { .. } => {
+                    h.pos = h.session.me.as_ref().map(|me| (me.x, me.y));
+                    self.hub_seen = h.session.players.len();
                 }
-                Ok(ServerMessage::HubMoveRejected { x, y, .. }) => {
+                HubEvent::MoveRefused { x, y, .. } => {
                     h.pos = Some((x, y));
                     self.hub_steps = self.hub_steps.saturating_sub(1);
                 }
@@ -430,37 +429,30 @@ impl LobbyBot {
             }
         }
         let Some(pos) = h.pos else {
-            let _ = h.conn.flush_if_due(false);
             return;
         };
         if h.steps_sent < BOT_HUB_STEPS {
             if h.last_step.elapsed() >= Duration::from_millis(150) {
                 let to = (pos.0 + 250, pos.1);
-                h.conn.send(&ClientMessage::HubMove { x: to.0, y: to.1 });
+                h.session.walk_to(to.0, to.1);
                 h.pos = Some(to);
                 h.steps_sent += 1;
                 self.hub_steps += 1;
                 h.last_step = Instant::now();
                 if h.steps_sent == BOT_HUB_STEPS {
-                    h.conn.send(&ClientMessage::HubChat {
-                        text: format!("hello from {}", self.username),
-                    });
+                    h.session.say(&format!("hello from {}", self.username));
                 }
-                let _ = h.conn.flush();
             }
         } else if h.last_step.elapsed() >= Duration::from_millis(300) {
             // Time for the last moves to come back, then off to queue.
-            return self.leave_hub();
-        }
-        if let Some(h) = self.hub.as_mut() {
-            let _ = h.conn.flush_if_due(false);
+            self.leave_hub();
         }
     }
 
     /// Ends the farm visit and goes on to crafting.
     fn leave_farm(&mut self) {
         if let Some(mut f) = self.farm.take() {
-            f.conn.disconnect();
+            f.session.leave();
         }
         if self.state == BotState::Farming {
             self.state = BotState::Tending;
@@ -469,40 +461,39 @@ impl LobbyBot {
     }
 
     fn poll_farm(&mut self) {
+        use croft_client::FarmEvent;
         use shared_sim::farm::{FarmAction, Plot};
-        use shared_sim::protocol::{ClientMessage, ServerMessage};
         let Some(f) = self.farm.as_mut() else {
             return;
         };
-        if f.conn.update().is_err() || f.started.elapsed() > Duration::from_secs(30) {
-            tracing::warn!(bot = %self.username, "farm connection lost");
-            return self.leave_farm();
-        }
-        while let Some(m) = f.conn.receive() {
-            match m {
-                Ok(ServerMessage::FarmState { plots, items, .. }) => {
-                    f.plots = Some(plots);
-                    f.items = items;
+        let events = match f.session.poll() {
+            Ok(events) if f.started.elapsed() <= Duration::from_secs(30) => events,
+            _ => {
+                tracing::warn!(bot = %self.username, "farm connection lost");
+                return self.leave_farm();
+            }
+        };
+        for e in events {
+            if let FarmEvent::Result { seq, error } = e
+                && let Some((s, action)) = f.awaiting.take()
+            {
+                if s == seq && error.is_none() {
+                    self.farmed.push(action);
+                } else if s != seq {
+                    f.awaiting = Some((s, action));
                 }
-                Ok(ServerMessage::FarmActionResult { seq, error }) => {
-                    if let Some((s, action)) = f.awaiting.take() {
-                        if s == seq && error.is_none() {
-                            self.farmed.push(action);
-                        } else if s != seq {
-                            f.awaiting = Some((s, action));
-                        }
-                    }
-                }
-                _ => {}
             }
         }
-        let f = self.farm.as_mut().expect("checked above");
-        if f.awaiting.is_none()
-            && let Some(plots) = &f.plots
-        {
-            let have = |id: &str| f.items.iter().any(|(i, n)| i == id && *n > 0);
-            let crops = &self.data.crops;
-            let next = plots.iter().enumerate().find_map(|(i, p)| {
+        if f.awaiting.is_some() {
+            return;
+        }
+        let Some(plots) = &f.session.plots else {
+            return;
+        };
+        let crops = &self.data.crops;
+        let session = &f.session;
+        let next =
+            plots.iter().enumerate().find_map(|(i, p)| {
                 let plot = i as u8;
                 match p {
                     Plot::Withered { .. } => Some(FarmAction::Clear { plot }),
@@ -515,34 +506,23 @@ impl LobbyBot {
                     {
                         Some(FarmAction::Water { plot })
                     }
-                    Plot::Empty => {
-                        crops
-                            .iter()
-                            .find(|c| have(&c.seed))
-                            .map(|c| FarmAction::Plant {
-                                plot,
-                                seed: c.seed.clone(),
-                            })
-                    }
+                    Plot::Empty => crops.iter().find(|c| session.count(&c.seed) > 0).map(|c| {
+                        FarmAction::Plant {
+                            plot,
+                            seed: c.seed.clone(),
+                        }
+                    }),
                     _ => None,
                 }
             });
-            match next {
-                Some(action) if f.seq < BOT_FARM_ACTIONS => {
-                    f.seq += 1;
-                    f.conn.send(&ClientMessage::FarmAction {
-                        seq: f.seq,
-                        action: action.clone(),
-                    });
-                    f.awaiting = Some((f.seq, action));
-                    let _ = f.conn.flush();
-                }
-                // Nothing more to do (or done enough): on to crafting.
-                _ => return self.leave_farm(),
+        match next {
+            Some(action) if f.sent < BOT_FARM_ACTIONS => {
+                f.sent += 1;
+                let seq = f.session.act(action.clone());
+                f.awaiting = Some((seq, action));
             }
-        }
-        if let Some(f) = self.farm.as_mut() {
-            let _ = f.conn.flush_if_due(false);
+            // Nothing more to do (or done enough): on to crafting.
+            _ => self.leave_farm(),
         }
     }
 
