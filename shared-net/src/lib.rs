@@ -7,6 +7,8 @@
 //! few ticks, and runs netcode's per-client upkeep (timeouts, keep-alives) once per tick rather
 //! than on every receive frame.
 
+pub mod ws_token;
+
 use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
