@@ -122,6 +122,12 @@ pub enum Reply {
     },
 }
 
+/// The netcode token bytes of a connect token as matchmaking sends it (standard base64).
+pub(crate) fn token_bytes(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
 /// Lanes that run players' game requests, each in order.
 const GAME_LANES: usize = 8;
 

@@ -103,26 +103,11 @@ impl Bridge {
             .await?
             .map(|u| u.username)
             .unwrap_or_else(|| format!("player {user}"));
-        let answer = self
-            .http
-            .post(format!("{}/v1/matchmaking/hub", self.matchmaking_url))
-            .bearer_auth(&*self.service_token)
-            .json(&matchmaking::service::HubPlaceRequest {
-                user_id: user,
-                name,
-            })
-            .send()
-            .await;
-        let answer = match answer {
-            Ok(r) if r.status().is_success() => r
-                .json::<matchmaking::service::HubPlaceResponse>()
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|a| decode_token(&a.connect_token).map(|t| (a.server_addr, t))),
-            Ok(r) => Err(format!("matchmaking answered {}", r.status())),
-            Err(e) => Err(e.to_string()),
+        let request = matchmaking::service::HubPlaceRequest {
+            user_id: user,
+            name,
         };
-        match answer {
+        match self.place("hub", &request).await {
             Ok((server_addr, connect_token)) => self.send(
                 user,
                 LobbyServerMessage::HubReady {
@@ -144,23 +129,8 @@ impl Bridge {
 
     /// Matchmaking opens the farm on an instance server and mints its token.
     async fn enter_farm(&self, user: UserId) {
-        let sent = self
-            .http
-            .post(format!("{}/v1/matchmaking/farms", self.matchmaking_url))
-            .bearer_auth(&*self.service_token)
-            .json(&matchmaking::service::FarmRequest { user_id: user })
-            .send()
-            .await;
-        let answer = match sent {
-            Ok(r) if r.status().is_success() => r
-                .json::<matchmaking::service::FarmResponse>()
-                .await
-                .map_err(|e| e.to_string()),
-            Ok(r) => Err(format!("matchmaking answered {}", r.status())),
-            Err(e) => Err(e.to_string()),
-        };
-        let bytes = answer.and_then(|a| decode_token(&a.connect_token).map(|t| (a.server_addr, t)));
-        match bytes {
+        let request = matchmaking::service::FarmRequest { user_id: user };
+        match self.place("farms", &request).await {
             Ok((server_addr, connect_token)) => self.send(
                 user,
                 LobbyServerMessage::FarmReady {
@@ -177,6 +147,35 @@ impl Bridge {
                 );
             }
         }
+    }
+
+    /// `POST /v1/matchmaking/{what}`: an instance address and the token bytes for it.
+    async fn place(
+        &self,
+        what: &str,
+        request: &impl serde::Serialize,
+    ) -> Result<(std::net::SocketAddr, Vec<u8>), String> {
+        /// What matchmaking's farm and hub answers have in common.
+        #[derive(serde::Deserialize)]
+        struct Ready {
+            server_addr: std::net::SocketAddr,
+            connect_token: String,
+        }
+        let r = self
+            .http
+            .post(format!("{}/v1/matchmaking/{what}", self.matchmaking_url))
+            .bearer_auth(&*self.service_token)
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("matchmaking answered {}", r.status()));
+        }
+        let ready = r.json::<Ready>().await.map_err(|e| e.to_string())?;
+        let bytes = crate::bridge::token_bytes(&ready.connect_token)
+            .ok_or("matchmaking sent an undecodable token")?;
+        Ok((ready.server_addr, bytes))
     }
 
     async fn send_inventory(&self, user: UserId) -> Result<(), StoreError> {
@@ -326,12 +325,4 @@ impl Bridge {
             .await?;
         self.send_decks(user).await
     }
-}
-
-/// The token bytes of a base64 connect token from matchmaking.
-fn decode_token(text: &str) -> Result<Vec<u8>, String> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|e| e.to_string())
 }

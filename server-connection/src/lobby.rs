@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use bevy::prelude::*;
 use matchmaking::service::UpdateKind;
 use renet::{ClientId, ServerEvent};
@@ -728,7 +727,7 @@ fn apply_update(lobby: &mut Lobby, update: matchmaking::service::Update) {
             server_addr,
             connect_token,
         } => {
-            let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&connect_token) else {
+            let Some(bytes) = crate::bridge::token_bytes(&connect_token) else {
                 tracing::error!(user, "matchmaking sent an undecodable token");
                 return;
             };

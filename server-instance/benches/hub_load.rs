@@ -6,24 +6,17 @@
 //!
 //! cargo bench -p server-instance --bench hub_load -- [players] [seconds] [move_ms]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Instance;
 use headless_bot::{Connection, percentile};
-use server_instance::ReadyInfo;
 use shared_sim::hub;
 use shared_sim::protocol::{ClientMessage, ServerMessage};
 use telemetry::ProcessStats;
-
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Walker {
     user: u64,
@@ -45,51 +38,19 @@ fn main() -> anyhow::Result<()> {
     let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20);
     let move_ms: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(200);
 
-    let dir = std::env::temp_dir().join(format!("croft-hub-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let key = token::NetcodeKey::generate()?;
-    key.write_file(&dir.join("netcode.key"))?;
-    let control = token::generate_secret()?;
-    std::fs::write(dir.join("control.token"), &control)?;
-    let cards = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/cards");
-    let ready_file = dir.join("ready.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_server-instance"))
-        .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .arg("--hub-capacity")
-        .arg(players.to_string())
-        .arg("--netcode-key-file")
-        .arg(dir.join("netcode.key"))
-        .arg("--control-token-file")
-        .arg(dir.join("control.token"))
-        .arg("--cards")
-        .arg(&cards)
-        .arg("--match-log")
-        .arg(dir.join("matches.jsonl"))
-        .arg("--ready-file")
-        .arg(&ready_file)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
-    let server = Server(child);
-    let pid = server.0.id().to_string();
-    let ready: ReadyInfo = loop {
-        if let Ok(b) = std::fs::read(&ready_file)
-            && let Ok(r) = serde_json::from_slice(&b)
-        {
-            break r;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let capacity = players.to_string();
+    let server = Instance::start(&["--hub-capacity", &capacity]);
+    let pid = server.pid().to_string();
     std::thread::sleep(Duration::from_millis(300));
     let empty = ProcessStats::read_pid(&pid).expect("server stats");
-    let issuer = token::ConnectTokenIssuer::new(key);
-    let http = reqwest::blocking::Client::new();
+    let issuer = server.issuer();
+    let http = server.http();
     let mut walkers = Vec::with_capacity(players);
     for i in 0..players as u64 {
         let user = 1_000 + i;
         let answer: serde_json::Value = http
-            .post(format!("http://{}/v1/hub", ready.http))
-            .bearer_auth(&control)
+            .post(format!("{}/v1/hub", server.control_url()))
+            .bearer_auth(&server.control_token)
             .json(&serde_json::json!({ "user_id": user, "name": format!("walker {i}") }))
             .send()?
             .error_for_status()?
@@ -209,6 +170,5 @@ fn main() -> anyhow::Result<()> {
         100.0 * (bot_end.cpu_seconds - bot_start.cpu_seconds) / elapsed
     );
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

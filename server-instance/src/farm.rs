@@ -89,21 +89,27 @@ pub async fn load(
     })
 }
 
-/// What the writer task does, in order.
+/// What the writer task does, in order. The farm goes as it is: the writer encodes it, so
+/// the tick only clones a few plots.
 #[derive(Debug)]
 pub enum FarmWrite {
     Snapshot {
         user: UserId,
-        state: String,
+        farm: Farm,
         version: i64,
     },
     Action {
         user: UserId,
         seq: u32,
         changes: Vec<ItemChange>,
-        state: String,
+        farm: Farm,
         version: i64,
     },
+}
+
+fn encode(farm: &Farm) -> Result<String, store::StoreError> {
+    serde_json::to_string(farm)
+        .map_err(|e| store::StoreError::Internal(format!("farm does not encode: {e}")))
 }
 
 /// What came of a write.
@@ -130,10 +136,13 @@ pub async fn writer(
         let result = match w {
             FarmWrite::Snapshot {
                 user,
-                state,
+                farm,
                 version,
             } => {
-                let r = store.save_farm(user as i64, &state, version).await;
+                let r = match encode(&farm) {
+                    Ok(state) => store.save_farm(user as i64, &state, version).await,
+                    Err(e) => Err(e),
+                };
                 if let Err(e) = &r {
                     tracing::warn!(user, error = %e, "farm snapshot not written");
                     metrics::counter!("croft_instance_farm_write_errors_total").increment(1);
@@ -147,12 +156,17 @@ pub async fn writer(
                 user,
                 seq,
                 changes,
-                state,
+                farm,
                 version,
             } => {
-                let r = store
-                    .farm_action(user as i64, &changes, &state, version)
-                    .await;
+                let r = match encode(&farm) {
+                    Ok(state) => {
+                        store
+                            .farm_action(user as i64, &changes, &state, version)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
                 if let Err(e) = &r {
                     tracing::warn!(user, error = %e, "farm action not written");
                     metrics::counter!("croft_instance_farm_write_errors_total").increment(1);
@@ -440,15 +454,12 @@ pub(crate) fn farm_system(
                     Ok(_) => {
                         metrics::counter!("croft_instance_farm_actions_total", "result" => "ok")
                             .increment(1);
-                        let Ok(state) = serde_json::to_string(&next) else {
-                            continue;
-                        };
                         h.version += 1;
                         let write = FarmWrite::Action {
                             user,
                             seq,
                             changes: changes.clone(),
-                            state,
+                            farm: next.clone(),
                             version: h.version,
                         };
                         h.pending = Some(Pending {
@@ -494,19 +505,14 @@ pub(crate) fn farm_system(
     // 4. Unsaved changes, at most once a second per farm.
     let mut writes = Vec::new();
     for (user, h) in farms.hosted.iter_mut() {
-        if h.dirty
-            && !h.saving
-            && h.pending.is_none()
-            && now - h.last_save >= SAVE_EVERY
-            && let Ok(state) = serde_json::to_string(&h.farm)
-        {
+        if h.dirty && !h.saving && h.pending.is_none() && now - h.last_save >= SAVE_EVERY {
             h.version += 1;
             h.dirty = false;
             h.saving = true;
             h.last_save = now;
             writes.push(FarmWrite::Snapshot {
                 user: *user,
-                state,
+                farm: h.farm.clone(),
                 version: h.version,
             });
         }

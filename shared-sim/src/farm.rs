@@ -2,10 +2,10 @@
 //! growth stage, grows through the crop's stages over fixed farm ticks, waits ripe for the
 //! harvest, and withers when neglected (thirsty or unharvested) for the crop's `wither_ticks`.
 //!
-//! Time moves in two ways with the same result: [`Plot::step`] advances one tick (what a running
-//! farm does), and [`Plot::advance`] jumps any number of ticks at once in a few steps per growth
-//! stage (what a farm that loads after its player was away does). The property test at the end
-//! checks that they agree over random timelines of waits and actions.
+//! Time moves by [`Plot::advance`]: any number of ticks at once, in a few steps per growth stage,
+//! for a running farm (a tick at a time) and for one that loads after its player was away (all
+//! the ticks since) alike. The property test at the end checks it against a one-tick-at-a-time
+//! reference over random timelines of waits and actions.
 
 use serde::{Deserialize, Serialize};
 
@@ -123,51 +123,6 @@ impl Plot {
 
     fn watered(water: u8, def: &CropDef) -> bool {
         i32::from(water) >= def.water_per_stage
-    }
-
-    /// One farm tick, the long way: the reference [`Plot::advance`] is tested against.
-    pub fn step(&mut self, crops: &[CropDef]) {
-        let Some(def) = self.crop().and_then(|c| crops.iter().find(|d| d.id == c)) else {
-            return;
-        };
-        let wither = def.wither_ticks.max(1) as u32;
-        match self {
-            Plot::Growing {
-                crop,
-                stage,
-                progress,
-                water,
-                neglect,
-            } => {
-                if Self::watered(*water, def) {
-                    *neglect = 0;
-                    *progress += 1;
-                    if *progress >= def.ticks_per_stage.max(1) as u32 {
-                        *stage += 1;
-                        *progress = 0;
-                        *water = 0;
-                        if i32::from(*stage) >= def.stages {
-                            *self = Plot::Ripe {
-                                crop: crop.clone(),
-                                neglect: 0,
-                            };
-                        }
-                    }
-                } else {
-                    *neglect += 1;
-                    if *neglect >= wither {
-                        *self = Plot::Withered { crop: crop.clone() };
-                    }
-                }
-            }
-            Plot::Ripe { crop, neglect } => {
-                *neglect += 1;
-                if *neglect >= wither {
-                    *self = Plot::Withered { crop: crop.clone() };
-                }
-            }
-            Plot::Empty | Plot::Withered { .. } => {}
-        }
     }
 
     /// `ticks` farm ticks at once, in a few steps per growth stage whatever `ticks` is.
@@ -369,6 +324,51 @@ mod tests {
         ]
     }
 
+    /// One farm tick, the long way: the reference `Plot::advance` is tested against.
+    fn reference_step(plot: &mut Plot, crops: &[CropDef]) {
+        let Some(def) = plot.crop().and_then(|c| crops.iter().find(|d| d.id == c)) else {
+            return;
+        };
+        let wither = def.wither_ticks.max(1) as u32;
+        match plot {
+            Plot::Growing {
+                crop,
+                stage,
+                progress,
+                water,
+                neglect,
+            } => {
+                if Plot::watered(*water, def) {
+                    *neglect = 0;
+                    *progress += 1;
+                    if *progress >= def.ticks_per_stage.max(1) as u32 {
+                        *stage += 1;
+                        *progress = 0;
+                        *water = 0;
+                        if i32::from(*stage) >= def.stages {
+                            *plot = Plot::Ripe {
+                                crop: crop.clone(),
+                                neglect: 0,
+                            };
+                        }
+                    }
+                } else {
+                    *neglect += 1;
+                    if *neglect >= wither {
+                        *plot = Plot::Withered { crop: crop.clone() };
+                    }
+                }
+            }
+            Plot::Ripe { crop, neglect } => {
+                *neglect += 1;
+                if *neglect >= wither {
+                    *plot = Plot::Withered { crop: crop.clone() };
+                }
+            }
+            Plot::Empty | Plot::Withered { .. } => {}
+        }
+    }
+
     fn apply(farm: &mut Farm, action: &FarmAction) -> Result<FarmEffect, FarmError> {
         farm.apply(&crops(), action, |_| true, |_, _| true)
     }
@@ -522,7 +522,7 @@ mod tests {
                         jumped.advance_to(&c, now);
                         for _ in 0..*n {
                             for plot in &mut ticked.plots {
-                                plot.step(&c);
+                                reference_step(plot, &c);
                             }
                         }
                         ticked.tick = now;

@@ -35,8 +35,8 @@ impl Instance {
         Self::start_env(extra, &[])
     }
 
-    /// Starts with extra flags (an `--udp` among them replaces the loopback default) and
-    /// environment variables.
+    /// Starts with extra flags (one that is also a default, such as `--udp` or `--cards`,
+    /// replaces the default) and environment variables.
     pub fn start_env(extra: &[&str], env: &[(&str, String)]) -> Instance {
         let dir = std::env::temp_dir().join(format!(
             "croft-it-{}-{}",
@@ -50,25 +50,23 @@ impl Instance {
         let control_token = token::generate_secret().unwrap();
         std::fs::write(dir.join("control.token"), &control_token).unwrap();
         let ready_file = dir.join("ready.json");
+        let path = |p: PathBuf| p.display().to_string();
+        let defaults = [
+            ("--udp", "127.0.0.1:0".to_string()),
+            ("--http", "127.0.0.1:0".to_string()),
+            ("--netcode-key-file", path(dir.join("netcode.key"))),
+            ("--control-token-file", path(dir.join("control.token"))),
+            ("--cards", path(cards_dir())),
+            ("--match-log", path(dir.join("matches.jsonl"))),
+            ("--ready-file", path(ready_file.clone())),
+        ];
         let mut command = Command::new(env!("CARGO_BIN_EXE_server-instance"));
-        if !extra.contains(&"--udp") {
-            command.args(["--udp", "127.0.0.1:0"]);
+        for (flag, value) in &defaults {
+            if !extra.contains(flag) {
+                command.args([flag, value.as_str()]);
+            }
         }
         let child = command
-            .args(["--http", "127.0.0.1:0"])
-            .arg("--netcode-key-file")
-            .arg(dir.join("netcode.key"))
-            .arg("--control-token-file")
-            .arg(dir.join("control.token"))
-            .args(if extra.contains(&"--cards") {
-                vec![]
-            } else {
-                vec!["--cards".to_string(), cards_dir().display().to_string()]
-            })
-            .arg("--match-log")
-            .arg(dir.join("matches.jsonl"))
-            .arg("--ready-file")
-            .arg(&ready_file)
             .args(extra)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "warn")

@@ -800,18 +800,6 @@ fn refused(c: &mut Client, msg: &LobbyClientMessage) -> ErrorCode {
     error_code(&m).unwrap()
 }
 
-struct NoRejoin;
-
-impl headless_bot::TokenSource for NoRejoin {
-    fn instance_token(
-        &self,
-        _user: u64,
-        _match_id: u64,
-    ) -> anyhow::Result<renet_netcode::ConnectToken> {
-        anyhow::bail!("no rejoin in this test")
-    }
-}
-
 /// The starter kit, crafting (refusals included), deck building against the collection, the
 /// chosen deck, and that matchmaking seats the player with it.
 #[test]
@@ -962,7 +950,7 @@ fn crafting_decks_and_the_chosen_deck_in_a_match() {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(120) && !players.iter().all(|p| p.is_done()) {
         for p in players.iter_mut() {
-            p.poll(&NoRejoin);
+            p.poll(&headless_bot::NoRejoin);
         }
         pump_all(&mut [&mut carol, &mut dave], Duration::from_millis(2));
     }

@@ -153,28 +153,14 @@ pub trait Allocator: Send + Sync {
     fn shutdown(&self) -> BoxFuture<'_, ()>;
     /// Opens `user`'s farm on an instance (the one that hosts it already, if any) and answers
     /// the UDP address its farm token must name.
-    fn open_farm(&self, user: UserId) -> BoxFuture<'_, Result<SocketAddr, AllocError>> {
-        let _ = user;
-        Box::pin(async {
-            Err(AllocError::Refused(
-                "this allocator does not place farms".into(),
-            ))
-        })
-    }
+    fn open_farm(&self, user: UserId) -> BoxFuture<'_, Result<SocketAddr, AllocError>>;
     /// Keeps a place for `user` (seen as `name`) in the common area: the hub shard and the
     /// UDP address its hub token must name.
     fn open_hub(
         &self,
         user: UserId,
         name: String,
-    ) -> BoxFuture<'_, Result<(u32, SocketAddr), AllocError>> {
-        let _ = (user, name);
-        Box::pin(async {
-            Err(AllocError::Refused(
-                "this allocator does not host the common area".into(),
-            ))
-        })
-    }
+    ) -> BoxFuture<'_, Result<(u32, SocketAddr), AllocError>>;
 }
 
 /// `POST /v1/farms` on an instance's control API: the address of the farm's socket.
@@ -193,6 +179,51 @@ pub(crate) async fn open_farm_on(
     )
     .await
     .map(|r| r.server_addr)
+}
+
+/// `POST /v1/hub` on an instance's control API: the shard and the address of its socket.
+pub(crate) async fn keep_hub_place_on(
+    http: &reqwest::Client,
+    token: &str,
+    control: &str,
+    user: UserId,
+    name: &str,
+) -> Result<(u32, SocketAddr), AllocError> {
+    let request = server_instance::control::HubRequest {
+        user_id: user,
+        name: name.to_string(),
+    };
+    control_post::<_, server_instance::control::HubResponse>(
+        http,
+        token,
+        format!("{control}/v1/hub"),
+        &request,
+    )
+    .await
+    .map(|r| (r.hub_id, r.server_addr))
+}
+
+/// Tries the instances `hosts` (name, control URL) in order with `call`: the first that answers
+/// wins, and its name comes back with the answer. No hosts: `NoCapacity`.
+pub(crate) async fn first_answer<T, Fut>(
+    hosts: Vec<(String, String)>,
+    what: &str,
+    call: impl Fn(String) -> Fut,
+) -> Result<(String, T), AllocError>
+where
+    Fut: Future<Output = Result<T, AllocError>>,
+{
+    let mut last = AllocError::NoCapacity;
+    for (name, control) in hosts {
+        match call(control).await {
+            Ok(v) => return Ok((name, v)),
+            Err(e) => {
+                tracing::warn!(instance = %name, error = %e, "{what}: refused");
+                last = e;
+            }
+        }
+    }
+    Err(last)
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +297,30 @@ struct Pool {
 }
 
 impl LocalAllocator {
+    /// Serving instances for a farm or the hub, `prefer` first, then the oldest (the warm
+    /// pool outlives extras, and farms do not count as busy when the pool scales down);
+    /// one is started if none serves.
+    async fn farm_or_hub_hosts(
+        &self,
+        pool: &mut Pool,
+        prefer: Option<&String>,
+    ) -> Result<Vec<(String, String)>, AllocError> {
+        if pool.closed {
+            return Err(AllocError::NoCapacity);
+        }
+        if !pool.instances.iter().any(|s| !s.draining) {
+            self.spawn(pool).await?;
+        }
+        let mut hosts: Vec<(String, String)> = pool
+            .instances
+            .iter()
+            .filter(|s| !s.draining)
+            .map(|s| (s.id.clone(), s.control.clone()))
+            .collect();
+        hosts.sort_by_key(|(id, _)| Some(id) != prefer);
+        Ok(hosts)
+    }
+
     /// Starts the warm pool.
     pub async fn start(config: LocalConfig) -> Result<Self, AllocError> {
         std::fs::create_dir_all(&config.work_dir)
@@ -464,66 +519,31 @@ impl Allocator for LocalAllocator {
     ) -> BoxFuture<'_, Result<(u32, SocketAddr), AllocError>> {
         Box::pin(async move {
             let mut pool = self.state.lock().await;
-            if pool.closed {
-                return Err(AllocError::NoCapacity);
-            }
-            // One instance hosts the whole common area (its shards): the oldest serving one,
-            // so everyone meets there.
-            let i = match (0..pool.instances.len()).find(|&i| !pool.instances[i].draining) {
-                Some(i) => i,
-                None => self.spawn(&mut pool).await?,
-            };
-            let request = server_instance::control::HubRequest {
-                user_id: user,
-                name,
-            };
-            let url = format!("{}/v1/hub", pool.instances[i].control);
-            control_post::<_, server_instance::control::HubResponse>(
-                &self.http,
-                &self.config.control_token,
-                url,
-                &request,
-            )
+            // The whole common area lives on the oldest serving instance, so everyone meets
+            // there; the next one takes over if it stops answering.
+            let hosts = self.farm_or_hub_hosts(&mut pool, None).await?;
+            let (http, token) = (&self.http, self.config.control_token.as_str());
+            first_answer(hosts, "hub place", |control| {
+                let name = name.clone();
+                async move { keep_hub_place_on(http, token, &control, user, &name).await }
+            })
             .await
-            .map(|r| (r.hub_id, r.server_addr))
+            .map(|(_, kept)| kept)
         })
     }
 
     fn open_farm(&self, user: UserId) -> BoxFuture<'_, Result<SocketAddr, AllocError>> {
         Box::pin(async move {
             let mut pool = self.state.lock().await;
-            if pool.closed {
-                return Err(AllocError::NoCapacity);
-            }
-            // Its home first, then the oldest serving instance (the warm pool outlives
-            // extras, and farms do not count as busy when the pool scales down).
             let home = pool.farm_homes.get(&user).cloned();
-            let mut order: Vec<usize> = (0..pool.instances.len())
-                .filter(|&i| !pool.instances[i].draining)
-                .collect();
-            order.sort_by_key(|&i| Some(&pool.instances[i].id) != home.as_ref());
-            if order.is_empty() {
-                let i = self.spawn(&mut pool).await?;
-                order.push(i);
-            }
-            let mut last = AllocError::NoCapacity;
-            for i in order {
-                let (id, control) = (
-                    pool.instances[i].id.clone(),
-                    pool.instances[i].control.clone(),
-                );
-                match open_farm_on(&self.http, &self.config.control_token, &control, user).await {
-                    Ok(addr) => {
-                        pool.farm_homes.insert(user, id);
-                        return Ok(addr);
-                    }
-                    Err(e) => {
-                        tracing::warn!(instance = %id, error = %e, "farm not opened");
-                        last = e;
-                    }
-                }
-            }
-            Err(last)
+            let hosts = self.farm_or_hub_hosts(&mut pool, home.as_ref()).await?;
+            let (http, token) = (&self.http, self.config.control_token.as_str());
+            let (id, addr) = first_answer(hosts, "farm", |control| async move {
+                open_farm_on(http, token, &control, user).await
+            })
+            .await?;
+            pool.farm_homes.insert(user, id);
+            Ok(addr)
         })
     }
 

@@ -29,8 +29,8 @@ use server_instance::control::{Capacity, CreateMatchRequest, MatchesReport};
 use tokio::sync::Mutex;
 
 use crate::allocator::{
-    AllocError, AllocEvent, Allocator, BoxFuture, Placed, Placement, control_get, control_post,
-    create_match, open_farm_on,
+    AllocError, AllocEvent, Allocator, BoxFuture, Placed, Placement, control_get, create_match,
+    first_answer, keep_hub_place_on, open_farm_on,
 };
 
 /// Where instance servers come from.
@@ -539,20 +539,13 @@ impl Allocator for KubeAllocator {
             }
             let home = state.farm_homes.get(&user).cloned();
             let hosts = self.hosts(&mut state, home.as_ref()).await?;
-            let mut last = AllocError::NoCapacity;
-            for (name, control) in hosts {
-                match open_farm_on(&self.http, &self.config.control_token, &control, user).await {
-                    Ok(addr) => {
-                        state.farm_homes.insert(user, name);
-                        return Ok(addr);
-                    }
-                    Err(e) => {
-                        tracing::warn!(instance = %name, error = %e, "farm not opened");
-                        last = e;
-                    }
-                }
-            }
-            Err(last)
+            let (http, token) = (&self.http, self.config.control_token.as_str());
+            let (name, addr) = first_answer(hosts, "farm", |control| async move {
+                open_farm_on(http, token, &control, user).await
+            })
+            .await?;
+            state.farm_homes.insert(user, name);
+            Ok(addr)
         })
     }
 
@@ -569,31 +562,14 @@ impl Allocator for KubeAllocator {
             // Everyone meets on one instance: the one that hosts the hub, while it answers.
             let home = state.hub_home.clone();
             let hosts = self.hosts(&mut state, home.as_ref()).await?;
-            let request = server_instance::control::HubRequest {
-                user_id: user,
-                name,
-            };
-            let mut last = AllocError::NoCapacity;
-            for (instance, control) in hosts {
-                let answer = control_post::<_, server_instance::control::HubResponse>(
-                    &self.http,
-                    &self.config.control_token,
-                    format!("{control}/v1/hub"),
-                    &request,
-                )
-                .await;
-                match answer {
-                    Ok(r) => {
-                        state.hub_home = Some(instance);
-                        return Ok((r.hub_id, r.server_addr));
-                    }
-                    Err(e) => {
-                        tracing::warn!(%instance, error = %e, "no place in the common area");
-                        last = e;
-                    }
-                }
-            }
-            Err(last)
+            let (http, token) = (&self.http, self.config.control_token.as_str());
+            let (instance, kept) = first_answer(hosts, "hub place", |control| {
+                let name = name.clone();
+                async move { keep_hub_place_on(http, token, &control, user, &name).await }
+            })
+            .await?;
+            state.hub_home = Some(instance);
+            Ok(kept)
         })
     }
 

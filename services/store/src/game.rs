@@ -85,11 +85,27 @@ async fn take_tx(tx: &mut Tx<'_>, user: UserId, item: &str, n: i32) -> Result<bo
     Ok(done.rows_affected() == 1)
 }
 
-/// Adds `n` to a counted row of `table` (inventory or collection) unless it would pass `max`.
+/// The two tables of counted things a player owns: (user, id, quantity) rows.
+#[derive(Clone, Copy)]
+enum Shelf {
+    Inventory,
+    Collection,
+}
+
+impl Shelf {
+    /// (table, id column): fixed names, so the SQL built from them is never from input.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Shelf::Inventory => ("inventory", "item_id"),
+            Shelf::Collection => ("collection", "card_id"),
+        }
+    }
+}
+
+/// Adds `n` to a counted row unless it would pass `max`.
 async fn add_tx(
     tx: &mut Tx<'_>,
-    table: &str,
-    key: &str,
+    shelf: Shelf,
     user: UserId,
     id: &str,
     n: i32,
@@ -98,7 +114,7 @@ async fn add_tx(
     if n > max {
         return Ok(false);
     }
-    // `table` and `key` are ours (two fixed names), never input.
+    let (table, key) = shelf.names();
     let sql = format!(
         "INSERT INTO {table} (user_id, {key}, quantity) VALUES ($1, $2, $3) \
          ON CONFLICT (user_id, {key}) DO UPDATE SET quantity = {table}.quantity + $3 \
@@ -116,10 +132,10 @@ async fn add_tx(
 
 async fn counted(
     store: &Store,
-    table: &str,
-    key: &str,
+    shelf: Shelf,
     user: UserId,
 ) -> Result<Vec<(String, i32)>, StoreError> {
+    let (table, key) = shelf.names();
     let sql = format!(
         "SELECT {key} AS id, quantity FROM {table} WHERE user_id = $1 AND quantity > 0 ORDER BY {key}"
     );
@@ -141,12 +157,12 @@ pub const MAX_CARD_COPIES: i32 = 999;
 impl Store {
     /// Items with a count above zero, by id.
     pub async fn inventory(&self, user: UserId) -> Result<Vec<(String, i32)>, StoreError> {
-        counted(self, "inventory", "item_id", user).await
+        counted(self, Shelf::Inventory, user).await
     }
 
     /// Cards owned, by id.
     pub async fn collection(&self, user: UserId) -> Result<Vec<(String, i32)>, StoreError> {
-        counted(self, "collection", "card_id", user).await
+        counted(self, Shelf::Collection, user).await
     }
 
     /// Crafts once: inputs taken, output added and `event` written together, or nothing.
@@ -168,33 +184,13 @@ impl Store {
         }
         let added = match &craft.output {
             CraftOutput::Card(card) => {
-                add_tx(
-                    &mut tx,
-                    "collection",
-                    "card_id",
-                    user,
-                    card,
-                    1,
-                    MAX_CARD_COPIES,
-                )
-                .await?
+                add_tx(&mut tx, Shelf::Collection, user, card, 1, MAX_CARD_COPIES).await?
             }
             CraftOutput::Item {
                 id,
                 amount,
                 max_stack,
-            } => {
-                add_tx(
-                    &mut tx,
-                    "inventory",
-                    "item_id",
-                    user,
-                    id,
-                    *amount,
-                    *max_stack,
-                )
-                .await?
-            }
+            } => add_tx(&mut tx, Shelf::Inventory, user, id, *amount, *max_stack).await?,
         };
         if !added {
             tx.rollback().await?;
@@ -235,19 +231,10 @@ impl Store {
             return Ok(false);
         }
         for (item, n) in items {
-            add_tx(&mut tx, "inventory", "item_id", user, item, *n, i32::MAX).await?;
+            add_tx(&mut tx, Shelf::Inventory, user, item, *n, i32::MAX).await?;
         }
         for (card, n) in cards {
-            add_tx(
-                &mut tx,
-                "collection",
-                "card_id",
-                user,
-                card,
-                *n,
-                MAX_CARD_COPIES,
-            )
-            .await?;
+            add_tx(&mut tx, Shelf::Collection, user, card, *n, MAX_CARD_COPIES).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -398,18 +385,7 @@ impl Store {
                     id,
                     amount,
                     max_stack,
-                } => {
-                    add_tx(
-                        &mut tx,
-                        "inventory",
-                        "item_id",
-                        user,
-                        id,
-                        *amount,
-                        *max_stack,
-                    )
-                    .await?
-                }
+                } => add_tx(&mut tx, Shelf::Inventory, user, id, *amount, *max_stack).await?,
             };
             if !ok {
                 tx.rollback().await?;

@@ -19,6 +19,16 @@ use shared_sim::protocol::{ClientMessage, ErrorCode, ServerMessage};
 use shared_sim::rules::{Action, MatchResult, Seat};
 use shared_sim::view::MatchSnapshot;
 
+/// A token source for players that do not reconnect inside a match (the lobby offers
+/// `RejoinMatch` for clients that want to).
+pub struct NoRejoin;
+
+impl TokenSource for NoRejoin {
+    fn instance_token(&self, _user_id: u64, _match_id: u64) -> anyhow::Result<ConnectToken> {
+        anyhow::bail!("this bot does not rejoin matches")
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Pacing {
     /// Delay before each move, measured from the event that made it possible.

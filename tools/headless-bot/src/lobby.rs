@@ -10,7 +10,7 @@ use shared_sim::GameData;
 use shared_sim::protocol::{ErrorCode, LobbyClientMessage, LobbyServerMessage, QueueEnd};
 
 use crate::api::{AuthApi, SessionTokens};
-use crate::{MatchPlayer, Pacing, PlayerState, TokenSource};
+use crate::{MatchPlayer, NoRejoin, Pacing, PlayerState};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum BotState {
@@ -100,16 +100,6 @@ const BOT_FARM_ACTIONS: u32 = 12;
 
 /// Crafts a bot tries before it builds its deck.
 const BOT_CRAFTS: usize = 4;
-
-/// Reconnects inside a lobby-driven match are not attempted by this bot (the lobby offers
-/// `RejoinMatch` for clients that want them).
-struct NoRejoin;
-
-impl TokenSource for NoRejoin {
-    fn instance_token(&self, _user_id: u64, _match_id: u64) -> anyhow::Result<ConnectToken> {
-        anyhow::bail!("this bot does not rejoin matches")
-    }
-}
 
 impl LobbyBot {
     /// Logs in and starts connecting to the connection server.
