@@ -432,6 +432,7 @@ impl Bridge {
                                 match_id: j.match_id,
                                 server_addr: j.server_addr,
                                 connect_token: j.connect_token,
+                                ws_url: j.ws_url,
                             },
                         })),
                         Err(e) => {

@@ -85,6 +85,9 @@ pub struct ConnectionConfig {
     /// Prefix of every topic name (shared clusters).
     #[arg(long, env = "CROFT_KAFKA_TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
+    /// WebSocket clients (web exports).
+    #[command(flatten)]
+    pub ws: shared_net::ws::WsArgs,
     /// Write the bound addresses here as JSON once ready.
     #[arg(long, env = "CROFT_READY_FILE")]
     pub ready_file: Option<PathBuf>,

@@ -108,11 +108,12 @@ impl Bridge {
             name,
         };
         match self.place("hub", &request).await {
-            Ok((server_addr, connect_token)) => self.send(
+            Ok((server_addr, connect_token, ws_url)) => self.send(
                 user,
                 LobbyServerMessage::HubReady {
                     server_addr,
                     connect_token,
+                    ws_url,
                 },
             ),
             Err(e) => {
@@ -131,11 +132,12 @@ impl Bridge {
     async fn enter_farm(&self, user: UserId) {
         let request = matchmaking::service::FarmRequest { user_id: user };
         match self.place("farms", &request).await {
-            Ok((server_addr, connect_token)) => self.send(
+            Ok((server_addr, connect_token, ws_url)) => self.send(
                 user,
                 LobbyServerMessage::FarmReady {
                     server_addr,
                     connect_token,
+                    ws_url,
                 },
             ),
             Err(e) => {
@@ -149,17 +151,20 @@ impl Bridge {
         }
     }
 
-    /// `POST /v1/matchmaking/{what}`: an instance address and the token bytes for it.
+    /// `POST /v1/matchmaking/{what}`: an instance address, the token bytes for it, and the
+    /// instance's WebSocket URL.
     async fn place(
         &self,
         what: &str,
         request: &impl serde::Serialize,
-    ) -> Result<(std::net::SocketAddr, Vec<u8>), String> {
+    ) -> Result<(std::net::SocketAddr, Vec<u8>, Option<String>), String> {
         /// What matchmaking's farm and hub answers have in common.
         #[derive(serde::Deserialize)]
         struct Ready {
             server_addr: std::net::SocketAddr,
             connect_token: String,
+            #[serde(default)]
+            ws_url: Option<String>,
         }
         let r = self
             .http
@@ -175,7 +180,7 @@ impl Bridge {
         let ready = r.json::<Ready>().await.map_err(|e| e.to_string())?;
         let bytes = crate::bridge::token_bytes(&ready.connect_token)
             .ok_or("matchmaking sent an undecodable token")?;
-        Ok((ready.server_addr, bytes))
+        Ok((ready.server_addr, bytes, ready.ws_url))
     }
 
     async fn send_inventory(&self, user: UserId) -> Result<(), StoreError> {

@@ -27,6 +27,9 @@ pub struct ReadyInfo {
     pub http: SocketAddr,
     pub udp: Vec<SocketAddr>,
     pub server_id: String,
+    /// The WebSocket URL, when `--ws` is set.
+    #[serde(default)]
+    pub ws: Option<String>,
 }
 
 #[derive(Resource, Clone)]
@@ -84,6 +87,17 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the I/O runtime")?;
+    let ws = shared_net::ws::start(
+        &config.ws,
+        &runtime,
+        *key.bytes(),
+        udp.clone(),
+        shared_net::ws::WsLimits::default(),
+    )?
+    .map(|ws| {
+        shards.push(ws.shard);
+        ws.url
+    });
     let store = runtime
         .block_on(store::Store::connect(
             &database,
@@ -207,6 +221,7 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         http,
         udp: udp.clone(),
         server_id: server_id.clone(),
+        ws,
     };
     if let Some(path) = &config.ready_file {
         std::fs::write(path, serde_json::to_vec(&ready)?)

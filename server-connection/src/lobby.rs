@@ -726,6 +726,7 @@ fn apply_update(lobby: &mut Lobby, update: matchmaking::service::Update) {
             match_id,
             server_addr,
             connect_token,
+            ws_url,
         } => {
             let Some(bytes) = crate::bridge::token_bytes(&connect_token) else {
                 tracing::error!(user, "matchmaking sent an undecodable token");
@@ -741,6 +742,7 @@ fn apply_update(lobby: &mut Lobby, update: matchmaking::service::Update) {
                     match_id,
                     server_addr,
                     connect_token: bytes,
+                    ws_url,
                 },
             );
         }

@@ -105,6 +105,10 @@ pub struct InstanceConfig {
     #[arg(long, env = "CROFT_INSTANCE_MAX_FARMS", default_value_t = 100)]
     pub max_farms: usize,
 
+    /// WebSocket clients (web exports).
+    #[command(flatten)]
+    pub ws: shared_net::ws::WsArgs,
+
     /// Run under Agones: take the public address from the GameServer, mark it Ready, ping its
     /// health from the tick, keep its match counter, and call Shutdown once drained. Needs the
     /// Agones SDK sidecar (AGONES_SDK_GRPC_PORT); without this flag none of it happens.

@@ -66,6 +66,8 @@ pub struct ControlShared {
     pub hub_book: Mutex<crate::hub::HubBook>,
     /// Players per hub shard.
     pub hub_capacity: usize,
+    /// The WebSocket endpoint, given to clients with every place (`--ws`).
+    pub ws_url: Option<String>,
 }
 
 /// How many ended matches the control API remembers for collection.
@@ -117,6 +119,7 @@ impl ControlShared {
             store: None,
             hub_book: Mutex::new(Default::default()),
             hub_capacity: shared_sim::hub::DEFAULT_CAPACITY,
+            ws_url: None,
         }
     }
 
@@ -236,6 +239,9 @@ pub struct CreateMatchResponse {
     pub match_id: MatchId,
     /// The UDP address the players' connect tokens must name.
     pub server_addr: SocketAddr,
+    /// Where WebSocket clients connect with the same tokens (`--ws`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -459,6 +465,7 @@ async fn create_match(
         Json(CreateMatchResponse {
             match_id,
             server_addr: shared.shard_addrs[shard],
+            ws_url: shared.ws_url.clone(),
         }),
     ))
 }
@@ -474,6 +481,8 @@ pub struct OpenFarmResponse {
     pub user_id: UserId,
     /// The UDP address the player's farm token must name.
     pub server_addr: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_url: Option<String>,
 }
 
 async fn open_farm(
@@ -505,6 +514,7 @@ async fn open_farm(
     let answer = Json(OpenFarmResponse {
         user_id: req.user_id,
         server_addr,
+        ws_url: shared.ws_url.clone(),
     });
     {
         let mut farms = shared
@@ -554,6 +564,8 @@ pub struct HubResponse {
     pub hub_id: u32,
     /// The UDP address the player's hub token must name.
     pub server_addr: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_url: Option<String>,
 }
 
 async fn keep_hub_place(
@@ -609,5 +621,6 @@ async fn keep_hub_place(
     Ok(Json(HubResponse {
         hub_id,
         server_addr: shared.shard_addrs[(hub_id as usize) % shared.shard_addrs.len()],
+        ws_url: shared.ws_url.clone(),
     }))
 }

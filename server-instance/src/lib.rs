@@ -37,6 +37,9 @@ use persist::RecordSink;
 pub struct ReadyInfo {
     pub http: SocketAddr,
     pub udp: Vec<SocketAddr>,
+    /// The WebSocket URL, when `--ws` is set.
+    #[serde(default)]
+    pub ws: Option<String>,
 }
 
 #[derive(Resource)]
@@ -110,6 +113,18 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
                 .max(1),
         },
     )?;
+    let mut net = net;
+    let ws = shared_net::ws::start(
+        &config.ws,
+        &runtime,
+        *key.bytes(),
+        net.public_addrs(),
+        shared_net::ws::WsLimits::default(),
+    )?
+    .map(|ws| {
+        net.add_websocket(ws.shard);
+        ws.url
+    });
     let readiness = telemetry::Readiness::new(false);
     let store = match (&config.database, &config.database_url_file) {
         (None, None) => None,
@@ -133,6 +148,7 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         readiness.clone(),
     );
     control_shared.hub_capacity = config.hub_capacity.max(1);
+    control_shared.ws_url = ws.clone();
     let (farm_writes, farm_done) = match store {
         Some(store) => {
             control_shared = control_shared.with_farms(store.clone(), config.max_farms);
@@ -177,6 +193,7 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
     let ready = ReadyInfo {
         http: http_addr,
         udp: net.public_addrs(),
+        ws,
     };
     let (bus, bus_thread) = match &config.kafka {
         Some(brokers) => {
@@ -245,9 +262,14 @@ fn build_app(
         .configure_sets(PostUpdate, NetSystems::Send)
         .add_systems(
             PreUpdate,
+            // Sockets first: a client can only connect after the control API answered, so
+            // every place a connection drained here names was created by a command already
+            // queued, and is applied before the tick admits the client. (A WebSocket client
+            // connects within a millisecond of the answer; with the other order, a frame
+            // preempted between the two systems admitted it before its match existed.)
             (
-                apply_control_commands,
                 net::drain_sockets.in_set(NetSystems::Receive),
+                apply_control_commands,
             )
                 .chain(),
         )

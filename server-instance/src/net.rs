@@ -153,8 +153,18 @@ impl NetServer {
         }
     }
 
+    /// The UDP sockets' addresses (the ones connect tokens name).
     pub fn public_addrs(&self) -> Vec<SocketAddr> {
-        self.shards.iter().map(|s| s.public_addr).collect()
+        self.shards
+            .iter()
+            .filter(|s| !s.is_websocket())
+            .map(|s| s.public_addr)
+            .collect()
+    }
+
+    /// Takes WebSocket clients too, through `shard` (after the UDP shards).
+    pub fn add_websocket(&mut self, shard: Shard) {
+        self.shards.push(shard);
     }
 
     pub fn connected(&self) -> usize {

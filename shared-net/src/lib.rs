@@ -7,6 +7,7 @@
 //! few ticks, and runs netcode's per-client upkeep (timeouts, keep-alives) once per tick rather
 //! than on every receive frame.
 
+pub mod ws;
 pub mod ws_token;
 
 use std::collections::HashSet;
@@ -27,9 +28,100 @@ pub const MAX_CLIENTS_PER_SOCKET: usize = 1024;
 /// One socket and the renet server it feeds.
 pub struct Shard {
     pub server: RenetServer,
-    pub transport: NetcodeSocket,
-    /// The address connect tokens must name for this socket.
+    pub transport: Transport,
+    /// The address connect tokens must name for this socket (for a WebSocket shard, the
+    /// listener's address: tokens name the UDP sockets, see [`ws`]).
     pub public_addr: SocketAddr,
+}
+
+impl Shard {
+    /// A shard of WebSocket clients (one per server), listening at `addr`.
+    pub fn websocket(socket: ws::WsSocket, addr: SocketAddr) -> Self {
+        Self {
+            server: RenetServer::new(connection_config()),
+            transport: Transport::Ws(socket),
+            public_addr: addr,
+        }
+    }
+
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.transport, Transport::Ws(_))
+    }
+}
+
+/// What feeds a shard's renet server: a netcode UDP socket, or WebSocket clients.
+pub enum Transport {
+    Netcode(Box<NetcodeSocket>),
+    Ws(ws::WsSocket),
+}
+
+impl Transport {
+    pub fn user_data(&self, client: ClientId) -> Option<[u8; NETCODE_USER_DATA_BYTES]> {
+        match self {
+            Transport::Netcode(t) => t.user_data(client),
+            Transport::Ws(t) => t.user_data(client),
+        }
+    }
+
+    /// See [`NetcodeSocket::set_upkeep_every`] (WebSocket sessions have no netcode upkeep).
+    pub fn set_upkeep_every(&mut self, ticks: u64) {
+        if let Transport::Netcode(t) = self {
+            t.set_upkeep_every(ticks);
+        }
+    }
+
+    /// Reads what arrived and feeds it to `server`.
+    pub fn receive(&mut self, dt: Duration, server: &mut RenetServer) -> io::Result<()> {
+        match self {
+            Transport::Netcode(t) => t.receive(dt, server),
+            Transport::Ws(t) => {
+                t.receive(dt, server);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn take_active(&mut self) -> HashSet<ClientId> {
+        match self {
+            Transport::Netcode(t) => t.take_active(),
+            Transport::Ws(t) => t.take_active(),
+        }
+    }
+
+    pub fn maintain(&mut self, server: &mut RenetServer, tick: u64) {
+        match self {
+            Transport::Netcode(t) => t.maintain(server, tick),
+            Transport::Ws(t) => t.maintain(server),
+        }
+    }
+
+    pub fn flush_client(&mut self, server: &mut RenetServer, client: ClientId) {
+        match self {
+            Transport::Netcode(t) => t.flush_client(server, client),
+            Transport::Ws(t) => t.flush_client(server, client),
+        }
+    }
+
+    /// See [`NetcodeSocket::flush`]; WebSocket clients get their messages every call.
+    pub fn flush(
+        &mut self,
+        server: &mut RenetServer,
+        tick: u64,
+        idle_ticks: u64,
+        dirty: impl Fn(ClientId) -> bool,
+    ) {
+        match self {
+            Transport::Netcode(t) => t.flush(server, tick, idle_ticks, dirty),
+            Transport::Ws(t) => t.flush(server),
+        }
+    }
+
+    pub fn disconnect_all(&mut self, server: &mut RenetServer) {
+        match self {
+            Transport::Netcode(t) => t.disconnect_all(server),
+            Transport::Ws(t) => t.disconnect_all(server),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +179,7 @@ pub fn bind_shards(
         };
         out.push(Shard {
             server: RenetServer::new(connection_config()),
-            transport: NetcodeSocket::new(config, socket)?,
+            transport: Transport::Netcode(Box::new(NetcodeSocket::new(config, socket)?)),
             public_addr,
         });
     }

@@ -13,11 +13,37 @@ use crate::rules::{Action, ActionError, MatchEvent, Seat};
 use crate::view::MatchSnapshot;
 
 /// Bumped whenever any message layout changes.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The netcode protocol id: ASCII "CROFT" then the version, so that clients of another protocol
 /// version are refused at the handshake instead of sending messages the server misreads.
 pub const PROTOCOL_ID: u64 = 0x4352_4F46_5400_0000 | PROTOCOL_VERSION as u64;
+
+/// The path of the servers' WebSocket endpoint (web clients; `docs/PROTOCOL.md` section 11).
+pub const WS_PATH: &str = "/ws";
+
+/// The WebSocket subprotocol of this protocol version: `croft.v{PROTOCOL_VERSION}`. A server
+/// refuses an upgrade that does not offer it, so versions never mix.
+pub fn ws_subprotocol() -> String {
+    format!("croft.v{PROTOCOL_VERSION}")
+}
+
+/// The close codes WebSocket sessions end with (4000-4999 are the application's).
+pub mod ws_close {
+    /// The server ended the session; an `Error` message before the close says why.
+    pub const CLOSED_BY_SERVER: u16 = 4000;
+    /// The first frame was not a valid connect token, or the token was used before.
+    pub const BAD_TOKEN: u16 = 4001;
+    pub const EXPIRED_TOKEN: u16 = 4002;
+    /// This user already has a WebSocket session on this server.
+    pub const ALREADY_CONNECTED: u16 = 4003;
+    /// The token names other servers.
+    pub const WRONG_SERVER: u16 = 4004;
+    /// No token in time, nothing heard for too long, or messages not read fast enough.
+    pub const TIMEOUT: u16 = 4005;
+    /// The server is shutting down (the standard "going away").
+    pub const GOING_AWAY: u16 = 1001;
+}
 
 /// Idle keep-alive interval on connection-server connections, each way: players sit idle
 /// there for hours, so they send far less than netcode's default of 4 per second. Well
@@ -336,6 +362,9 @@ pub enum LobbyServerMessage {
         match_id: u64,
         server_addr: std::net::SocketAddr,
         connect_token: Vec<u8>,
+        /// The same server's WebSocket endpoint (`ws://` or `wss://`), when it has one: web
+        /// clients connect there with the same token.
+        ws_url: Option<String>,
     },
     /// The match is over (normally or because its server failed): the player is free again.
     MatchEnded {
@@ -371,11 +400,15 @@ pub enum LobbyServerMessage {
     FarmReady {
         server_addr: std::net::SocketAddr,
         connect_token: Vec<u8>,
+        /// The server's WebSocket endpoint, when it has one (see `MatchFound`).
+        ws_url: Option<String>,
     },
     /// A place in the common area is kept: connect to `server_addr` with `connect_token`.
     HubReady {
         server_addr: std::net::SocketAddr,
         connect_token: Vec<u8>,
+        /// The server's WebSocket endpoint, when it has one (see `MatchFound`).
+        ws_url: Option<String>,
     },
     /// The saved decks and the one the player queues with (`None`: the starter deck).
     Decks {

@@ -14,6 +14,9 @@ pub struct SessionTokens {
     pub expires_in: u64,
     pub connect_token: String,
     pub connection_servers: Vec<SocketAddr>,
+    /// The connection servers' WebSocket URLs (the same token is good on each).
+    #[serde(default)]
+    pub connection_ws_urls: Vec<String>,
     pub user_id: u64,
     pub session_id: String,
 }

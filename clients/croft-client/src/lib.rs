@@ -4,7 +4,10 @@
 //! bot is built on it, and engine bindings (Godot) wrap it.
 
 pub mod api;
+pub mod client;
+pub use client::{Client, ClientEvent};
 pub mod transport;
+pub mod ws;
 
 mod lobby;
 mod places;
@@ -33,10 +36,24 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("netcode: {0}")]
     Netcode(String),
+    #[error("websocket: {0}")]
+    Ws(String),
+    #[error("disconnected: {0}")]
+    Disconnected(String),
 }
 
-/// One secure netcode connection carrying croft messages.
+/// One connection to a croft server carrying croft messages: secure netcode over UDP (native
+/// clients), or WebSocket (see [`ws`]) with the same token and messages.
 pub struct Connection {
+    link: Link,
+}
+
+enum Link {
+    Udp(Box<UdpLink>),
+    Ws(Box<ws::WsLink>),
+}
+
+struct UdpLink {
     client: RenetClient,
     transport: ClientSocket,
     last: Instant,
@@ -50,7 +67,31 @@ pub struct Connection {
 /// the reliable channel's resend time.
 pub const IDLE_FLUSH_EVERY: Duration = Duration::from_millis(250);
 
+/// Where and how to connect: the server's UDP address is in the token; WebSocket clients also
+/// need the server's URL (`ws_url` in `MatchFound`, `FarmReady`, `HubReady` and the login
+/// answer).
+#[derive(Clone, Default)]
+pub enum Route {
+    #[default]
+    Udp,
+    Ws {
+        url: String,
+        /// TLS settings for `wss://` (default: the web PKI's roots).
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    },
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Udp => write!(f, "udp"),
+            Route::Ws { url, .. } => write!(f, "{url}"),
+        }
+    }
+}
+
 impl Connection {
+    /// Connects over UDP to the token's server.
     pub fn connect(token: ConnectToken) -> Result<Self, ClientError> {
         let bind = if token.server_addresses[0].is_some_and(|a| a.is_ipv6()) {
             "[::]:0"
@@ -70,12 +111,37 @@ impl Connection {
         )
         .map_err(|e| ClientError::Netcode(e.to_string()))?;
         Ok(Self {
-            client: RenetClient::new(connection_config()),
-            transport,
-            last: Instant::now(),
-            last_flush: Instant::now(),
-            idle_flush: IDLE_FLUSH_EVERY,
+            link: Link::Udp(Box::new(UdpLink {
+                client: RenetClient::new(connection_config()),
+                transport,
+                last: Instant::now(),
+                last_flush: Instant::now(),
+                idle_flush: IDLE_FLUSH_EVERY,
+            })),
         })
+    }
+
+    /// Connects over WebSocket to `url` with the same token (blocks for the handshake).
+    pub fn connect_ws(
+        url: &str,
+        token: ConnectToken,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, ClientError> {
+        Ok(Self {
+            link: Link::Ws(Box::new(ws::WsLink::connect(url, &token, tls)?)),
+        })
+    }
+
+    /// Connects by `route`.
+    pub fn connect_by(route: &Route, token: ConnectToken) -> Result<Self, ClientError> {
+        match route {
+            Route::Udp => Self::connect(token),
+            Route::Ws { url, tls } => Self::connect_ws(url, token, tls.clone()),
+        }
+    }
+
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.link, Link::Ws(_))
     }
 
     /// Sends idle keep-alives only this often (connection-server connections use
@@ -84,82 +150,112 @@ impl Connection {
     /// Idle acks then also go out at this interval (renet acknowledges ack packets, so the
     /// ack cadence is the idle packet rate); the keep-alive is set a quarter later, so an idle
     /// connection's periodic ack packet makes it unnecessary. Flush right after receiving
-    /// messages ([`Self::flush`]) so the peer is not left to resend them.
+    /// messages ([`Self::flush`]) so the peer is not left to resend them. (WebSocket: the
+    /// server pings; nothing to set.)
     pub fn set_keepalive(&mut self, every: Duration) {
-        self.idle_flush = every;
-        self.transport.keepalive_every = every + every / 4;
+        if let Link::Udp(u) = &mut self.link {
+            u.idle_flush = every;
+            u.transport.keepalive_every = every + every / 4;
+        }
     }
 
     /// Reads the socket and advances timers. Returns an error once the connection is gone.
     pub fn update(&mut self) -> Result<(), ClientError> {
-        let now = Instant::now();
-        let dt = now - self.last;
-        self.last = now;
-        self.client.update(dt);
-        self.transport
-            .update(dt, &mut self.client)
-            .map_err(|e| ClientError::Netcode(e.to_string()))
+        match &mut self.link {
+            Link::Udp(u) => {
+                let now = Instant::now();
+                let dt = now - u.last;
+                u.last = now;
+                u.client.update(dt);
+                u.transport
+                    .update(dt, &mut u.client)
+                    .map_err(|e| ClientError::Netcode(e.to_string()))
+            }
+            Link::Ws(w) => w.update(),
+        }
     }
 
     pub fn send(&mut self, message: &ClientMessage) {
-        self.client
-            .send_message(Channel::Reliable, message.encode());
+        self.send_raw(message.encode());
     }
 
     /// Sends raw bytes as a message (tests of the server's decoding use this).
     pub fn send_raw(&mut self, bytes: Vec<u8>) {
-        self.client.send_message(Channel::Reliable, bytes);
+        match &mut self.link {
+            Link::Udp(u) => u.client.send_message(Channel::Reliable, bytes),
+            Link::Ws(w) => w.send(bytes),
+        }
     }
 
     /// Sends new messages now if `urgent`; acks go out every [`IDLE_FLUSH_EVERY`].
     pub fn flush_if_due(&mut self, urgent: bool) -> Result<(), ClientError> {
-        if self.last_flush.elapsed() >= self.idle_flush {
-            self.flush()
-        } else if urgent {
-            self.transport
-                .send(&mut self.client, false)
-                .map_err(|e| ClientError::Netcode(e.to_string()))
-        } else {
-            Ok(())
+        match &mut self.link {
+            Link::Udp(u) if u.last_flush.elapsed() >= u.idle_flush => self.flush(),
+            Link::Udp(u) if urgent => u
+                .transport
+                .send(&mut u.client, false)
+                .map_err(|e| ClientError::Netcode(e.to_string())),
+            Link::Udp(_) => Ok(()),
+            Link::Ws(w) => w.flush(),
         }
     }
 
     /// Sends everything queued, acks included.
     pub fn flush(&mut self) -> Result<(), ClientError> {
-        self.last_flush = Instant::now();
-        self.transport
-            .send(&mut self.client, true)
-            .map_err(|e| ClientError::Netcode(e.to_string()))
+        match &mut self.link {
+            Link::Udp(u) => {
+                u.last_flush = Instant::now();
+                u.transport
+                    .send(&mut u.client, true)
+                    .map_err(|e| ClientError::Netcode(e.to_string()))
+            }
+            Link::Ws(w) => w.flush(),
+        }
     }
 
     pub fn receive(&mut self) -> Option<Result<ServerMessage, shared_sim::protocol::DecodeError>> {
-        self.client
-            .receive_message(Channel::Reliable)
+        self.receive_raw()
             .map(|bytes| ServerMessage::decode(&bytes))
     }
 
     /// The next message's bytes, undecoded (for the connection server's message set).
     pub fn receive_raw(&mut self) -> Option<Vec<u8>> {
-        self.client
-            .receive_message(Channel::Reliable)
-            .map(|b| b.to_vec())
+        match &mut self.link {
+            Link::Udp(u) => u
+                .client
+                .receive_message(Channel::Reliable)
+                .map(|b| b.to_vec()),
+            Link::Ws(w) => w.receive(),
+        }
     }
 
     /// The server address this connection uses.
     pub fn server_addr(&self) -> std::net::SocketAddr {
-        self.transport.server_addr()
+        match &self.link {
+            Link::Udp(u) => u.transport.server_addr(),
+            Link::Ws(w) => w.peer_addr(),
+        }
     }
 
     pub fn is_connected(&self) -> bool {
-        self.client.is_connected()
+        match &self.link {
+            Link::Udp(u) => u.client.is_connected(),
+            Link::Ws(w) => w.is_open(),
+        }
     }
 
     pub fn is_disconnected(&self) -> bool {
-        self.client.is_disconnected()
+        match &self.link {
+            Link::Udp(u) => u.client.is_disconnected(),
+            Link::Ws(w) => !w.is_open(),
+        }
     }
 
     pub fn disconnect(&mut self) {
-        self.transport.disconnect();
+        match &mut self.link {
+            Link::Udp(u) => u.transport.disconnect(),
+            Link::Ws(w) => w.close(),
+        }
     }
 }
 

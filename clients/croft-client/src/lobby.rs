@@ -4,7 +4,7 @@
 use renet_netcode::ConnectToken;
 use shared_sim::protocol::{DecodeError, LOBBY_KEEPALIVE, LobbyClientMessage, LobbyServerMessage};
 
-use crate::{ClientError, Connection};
+use crate::{ClientError, Connection, Route};
 
 /// A connection to a connection server.
 pub struct Lobby {
@@ -23,7 +23,12 @@ pub struct LobbyPoll {
 impl Lobby {
     /// Connects with a connect token of kind Connection (from the login answer).
     pub fn connect(token: ConnectToken) -> Result<Self, ClientError> {
-        let mut conn = Connection::connect(token)?;
+        Self::connect_by(&Route::Udp, token)
+    }
+
+    /// Connects by `route` (UDP, or the WebSocket URL from the login answer).
+    pub fn connect_by(route: &Route, token: ConnectToken) -> Result<Self, ClientError> {
+        let mut conn = Connection::connect_by(route, token)?;
         conn.set_keepalive(LOBBY_KEEPALIVE);
         Ok(Self { conn })
     }

@@ -9,7 +9,7 @@ use shared_sim::farm::{FarmAction, FarmError, Plot};
 use shared_sim::hub::{HubPlayer, MoveError};
 use shared_sim::protocol::{ClientMessage, ErrorCode, ServerMessage};
 
-use crate::{ClientError, Connection};
+use crate::{ClientError, Connection, Route};
 
 /// What happened on the farm since the last poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +36,13 @@ pub struct FarmSession {
 
 impl FarmSession {
     pub fn connect(token: ConnectToken) -> Result<Self, ClientError> {
+        Self::connect_by(&Route::Udp, token)
+    }
+
+    /// Connects by `route` (UDP, or `FarmReady`'s WebSocket URL).
+    pub fn connect_by(route: &Route, token: ConnectToken) -> Result<Self, ClientError> {
         Ok(Self {
-            conn: Connection::connect(token)?,
+            conn: Connection::connect_by(route, token)?,
             plots: None,
             items: Vec::new(),
             tick: 0,
@@ -143,8 +148,13 @@ pub struct HubSession {
 
 impl HubSession {
     pub fn connect(token: ConnectToken) -> Result<Self, ClientError> {
+        Self::connect_by(&Route::Udp, token)
+    }
+
+    /// Connects by `route` (UDP, or `HubReady`'s WebSocket URL).
+    pub fn connect_by(route: &Route, token: ConnectToken) -> Result<Self, ClientError> {
         Ok(Self {
-            conn: Connection::connect(token)?,
+            conn: Connection::connect_by(route, token)?,
             hub_id: None,
             me: None,
             players: BTreeMap::new(),

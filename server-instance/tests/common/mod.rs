@@ -69,8 +69,15 @@ impl Instance {
         let child = command
             .args(extra)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            // CROFT_TEST_LOGS=info (or any filter) shows the server's log.
+            .env(
+                "RUST_LOG",
+                std::env::var("CROFT_TEST_LOGS").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(match std::env::var_os("CROFT_TEST_LOGS") {
+                Some(_) => Stdio::inherit(),
+                None => Stdio::null(),
+            })
             .stderr(Stdio::inherit())
             .spawn()
             .expect("server-instance starts");
@@ -79,6 +86,7 @@ impl Instance {
             ready: ReadyInfo {
                 http: "0.0.0.0:0".parse().unwrap(),
                 udp: vec![],
+                ws: None,
             },
             dir,
             key,

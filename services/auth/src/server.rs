@@ -49,6 +49,10 @@ pub struct AuthConfig {
         default_value = "127.0.0.1:5100"
     )]
     pub connection_server: Vec<SocketAddr>,
+    /// The connection servers' WebSocket URLs, for web clients (the same connect token is
+    /// good on each).
+    #[arg(long, env = "CROFT_CONNECTION_WS_URLS", value_delimiter = ',')]
+    pub connection_ws_url: Vec<String>,
     #[arg(long, env = "CROFT_JWT_ISSUER", default_value = "croft")]
     pub issuer: String,
     #[arg(long, env = "CROFT_ACCESS_TTL_SECONDS", default_value_t = 900)]
@@ -174,6 +178,7 @@ pub async fn build_state(config: &AuthConfig) -> anyhow::Result<AuthState> {
         Duration::from_secs(config.refresh_ttl_seconds),
     );
     state.admin_token = admin_token(&config)?;
+    state.connection_ws_urls = config.connection_ws_url.clone();
     Ok(state)
 }
 

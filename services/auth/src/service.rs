@@ -30,6 +30,8 @@ pub struct AuthState {
     pub connect: ConnectTokenIssuer,
     /// Connection servers a connect token may name.
     pub connection_servers: Vec<SocketAddr>,
+    /// Their WebSocket URLs, for web clients.
+    pub connection_ws_urls: Vec<String>,
     pub refresh_ttl: Duration,
     pub backoff: Arc<LoginBackoff>,
     /// The admin credential; `None` turns the admin routes off.
@@ -231,6 +233,10 @@ pub struct SessionTokens {
     pub connect_token: String,
     #[schema(value_type = Vec<String>, example = json!(["127.0.0.1:5100"]))]
     pub connection_servers: Vec<SocketAddr>,
+    /// The connection servers' WebSocket URLs (web clients connect to one with the same
+    /// token); empty when none accepts WebSocket clients.
+    #[serde(default)]
+    pub connection_ws_urls: Vec<String>,
     pub user_id: i64,
     pub session_id: String,
 }
@@ -298,6 +304,7 @@ impl AuthState {
             jwt: Arc::new(RwLock::new(jwt)),
             connect,
             connection_servers,
+            connection_ws_urls: Vec::new(),
             refresh_ttl,
             backoff: Arc::new(LoginBackoff::default()),
             admin_token: None,
@@ -334,6 +341,7 @@ impl AuthState {
             refresh_token,
             connect_token: connect,
             connection_servers: self.connection_servers.clone(),
+            connection_ws_urls: self.connection_ws_urls.clone(),
             user_id,
             session_id: session_id.to_string(),
         })
@@ -574,6 +582,8 @@ pub struct ConnectTokenResponse {
     pub connect_token: String,
     #[schema(value_type = Vec<String>)]
     pub connection_servers: Vec<SocketAddr>,
+    #[serde(default)]
+    pub connection_ws_urls: Vec<String>,
 }
 
 #[utoipa::path(post, path = "/v1/auth/connect-token", security(("bearer" = [])),
@@ -589,6 +599,7 @@ async fn connect_token(
     Ok(Json(ConnectTokenResponse {
         connect_token: state.connect_token(user_id, &session_id)?,
         connection_servers: state.connection_servers.clone(),
+        connection_ws_urls: state.connection_ws_urls.clone(),
     }))
 }
 

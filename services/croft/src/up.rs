@@ -29,6 +29,10 @@ pub struct UpArgs {
     /// Bots to run: each logs in, connects, queues and plays, until Ctrl-C or `--matches`.
     #[arg(long, default_value_t = 0)]
     bots: usize,
+    /// Of the bots, how many connect over WebSocket everywhere (lobby, farm, common area,
+    /// matches) as web clients do; the others use UDP.
+    #[arg(long, default_value_t = 0)]
+    ws_bots: usize,
     /// Matches each bot plays; then the stack stops (exit 0 when every bot finished).
     #[arg(long)]
     matches: Option<usize>,
@@ -50,6 +54,10 @@ pub struct UpArgs {
     /// UDP address of the connection server.
     #[arg(long, default_value = "127.0.0.1:5100")]
     connection_udp: SocketAddr,
+    /// WebSocket listener of the connection server (web clients); the n-th server takes port
+    /// + n. Instance servers take WebSocket clients on ports of their own.
+    #[arg(long, default_value = "127.0.0.1:7300")]
+    connection_ws: SocketAddr,
     /// Admin/metrics HTTP of the connection server.
     #[arg(long, default_value = "127.0.0.1:7200")]
     connection_http: SocketAddr,
@@ -226,6 +234,7 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
         brokers.clone(),
         "--topic-prefix".into(),
         args.topic_prefix.clone(),
+        "--instance-ws".into(),
     ])?
     .config;
 
@@ -275,6 +284,7 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
             .arg("connection")
             .args(["--udp", &offset(args.connection_udp, 8 * i).to_string()])
             .args(["--http", &offset(args.connection_http, i).to_string()])
+            .args(["--ws", &offset(args.connection_ws, i).to_string()])
             .args(["--database", database])
             .args(["--auth-url", &format!("http://{auth_addr}")])
             .args(["--matchmaking-url", &format!("http://{mm_addr}")])
@@ -297,6 +307,7 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
         connections.push(guard);
     }
     state.connection_servers = conn_ready.iter().flat_map(|r| r.udp.clone()).collect();
+    state.connection_ws_urls = conn_ready.iter().filter_map(|r| r.ws.clone()).collect();
 
     // Accounts for the bots, created once and kept in the database.
     let mut accounts = Vec::new();
@@ -333,8 +344,11 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
     println!("  matchmaking   http://{mm_addr}  (internal)");
     for c in &conn_ready {
         println!(
-            "  connection    udp {:?}  admin http://{}  ({})",
-            c.udp, c.http, c.server_id
+            "  connection    udp {:?}  ws {}  admin http://{}  ({})",
+            c.udp,
+            c.ws.as_deref().unwrap_or("-"),
+            c.http,
+            c.server_id
         );
     }
     println!(
@@ -361,6 +375,7 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
             "connections": conn_ready.iter().map(|c| serde_json::json!({
                 "server_id": c.server_id,
                 "udp": c.udp,
+                "ws": c.ws,
                 "http": format!("http://{}", c.http),
             })).collect::<Vec<_>>(),
             "kafka": brokers,
@@ -380,11 +395,14 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
             think: Duration::from_millis(args.think_ms),
             jitter: 0.2,
         };
-        let (bots, timeout) = (args.bots, args.timeout_secs);
+        let (bots, timeout, ws_bots) = (args.bots, args.timeout_secs, args.ws_bots);
         let matches = args.matches.unwrap_or(usize::MAX);
         match args.matches {
             Some(m) => println!("{bots} bots play {m} match(es) each"),
             None => println!("{bots} bots play until Ctrl-C"),
+        }
+        if ws_bots > 0 {
+            println!("{} of them over WebSocket", ws_bots.min(bots));
         }
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if args.matches.is_none() {
@@ -402,7 +420,9 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
         };
         let played = tokio::task::spawn_blocking(move || {
             let api = AuthApi::new(&base)?;
-            headless_bot::lobby::play_until(&api, &accounts, matches, &data, pacing, timeout, &stop)
+            headless_bot::lobby::play_until(
+                &api, &accounts, matches, &data, pacing, timeout, &stop, ws_bots,
+            )
         })
         .await?;
         let status = mm.matchmaking.clone();
@@ -483,6 +503,23 @@ fn report(
         "before queueing: {farmed} farm actions, {crafted} crafts, {decks} decks built, {steps} steps in the common area ({} bots)",
         bots.len()
     );
+    let over_ws: Vec<_> = bots.iter().filter(|b| b.websocket).collect();
+    if !over_ws.is_empty() {
+        let ws_matches: usize = over_ws
+            .iter()
+            .flat_map(|b| b.played.iter())
+            .filter(|p| matches!(p.state, headless_bot::PlayerState::Finished(_)))
+            .count();
+        let ws_moves: u64 = over_ws
+            .iter()
+            .flat_map(|b| b.played.iter())
+            .map(|p| p.stats.moves_sent)
+            .sum();
+        println!(
+            "over WebSocket: {} bots, {ws_matches} matches finished, {ws_moves} moves",
+            over_ws.len()
+        );
+    }
     for f in &summary.failures {
         eprintln!("failed: {f}");
     }

@@ -77,7 +77,7 @@ fn cards_check_on_a_missing_folder_fails_clearly() {
 }
 
 /// Ports chosen by the OS for every part, so tests can run side by side.
-const ANY_PORTS: [&str; 10] = [
+const ANY_PORTS: [&str; 12] = [
     "--auth-http",
     "127.0.0.1:0",
     "--auth-metrics",
@@ -86,31 +86,40 @@ const ANY_PORTS: [&str; 10] = [
     "127.0.0.1:0",
     "--connection-udp",
     "127.0.0.1:0",
+    "--connection-ws",
+    "127.0.0.1:0",
     "--connection-http",
     "127.0.0.1:0",
 ];
 
-#[test]
-fn croft_up_eight_bots_log_in_queue_and_play_two_matches_each() {
-    let dir = std::env::temp_dir().join(format!("croft-up-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+/// Runs `croft up` on `dir` with the shipped cards, any free ports and `args` until it exits;
+/// asserts it succeeded and returns what it printed.
+fn croft_up(dir: &Path, args: &[&str]) -> String {
     let out = croft()
         .arg("up")
         .arg("--data-dir")
-        .arg(&dir)
+        .arg(dir)
         .arg("--cards")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"))
-        .args(["--bots", "8", "--matches", "2", "--think-ms", "10"])
+        .args(args)
         .args(ANY_PORTS)
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn croft_up_eight_bots_log_in_queue_and_play_two_matches_each() {
+    let dir = std::env::temp_dir().join(format!("croft-up-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = croft_up(&dir, &["--bots", "8", "--matches", "2", "--think-ms", "10"]);
     // 8 bots x 2 matches: every bot queued twice and finished both, and every player ended
     // idle (out of the queue, no match open).
     assert!(
@@ -213,26 +222,58 @@ fn croft_up_eight_bots_log_in_queue_and_play_two_matches_each() {
 }
 
 #[test]
+fn croft_up_a_websocket_bot_plays_a_udp_bot() {
+    // Two bots: the first speaks WebSocket everywhere (lobby, farm, common area, match), as a
+    // web export does; the second UDP. They are the only two queued, so they meet.
+    let dir = std::env::temp_dir().join(format!("croft-up-ws-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = croft_up(
+        &dir,
+        &[
+            "--bots",
+            "2",
+            "--ws-bots",
+            "1",
+            "--matches",
+            "1",
+            "--think-ms",
+            "10",
+        ],
+    );
+    assert!(stdout.contains("1 of them over WebSocket"), "{stdout}");
+    assert!(stdout.contains("players 2 finished 2 failed 0"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "before queueing: 24 farm actions, 6 crafts, 2 decks built, 8 steps in the common area (2 bots)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("over WebSocket: 1 bots, 1 matches finished"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ws ws://127.0.0.1:"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn croft_up_starts_more_instances_when_the_warm_one_is_full() {
     let dir = std::env::temp_dir().join(format!("croft-up-scale-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = croft()
-        .arg("up")
-        .arg("--data-dir")
-        .arg(&dir)
-        .arg("--cards")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"))
-        .args(["--bots", "6", "--matches", "1", "--think-ms", "10"])
-        .args(["--instance-max-matches", "1", "--max-instances", "3"])
-        .args(ANY_PORTS)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = croft_up(
+        &dir,
+        &[
+            "--bots",
+            "6",
+            "--matches",
+            "1",
+            "--think-ms",
+            "10",
+            "--instance-max-matches",
+            "1",
+            "--max-instances",
+            "3",
+        ],
     );
     assert!(stdout.contains("players 6 finished 6 failed 0"), "{stdout}");
     // One match per instance: the three matches ran on three instance processes.
@@ -572,23 +613,20 @@ fn croft_up_with_kafka_leaves_its_events_in_that_cluster() {
     let brokers = cluster.bootstrap_servers();
     let dir = std::env::temp_dir().join(format!("croft-up-kafka-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = croft()
-        .arg("up")
-        .arg("--data-dir")
-        .arg(&dir)
-        .arg("--cards")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"))
-        .args(["--bots", "4", "--matches", "1", "--think-ms", "10"])
-        .args(["--kafka", &brokers, "--topic-prefix", "t1."])
-        .args(ANY_PORTS)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = croft_up(
+        &dir,
+        &[
+            "--bots",
+            "4",
+            "--matches",
+            "1",
+            "--think-ms",
+            "10",
+            "--kafka",
+            &brokers,
+            "--topic-prefix",
+            "t1.",
+        ],
     );
     assert!(
         stdout.contains(&format!("kafka         {brokers} (external)")),

@@ -153,6 +153,8 @@ fn up(dir: &Path, brokers: &str, prefix: &str, bots: usize, matches: usize) -> C
             "127.0.0.1:0",
             "--connection-udp",
             "127.0.0.1:0",
+            "--connection-ws",
+            "127.0.0.1:0",
             "--connection-http",
             "127.0.0.1:0",
         ])

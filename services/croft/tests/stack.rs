@@ -43,6 +43,8 @@ impl Stack {
                 "127.0.0.1:0",
                 "--connection-udp",
                 "127.0.0.1:0",
+                "--connection-ws",
+                "127.0.0.1:0",
                 "--connection-http",
                 "127.0.0.1:0",
             ])

@@ -59,7 +59,15 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// Serves `app` over TLS until `shutdown` completes, then gives open connections a few seconds.
+/// The same configuration offering HTTP/1.1 only: a WebSocket upgrade is an HTTP/1.1 request,
+/// and a client offered h2 might pick it and then find no upgrade there.
+pub fn http1_only(config: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
+    let mut config = config.clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// Serves `app` (HTTP/1.1 upgrades included) over TLS until `shutdown` completes, then gives open connections a few seconds.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -80,6 +88,7 @@ pub async fn serve(
                 }
             },
         };
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app
             .clone()
@@ -97,7 +106,7 @@ pub async fn serve(
                 };
             let service = TowerToHyperService::new(app);
             if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await
             {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

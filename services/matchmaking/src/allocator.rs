@@ -25,6 +25,16 @@ pub struct Placement {
     pub instance: String,
     /// The UDP address the players' connect tokens name.
     pub server_addr: SocketAddr,
+    /// The instance's WebSocket URL, for web clients.
+    pub ws_url: Option<String>,
+}
+
+/// Where a client connects: the UDP address its token names, and the same server's WebSocket
+/// URL when it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub server_addr: SocketAddr,
+    pub ws_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,14 +163,14 @@ pub trait Allocator: Send + Sync {
     fn shutdown(&self) -> BoxFuture<'_, ()>;
     /// Opens `user`'s farm on an instance (the one that hosts it already, if any) and answers
     /// the UDP address its farm token must name.
-    fn open_farm(&self, user: UserId) -> BoxFuture<'_, Result<SocketAddr, AllocError>>;
+    fn open_farm(&self, user: UserId) -> BoxFuture<'_, Result<Endpoint, AllocError>>;
     /// Keeps a place for `user` (seen as `name`) in the common area: the hub shard and the
     /// UDP address its hub token must name.
     fn open_hub(
         &self,
         user: UserId,
         name: String,
-    ) -> BoxFuture<'_, Result<(u32, SocketAddr), AllocError>>;
+    ) -> BoxFuture<'_, Result<(u32, Endpoint), AllocError>>;
 }
 
 /// `POST /v1/farms` on an instance's control API: the address of the farm's socket.
@@ -169,7 +179,7 @@ pub(crate) async fn open_farm_on(
     token: &str,
     control: &str,
     user: UserId,
-) -> Result<SocketAddr, AllocError> {
+) -> Result<Endpoint, AllocError> {
     let request = server_instance::control::OpenFarmRequest { user_id: user };
     control_post::<_, server_instance::control::OpenFarmResponse>(
         http,
@@ -178,7 +188,10 @@ pub(crate) async fn open_farm_on(
         &request,
     )
     .await
-    .map(|r| r.server_addr)
+    .map(|r| Endpoint {
+        server_addr: r.server_addr,
+        ws_url: r.ws_url,
+    })
 }
 
 /// `POST /v1/hub` on an instance's control API: the shard and the address of its socket.
@@ -188,7 +201,7 @@ pub(crate) async fn keep_hub_place_on(
     control: &str,
     user: UserId,
     name: &str,
-) -> Result<(u32, SocketAddr), AllocError> {
+) -> Result<(u32, Endpoint), AllocError> {
     let request = server_instance::control::HubRequest {
         user_id: user,
         name: name.to_string(),
@@ -200,7 +213,13 @@ pub(crate) async fn keep_hub_place_on(
         &request,
     )
     .await
-    .map(|r| (r.hub_id, r.server_addr))
+    .map(|r| {
+        let endpoint = Endpoint {
+            server_addr: r.server_addr,
+            ws_url: r.ws_url,
+        };
+        (r.hub_id, endpoint)
+    })
 }
 
 /// Tries the instances `hosts` (name, control URL) in order with `call`: the first that answers
@@ -434,6 +453,7 @@ impl LocalAllocator {
         Ok(Placement {
             instance: instance.id.clone(),
             server_addr: created.server_addr,
+            ws_url: created.ws_url,
         })
     }
 
@@ -516,7 +536,7 @@ impl Allocator for LocalAllocator {
         &self,
         user: UserId,
         name: String,
-    ) -> BoxFuture<'_, Result<(u32, SocketAddr), AllocError>> {
+    ) -> BoxFuture<'_, Result<(u32, Endpoint), AllocError>> {
         Box::pin(async move {
             let mut pool = self.state.lock().await;
             // The whole common area lives on the oldest serving instance, so everyone meets
@@ -532,7 +552,7 @@ impl Allocator for LocalAllocator {
         })
     }
 
-    fn open_farm(&self, user: UserId) -> BoxFuture<'_, Result<SocketAddr, AllocError>> {
+    fn open_farm(&self, user: UserId) -> BoxFuture<'_, Result<Endpoint, AllocError>> {
         Box::pin(async move {
             let mut pool = self.state.lock().await;
             let home = pool.farm_homes.get(&user).cloned();

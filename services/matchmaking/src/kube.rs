@@ -29,8 +29,8 @@ use server_instance::control::{Capacity, CreateMatchRequest, MatchesReport};
 use tokio::sync::Mutex;
 
 use crate::allocator::{
-    AllocError, AllocEvent, Allocator, BoxFuture, Placed, Placement, control_get, create_match,
-    first_answer, keep_hub_place_on, open_farm_on,
+    AllocError, AllocEvent, Allocator, BoxFuture, Endpoint, Placed, Placement, control_get,
+    create_match, first_answer, keep_hub_place_on, open_farm_on,
 };
 
 /// Where instance servers come from.
@@ -370,6 +370,7 @@ impl KubeAllocator {
                 Ok(Placement {
                     instance: name.to_string(),
                     server_addr: c.server_addr,
+                    ws_url: c.ws_url,
                 })
             }
             Err(e) => {
@@ -531,7 +532,7 @@ impl Allocator for KubeAllocator {
     }
 
     /// Kubernetes owns the instances (their own SIGTERM drains them); this only stops placing.
-    fn open_farm(&self, user: u64) -> BoxFuture<'_, Result<SocketAddr, AllocError>> {
+    fn open_farm(&self, user: u64) -> BoxFuture<'_, Result<Endpoint, AllocError>> {
         Box::pin(async move {
             let mut state = self.state.lock().await;
             if state.closed {
@@ -553,7 +554,7 @@ impl Allocator for KubeAllocator {
         &self,
         user: u64,
         name: String,
-    ) -> BoxFuture<'_, Result<(u32, SocketAddr), AllocError>> {
+    ) -> BoxFuture<'_, Result<(u32, Endpoint), AllocError>> {
         Box::pin(async move {
             let mut state = self.state.lock().await;
             if state.closed {
@@ -587,6 +588,16 @@ mod tests {
     //! answering them, errors included. The instance's control API is a small stub server.
 
     use super::*;
+
+    /// What the instance stub answers for its WebSocket endpoint.
+    const STUB_WS: &str = "ws://10.1.2.3:7300/ws";
+
+    fn stub_endpoint() -> Endpoint {
+        Endpoint {
+            server_addr: "10.1.2.3:7777".parse().unwrap(),
+            ws_url: Some(STUB_WS.into()),
+        }
+    }
     use axum::Json;
     use axum::routing::{get, post};
     use server_instance::control::{CreateMatchResponse, EndedMatch, MatchesReport};
@@ -686,6 +697,7 @@ mod tests {
                                 Json(server_instance::control::OpenFarmResponse {
                                     user_id: req.user_id,
                                     server_addr: "10.1.2.3:7777".parse().unwrap(),
+                                    ws_url: Some(STUB_WS.into()),
                                 }),
                             )
                         }
@@ -699,6 +711,7 @@ mod tests {
                         Json(server_instance::control::HubResponse {
                             hub_id: if req.name == "ann" { 1 } else { 2 },
                             server_addr: "10.1.2.3:7777".parse().unwrap(),
+                            ws_url: Some(STUB_WS.into()),
                         })
                     },
                 ),
@@ -715,6 +728,7 @@ mod tests {
                             Json(CreateMatchResponse {
                                 match_id: id,
                                 server_addr: "10.1.2.3:7777".parse().unwrap(),
+                                ws_url: Some(STUB_WS.into()),
                             }),
                         )
                     }
@@ -825,6 +839,7 @@ mod tests {
         let placement = placed.await.unwrap().unwrap();
         assert_eq!(placement.instance, "instances-abc12");
         assert_eq!(placement.server_addr, "10.1.2.3:7777".parse().unwrap());
+        assert_eq!(placement.ws_url.as_deref(), Some(STUB_WS));
         assert_eq!(stub.created.lock().unwrap()[0].match_id, 7);
 
         // The match ends on that server: poll reports it (no API server call needed).
@@ -1100,10 +1115,7 @@ mod tests {
             200,
             pod_list(vec![pod("croft-instance-1", "127.0.0.2", true, stub.port)]),
         );
-        assert_eq!(
-            opened.await.unwrap().unwrap(),
-            "10.1.2.3:7777".parse().unwrap()
-        );
+        assert_eq!(opened.await.unwrap().unwrap(), stub_endpoint());
         // Both ready now: pod 0 sorts first, but the farm goes home to pod 1.
         let a = alloc.clone();
         let opened = tokio::spawn(async move { a.open_farm(7).await });
@@ -1148,10 +1160,7 @@ mod tests {
             200,
             pod_list(vec![pod("croft-instance-0", "127.0.0.1", true, stub.port)]),
         );
-        assert_eq!(
-            kept.await.unwrap().unwrap(),
-            (1, "10.1.2.3:7777".parse().unwrap())
-        );
+        assert_eq!(kept.await.unwrap().unwrap(), (1, stub_endpoint()));
         // No ready pod: no farm, and a clear answer rather than a hang.
         let a = alloc.clone();
         let opened = tokio::spawn(async move { a.open_farm(9).await });
@@ -1178,10 +1187,7 @@ mod tests {
         );
         assert_eq!(body["kind"], "GameServerAllocation");
         answer(send, 201, allocated("instances-abc"));
-        assert_eq!(
-            opened.await.unwrap().unwrap(),
-            "10.1.2.3:7777".parse().unwrap()
-        );
+        assert_eq!(opened.await.unwrap().unwrap(), stub_endpoint());
         // Known now: the next farm goes there without another allocation.
         alloc.open_farm(8).await.unwrap();
         assert_eq!(stub.farms.lock().unwrap().len(), 2);

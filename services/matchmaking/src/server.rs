@@ -104,6 +104,10 @@ pub struct MatchmakingConfig {
     /// The instances' control API port (pods may name theirs in `croft.dev/control-port`).
     #[arg(long, env = "CROFT_INSTANCE_CONTROL_PORT", default_value_t = 7100)]
     pub instance_control_port: u16,
+    /// Local instances also accept WebSocket clients (web exports), each on a port of its own
+    /// (local allocator).
+    #[arg(long, env = "CROFT_INSTANCE_WS")]
+    pub instance_ws: bool,
     /// Where instance logs, ready files and match logs go.
     #[arg(long, env = "CROFT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -152,6 +156,11 @@ impl MatchmakingConfig {
                 "--topic-prefix".into(),
                 self.topic_prefix.clone(),
             ]);
+        }
+        if self.instance_ws {
+            local
+                .extra_args
+                .extend(["--ws".into(), "127.0.0.1:0".into()]);
         }
         if let Some(f) = &self.control_token_file {
             local.extra_args.push("--control-token-file".into());

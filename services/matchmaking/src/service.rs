@@ -33,6 +33,9 @@ pub enum UpdateKind {
         server_addr: SocketAddr,
         /// The netcode connect token for this player, base64.
         connect_token: String,
+        /// The instance's WebSocket URL, for web clients.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ws_url: Option<String>,
     },
     MatchEnded {
         match_id: MatchId,
@@ -262,6 +265,7 @@ impl Matchmaking {
                         match_id,
                         server_addr: placement.server_addr,
                         connect_token: token::encode_token(&token),
+                        ws_url: placement.ws_url.clone(),
                     },
                 ),
                 Err(e) => tracing::error!(error = %e, "cannot mint an instance token"),
@@ -428,6 +432,9 @@ pub struct RejoinResponse {
     pub match_id: MatchId,
     pub server_addr: SocketAddr,
     pub connect_token: String,
+    /// The server's WebSocket URL (web clients connect there with the same token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_url: Option<String>,
 }
 
 pub fn router(mm: Arc<Matchmaking>) -> Router {
@@ -581,6 +588,7 @@ async fn rejoin(
         match_id,
         server_addr: placement.server_addr,
         connect_token: token::encode_token(&token),
+        ws_url: placement.ws_url,
     }))
 }
 
@@ -595,6 +603,9 @@ pub struct FarmResponse {
     pub server_addr: SocketAddr,
     /// A farm connect token (standard base64 of the netcode token bytes).
     pub connect_token: String,
+    /// The server's WebSocket URL (web clients connect there with the same token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_url: Option<String>,
 }
 
 async fn open_farm(
@@ -604,7 +615,7 @@ async fn open_farm(
 ) -> Result<Json<FarmResponse>, ApiError> {
     check_auth(&mm, &headers)?;
     let req = json_body(body)?;
-    let server_addr = mm.allocator.open_farm(req.user_id).await.map_err(|e| {
+    let endpoint = mm.allocator.open_farm(req.user_id).await.map_err(|e| {
         tracing::warn!(user = req.user_id, error = %e, "no farm opened");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -612,17 +623,21 @@ async fn open_farm(
             "no instance server could open the farm; try again",
         )
     })?;
-    let token = mm.issuer.mint_farm(server_addr, req.user_id).map_err(|e| {
-        tracing::error!(error = %e, "cannot mint a farm token");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
-    })?;
+    let token = mm
+        .issuer
+        .mint_farm(endpoint.server_addr, req.user_id)
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot mint a farm token");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        })?;
     Ok(Json(FarmResponse {
-        server_addr,
+        server_addr: endpoint.server_addr,
         connect_token: token::encode_token(&token),
+        ws_url: endpoint.ws_url,
     }))
 }
 
@@ -639,6 +654,9 @@ pub struct HubPlaceResponse {
     pub server_addr: SocketAddr,
     /// A hub connect token (standard base64 of the netcode token bytes).
     pub connect_token: String,
+    /// The server's WebSocket URL (web clients connect there with the same token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_url: Option<String>,
 }
 
 async fn open_hub(
@@ -648,21 +666,21 @@ async fn open_hub(
 ) -> Result<Json<HubPlaceResponse>, ApiError> {
     check_auth(&mm, &headers)?;
     let req = json_body(body)?;
-    let (hub_id, server_addr) =
-        mm.allocator
-            .open_hub(req.user_id, req.name)
-            .await
-            .map_err(|e| {
-                tracing::warn!(user = req.user_id, error = %e, "no place in the common area");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no_hub",
-                    "the common area is unavailable; try again",
-                )
-            })?;
+    let (hub_id, endpoint) = mm
+        .allocator
+        .open_hub(req.user_id, req.name)
+        .await
+        .map_err(|e| {
+            tracing::warn!(user = req.user_id, error = %e, "no place in the common area");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_hub",
+                "the common area is unavailable; try again",
+            )
+        })?;
     let token = mm
         .issuer
-        .mint_hub(server_addr, req.user_id, hub_id)
+        .mint_hub(endpoint.server_addr, req.user_id, hub_id)
         .map_err(|e| {
             tracing::error!(error = %e, "cannot mint a hub token");
             ApiError::new(
@@ -673,8 +691,9 @@ async fn open_hub(
         })?;
     Ok(Json(HubPlaceResponse {
         hub_id,
-        server_addr,
+        server_addr: endpoint.server_addr,
         connect_token: token::encode_token(&token),
+        ws_url: endpoint.ws_url,
     }))
 }
 

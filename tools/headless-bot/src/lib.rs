@@ -7,7 +7,8 @@ pub use croft_client::{ClientError, Connection, IDLE_FLUSH_EVERY, TokenSource, a
 
 pub mod dev;
 pub mod lobby;
-pub mod policy;
+/// The playing policy lives in the client core now (game clients get it as a suggestion).
+pub use croft_client::client::policy;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -85,11 +86,35 @@ pub struct MatchPlayer {
     next_move_at: Option<Instant>,
     last_rejected: bool,
     rng: u64,
+    /// An accepted action's events are still to come (they follow the answer, possibly in a
+    /// later read: over WebSocket the two are separate frames); the next move waits for them.
+    events_due: bool,
     reconnects_left: u32,
+    /// How this player connects (and reconnects): UDP, or the instance's WebSocket URL.
+    route: croft_client::Route,
 }
 
 impl MatchPlayer {
     pub fn new(
+        user_id: u64,
+        match_id: u64,
+        token: ConnectToken,
+        data: Arc<GameData>,
+        pacing: Pacing,
+    ) -> Result<Self, ClientError> {
+        Self::new_by(
+            croft_client::Route::Udp,
+            user_id,
+            match_id,
+            token,
+            data,
+            pacing,
+        )
+    }
+
+    /// A player connecting by `route` (UDP, or the instance's WebSocket URL).
+    pub fn new_by(
+        route: croft_client::Route,
         user_id: u64,
         match_id: u64,
         token: ConnectToken,
@@ -104,7 +129,7 @@ impl MatchPlayer {
             state: PlayerState::Connecting,
             stats: PlayerStats::default(),
             hold: false,
-            conn: Some(Connection::connect(token)?),
+            conn: Some(Connection::connect_by(&route, token)?),
             data,
             pacing,
             next_seq: 1,
@@ -112,7 +137,9 @@ impl MatchPlayer {
             next_move_at: None,
             last_rejected: false,
             rng: user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ match_id,
+            events_due: false,
             reconnects_left: 3,
+            route,
         })
     }
 
@@ -152,12 +179,9 @@ impl MatchPlayer {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        if let Err(e) = conn.update() {
-            tracing::debug!(user = self.user_id, error = %e, "connection lost");
-            self.conn = None;
-            return;
-        }
+        let updated = conn.update();
         let mut urgent = false;
+        // Messages that arrived before a disconnect (the match's end, then the close) count.
         while let Some(msg) = self.conn.as_mut().and_then(|c| c.receive()) {
             match msg {
                 Ok(msg) => self.handle(msg, now),
@@ -166,6 +190,11 @@ impl MatchPlayer {
                     return;
                 }
             }
+        }
+        if let Err(e) = updated {
+            tracing::debug!(user = self.user_id, error = %e, "connection lost");
+            self.conn = None;
+            return;
         }
         if self.is_done() {
             if let Some(c) = self.conn.as_mut() {
@@ -225,11 +254,12 @@ impl MatchPlayer {
         let conn = tokens
             .instance_token(self.user_id, self.match_id)
             .map_err(|e| e.to_string())
-            .and_then(|t| Connection::connect(t).map_err(|e| e.to_string()));
+            .and_then(|t| Connection::connect_by(&self.route, t).map_err(|e| e.to_string()));
         match conn {
             Ok(c) => {
                 self.conn = Some(c);
                 self.in_flight.clear();
+                self.events_due = false;
                 self.state = PlayerState::Connecting;
             }
             Err(e) => self.state = PlayerState::Failed(format!("reconnect failed: {e}")),
@@ -260,7 +290,7 @@ impl MatchPlayer {
                         }
                     }
                     let result = view.result;
-                    if turn_began {
+                    if std::mem::take(&mut self.events_due) || turn_began {
                         self.last_rejected = false;
                         self.schedule_move(now);
                     }
@@ -272,6 +302,8 @@ impl MatchPlayer {
             ServerMessage::ActionAccepted { seq } => {
                 if self.acked(seq, now) {
                     self.stats.accepted += 1;
+                    // Its effects come in the tick's `Events`, right after; decide then.
+                    self.events_due = true;
                 }
                 self.last_rejected = false;
             }
@@ -279,6 +311,7 @@ impl MatchPlayer {
                 tracing::debug!(user = self.user_id, ?reason, "action rejected");
                 if self.acked(seq, now) {
                     self.stats.rejected += 1;
+                    self.schedule_move(now);
                 }
                 self.last_rejected = true;
             }
@@ -313,7 +346,6 @@ impl MatchPlayer {
         self.stats
             .ack_latencies_us
             .push(now.duration_since(sent).as_micros() as u64);
-        self.schedule_move(now);
         true
     }
 }

@@ -70,6 +70,8 @@ pub struct LobbyBot {
     pub hub_steps: usize,
     pub hub_seen: usize,
     hub: Option<HubVisit>,
+    /// Connect over WebSocket (as web clients do) instead of UDP, everywhere.
+    pub websocket: bool,
 }
 
 /// The bot's common-area connection while it walks.
@@ -111,9 +113,34 @@ impl LobbyBot {
         data: Arc<GameData>,
         pacing: Pacing,
     ) -> anyhow::Result<Self> {
+        Self::login_by(api, username, password, matches, data, pacing, false)
+    }
+
+    /// [`Self::login`], over WebSocket everywhere when `websocket` (the first of the connection
+    /// servers' WebSocket URLs from the login answer, then each place's `ws_url`).
+    pub fn login_by(
+        api: &AuthApi,
+        username: &str,
+        password: &str,
+        matches: usize,
+        data: Arc<GameData>,
+        pacing: Pacing,
+        websocket: bool,
+    ) -> anyhow::Result<Self> {
         let login_at = Instant::now();
         let session = api.login(username, password)?;
-        let conn = croft_client::Lobby::connect(session.netcode_token()?)?;
+        let route = if websocket {
+            let url = session.connection_ws_urls.first().ok_or_else(|| {
+                anyhow::anyhow!("the login answer names no WebSocket URL for the connection server")
+            })?;
+            croft_client::Route::Ws {
+                url: url.clone(),
+                tls: None,
+            }
+        } else {
+            croft_client::Route::Udp
+        };
+        let conn = croft_client::Lobby::connect_by(&route, session.netcode_token()?)?;
         Ok(Self {
             username: username.to_string(),
             session,
@@ -139,6 +166,7 @@ impl LobbyBot {
             hub_steps: 0,
             hub_seen: 0,
             hub: None,
+            websocket,
         })
     }
 
@@ -159,6 +187,15 @@ impl LobbyBot {
 
     pub fn is_connected(&self) -> bool {
         self.conn.as_ref().is_some_and(|c| c.is_connected())
+    }
+
+    /// How to reach a place: over UDP, or at its WebSocket URL when this bot uses WebSocket.
+    fn route(&self, ws_url: Option<String>) -> Result<croft_client::Route, String> {
+        if !self.websocket {
+            return Ok(croft_client::Route::Udp);
+        }
+        let url = ws_url.ok_or("the server has no WebSocket URL")?;
+        Ok(croft_client::Route::Ws { url, tls: None })
     }
 
     fn fail(&mut self, why: String) {
@@ -246,12 +283,19 @@ impl LobbyBot {
                 self.state = BotState::Farming;
                 self.send(&LobbyClientMessage::EnterFarm);
             }
-            LobbyServerMessage::FarmReady { connect_token, .. }
-                if self.state == BotState::Farming =>
-            {
+            LobbyServerMessage::FarmReady {
+                connect_token,
+                ws_url,
+                ..
+            } if self.state == BotState::Farming => {
+                let route = self.route(ws_url);
                 let session = ConnectToken::read(&mut connect_token.as_slice())
                     .map_err(|e| e.to_string())
-                    .and_then(|t| croft_client::FarmSession::connect(t).map_err(|e| e.to_string()));
+                    .and_then(|t| {
+                        route.and_then(|r| {
+                            croft_client::FarmSession::connect_by(&r, t).map_err(|e| e.to_string())
+                        })
+                    });
                 match session {
                     Ok(session) => {
                         self.farm = Some(FarmVisit {
@@ -278,12 +322,19 @@ impl LobbyBot {
             LobbyServerMessage::Decks {
                 active: Some(_), ..
             } if self.state == BotState::Tending => self.go_to_hub(),
-            LobbyServerMessage::HubReady { connect_token, .. }
-                if self.state == BotState::Walking =>
-            {
+            LobbyServerMessage::HubReady {
+                connect_token,
+                ws_url,
+                ..
+            } if self.state == BotState::Walking => {
+                let route = self.route(ws_url);
                 let session = ConnectToken::read(&mut connect_token.as_slice())
                     .map_err(|e| e.to_string())
-                    .and_then(|t| croft_client::HubSession::connect(t).map_err(|e| e.to_string()));
+                    .and_then(|t| {
+                        route.and_then(|r| {
+                            croft_client::HubSession::connect_by(&r, t).map_err(|e| e.to_string())
+                        })
+                    });
                 match session {
                     Ok(session) => {
                         self.hub = Some(HubVisit {
@@ -307,6 +358,7 @@ impl LobbyBot {
             LobbyServerMessage::MatchFound {
                 match_id,
                 connect_token,
+                ws_url,
                 ..
             } => {
                 if let Some(t) = self.queued_at.take() {
@@ -316,7 +368,12 @@ impl LobbyBot {
                     Ok(t) => t,
                     Err(e) => return self.fail(format!("bad match token: {e}")),
                 };
-                match MatchPlayer::new(
+                let route = match self.route(ws_url) {
+                    Ok(r) => r,
+                    Err(e) => return self.fail(e),
+                };
+                match MatchPlayer::new_by(
+                    route,
                     self.session.user_id,
                     match_id,
                     token,
@@ -591,10 +648,13 @@ pub fn play_through_lobby(
         pacing,
         timeout,
         &std::sync::atomic::AtomicBool::new(false),
+        0,
     )
 }
 
-/// As [`play_through_lobby`], also ending (without failing the bots) when `stop` is set.
+/// As [`play_through_lobby`], also ending (without failing the bots) when `stop` is set; the
+/// first `websocket_bots` accounts connect over WebSocket everywhere (as web clients do).
+#[allow(clippy::too_many_arguments)]
 pub fn play_until(
     api: &AuthApi,
     accounts: &[(String, String)],
@@ -603,16 +663,18 @@ pub fn play_until(
     pacing: Pacing,
     timeout: Duration,
     stop: &std::sync::atomic::AtomicBool,
+    websocket_bots: usize,
 ) -> anyhow::Result<(crate::Summary, Vec<LobbyBot>)> {
     let mut bots = Vec::with_capacity(accounts.len());
-    for (name, password) in accounts {
-        bots.push(LobbyBot::login(
+    for (i, (name, password)) in accounts.iter().enumerate() {
+        bots.push(LobbyBot::login_by(
             api,
             name,
             password,
             matches_each,
             data.clone(),
             pacing,
+            i < websocket_bots,
         )?);
     }
     let start = Instant::now();

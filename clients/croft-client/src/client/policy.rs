@@ -1,5 +1,6 @@
 //! A simple legal playing policy over what a client can see: play what is affordable, attack
-//! what must be attacked, then end the turn. Deterministic for a given view.
+//! what must be attacked, then end the turn. Deterministic for a given view. The headless bot
+//! plays with it, and [`crate::Client::suggest_action`] offers it to game clients.
 
 use shared_sim::GameData;
 use shared_sim::data::{CardKind, Keyword, SpellEffect, SpellTarget};
