@@ -275,6 +275,16 @@ def main() -> int:
                     errors.append(f"line {ins.line}: COPY {src}: no such path in the repository")
                 elif not dockerignore_allows(patterns, src):
                     errors.append(f"line {ins.line}: COPY {src}: excluded by .dockerignore")
+        # cargo loads every workspace member's manifest, even for `-p croft`: each member's
+        # folder must be copied into the builder.
+        copied = []
+        for ins in instructions:
+            if ins.keyword == "COPY" and "--from=" not in ins.args:
+                copied += [w.rstrip("/") for w in ins.args.split() if not w.startswith("--")][:-1]
+        for pkg, info in workspace_packages().items():
+            member = info["dir"]
+            if not any(member == c or member.startswith(c + "/") for c in copied):
+                errors.append(f"workspace member {member} ({pkg}) is not copied into the builder: cargo cannot load the workspace")
         for must_exclude in ("target", ".git", ".ci", "data", "deploy/k8s", "services/auth/target",
                              "data/netcode.key", "x/jwt.key"):
             if dockerignore_allows(patterns, must_exclude):
