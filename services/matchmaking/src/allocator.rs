@@ -290,6 +290,8 @@ struct Instance {
     child: tokio::process::Child,
     control: String,
     udp: Vec<SocketAddr>,
+    /// Its WebSocket URL, when it has one.
+    ws: Option<String>,
     capacity: usize,
     running: usize,
     draining: bool,
@@ -398,6 +400,7 @@ impl LocalAllocator {
             child,
             control: String::new(),
             udp: Vec::new(),
+            ws: None,
             capacity: 0,
             running: 0,
             draining: false,
@@ -408,6 +411,7 @@ impl LocalAllocator {
         let info = wait_ready(&mut instance.child, &ready, Duration::from_secs(30)).await?;
         instance.control = format!("http://{}", info.http);
         instance.udp = info.udp.clone();
+        instance.ws = info.ws.clone();
         let cap: Capacity = control_get(
             &self.http,
             &self.config.control_token,
@@ -641,7 +645,7 @@ impl Allocator for LocalAllocator {
                 .iter()
                 .map(|s| {
                     serde_json::json!({
-                        "id": s.id, "control": s.control, "udp": s.udp, "pid": s.child.id(),
+                        "id": s.id, "control": s.control, "udp": s.udp, "ws": s.ws, "pid": s.child.id(),
                         "capacity": s.capacity, "running": s.running, "draining": s.draining,
                     })
                 })
