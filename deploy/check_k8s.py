@@ -106,7 +106,7 @@ OPERATOR_SECRETS = {"croft": {"croft-db-ca": {"ca.crt"}}}
 # Pod labels set by operators on pods this render does not contain.
 OPERATOR_POD_LABELS = {"cnpg.io/cluster", "strimzi.io/cluster", "strimzi.io/name", "agones.dev/fleet"}
 # Namespaces outside croft that policies may name (and whose pods are not checked).
-EXTERNAL_NAMESPACES = {"kube-system", "monitoring", "cnpg-system"}
+EXTERNAL_NAMESPACES = {"kube-system", "monitoring", "cnpg-system", "ingress-nginx"}
 # Environment variables containers may set besides the binaries' CROFT_* flags.
 EXTRA_ENV = {"RUST_LOG", "PGSSLMODE", "PGSSLROOTCERT"}
 # Metrics not exported by croft that queries may use.
@@ -1183,7 +1183,18 @@ def rust_struct_envs(path: str, struct: str) -> set[str]:
     while depth and i < len(text):
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         i += 1
-    return set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', text[m.end():i]))
+    body = text[m.end():i]
+    envs = set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', body))
+    # Flattened argument groups (`#[command(flatten)] pub ws: shared_net::ws::WsArgs`).
+    for ty in re.findall(r"#\[command\(flatten\)\]\s*pub\s+\w+\s*:\s*([\w:]+)", body):
+        name = ty.split("::")[-1]
+        for f in rust_sources():
+            if re.search(rf"pub struct {name}\b", open(f, encoding="utf-8").read()):
+                envs |= rust_struct_envs(rel(f), name)
+                break
+        else:
+            P.add(f"{path}: flattened {ty} not found in the Rust sources")
+    return envs
 
 
 def rust_sources() -> list[str]:
