@@ -140,9 +140,13 @@ fn bad_upgrades_and_tokens_are_refused_with_their_close_codes() {
         .unwrap();
     let protocol = ws_subprotocol();
 
-    // No subprotocol, or another version's: refused at the upgrade.
-    assert!(raw(&url, None).is_err());
-    assert!(raw(&url, Some("croft.v1")).is_err());
+    // No subprotocol, or another version's: refused at the upgrade with 400.
+    for offered in [None, Some("croft.v1")] {
+        match raw(&url, offered) {
+            Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 400),
+            other => panic!("{offered:?}: {:?}", other.map(|_| ())),
+        }
+    }
 
     // A first frame that is not a token, or text.
     let mut ws = raw(&url, Some(&protocol)).unwrap();
@@ -328,4 +332,72 @@ fn wss_with_a_configured_certificate_and_only_for_clients_that_trust_it() {
         untrusting.err()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_newer_websocket_connection_replaces_the_older_and_floods_are_cut_off() {
+    let (inst, url) = start();
+    let mm = inst.matchmaker(1);
+    let (match_id, [t0, _]) = mm
+        .create_match([61, 62], ["starter_ember", "starter_grove"])
+        .unwrap();
+    let protocol = ws_subprotocol();
+    let mut first = raw(&url, Some(&protocol)).unwrap();
+    first
+        .send(Message::Binary(token_bytes(&t0).into()))
+        .unwrap();
+    assert!(matches!(
+        next_message(&mut first),
+        ServerMessage::Welcome { user_id: 61, .. }
+    ));
+    // The same user again (a client back over a half-dead socket): the new one is seated, the
+    // old one closed with 4003.
+    let again = mm.instance_token(61, match_id).unwrap();
+    let mut second = raw(&url, Some(&protocol)).unwrap();
+    second
+        .send(Message::Binary(token_bytes(&again).into()))
+        .unwrap();
+    assert!(matches!(
+        next_message(&mut second),
+        ServerMessage::Welcome { user_id: 61, .. }
+    ));
+    assert_eq!(close_code(&mut first).0, Some(ws_close::ALREADY_CONNECTED));
+    // A message sent right before closing is still handled: a concession ends the match.
+    let action = shared_sim::protocol::ClientMessage::MatchAction {
+        seq: 1,
+        action: shared_sim::rules::Action::Concede,
+    };
+    second
+        .send(Message::Binary(action.encode().into()))
+        .unwrap();
+    second.close(None).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = inst.match_log();
+        if let Some(r) = log.iter().find(|r| r["match_id"] == match_id) {
+            assert_eq!(r["result"]["reason"], "Concede", "{r}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the concession was lost: {log:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // More than 100 frames in a second: closed before they reach the game loop.
+    let (_, [_, t1]) = mm
+        .create_match([63, 64], ["starter_ember", "starter_grove"])
+        .unwrap();
+    let mut flood = raw(&url, Some(&protocol)).unwrap();
+    flood
+        .send(Message::Binary(token_bytes(&t1).into()))
+        .unwrap();
+    for _ in 0..150 {
+        let request = shared_sim::protocol::ClientMessage::RequestSnapshot.encode();
+        if flood.send(Message::Binary(request.into())).is_err() {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut flood).0, Some(ws_close::CLOSED_BY_SERVER));
 }

@@ -53,6 +53,10 @@ pub struct WsLimits {
     pub max_message_bytes: usize,
     /// Messages queued for a client before it counts as not reading and is closed.
     pub out_queue: usize,
+    /// Frames a client may send in one second (above the servers' own per-message limits,
+    /// which count against the bad-message budget): more closes the connection before the
+    /// frames reach the game loop.
+    pub max_frames_per_second: u32,
 }
 
 impl Default for WsLimits {
@@ -63,6 +67,7 @@ impl Default for WsLimits {
             idle_timeout: Duration::from_secs(15),
             max_message_bytes: 4096,
             out_queue: 512,
+            max_frames_per_second: 100,
         }
     }
 }
@@ -106,7 +111,7 @@ pub fn ws_transport(
         key: private_key,
         public_addrs,
         events: events_tx,
-        used: Mutex::new(HashMap::new()),
+        used: Mutex::new((HashMap::new(), 0)),
         next_conn: AtomicU64::new(1),
         limits,
     }));
@@ -114,6 +119,7 @@ pub fn ws_transport(
         events: events_rx,
         conns: HashMap::new(),
         active: HashSet::new(),
+        closing: HashSet::new(),
     };
     (acceptor, socket)
 }
@@ -126,8 +132,9 @@ struct Inner {
     key: [u8; 32],
     public_addrs: Vec<SocketAddr>,
     events: mpsc::UnboundedSender<WsEvent>,
-    /// Token MACs seen, with their expiry: each token admits one WebSocket session.
-    used: Mutex<HashMap<[u8; 16], u64>>,
+    /// Token MACs seen, with their expiry (each token admits one WebSocket session), and when
+    /// expired ones were last dropped.
+    used: Mutex<(HashMap<[u8; 16], u64>, u64)>,
     next_conn: AtomicU64,
     limits: WsLimits,
 }
@@ -198,9 +205,12 @@ impl WsAcceptor {
                 }
             };
         let reused = {
-            let mut used = inner.used.lock().unwrap_or_else(|p| p.into_inner());
-            if used.len() >= 4096 {
+            let mut guard = inner.used.lock().unwrap_or_else(|p| p.into_inner());
+            let (used, pruned) = &mut *guard;
+            // Expired tokens are refused anyway: forget them, at most once a second.
+            if *pruned < now {
                 used.retain(|_, expire| *expire > now);
+                *pruned = now;
             }
             used.insert(token.mac, token.expire_timestamp).is_some()
         };
@@ -233,52 +243,69 @@ impl WsAcceptor {
         }
         metrics::gauge!("croft_ws_sessions").increment(1.0);
         let (mut sink, mut stream) = socket.split();
-        let mut ping = tokio::time::interval(inner.limits.ping_every);
+        let limits = inner.limits;
+        let mut ping = tokio::time::interval(limits.ping_every);
         ping.tick().await;
         let mut last_heard = Instant::now();
+        // Frames in the current second.
+        let (mut window, mut frames) = (Instant::now(), 0u32);
+        // Every write has the idle time-out: a client that stops reading cannot hold its task
+        // (and its session) by leaving the TCP window shut.
+        let write_limit = limits.idle_timeout;
         let close: Option<(u16, &'static str)> = loop {
             tokio::select! {
-                incoming = stream.next() => match incoming {
-                    Some(Ok(Message::Binary(bytes))) => {
-                        last_heard = Instant::now();
-                        metrics::counter!("croft_ws_frames_received_total").increment(1);
-                        let frame = WsEvent::Frame { conn, client_id, bytes };
-                        if inner.events.send(frame).is_err() {
-                            break Some((close_code::GOING_AWAY, "the server is stopping"));
+                incoming = stream.next() => {
+                    let bytes = match incoming {
+                        Some(Ok(Message::Binary(bytes))) => bytes,
+                        // Counted as a bad message by the server (an empty message never decodes).
+                        Some(Ok(Message::Text(_))) => Bytes::new(),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                            last_heard = Instant::now();
+                            continue;
                         }
-                    }
-                    Some(Ok(Message::Text(_))) => {
-                        last_heard = Instant::now();
-                        let frame = WsEvent::Frame { conn, client_id, bytes: Bytes::new() };
-                        if inner.events.send(frame).is_err() {
-                            break Some((close_code::GOING_AWAY, "the server is stopping"));
+                        Some(Ok(Message::Close(_))) => break Some((1000, "")),
+                        None => break None,
+                        Some(Err(e)) => {
+                            tracing::debug!(client_id, error = %e, "WebSocket read failed");
+                            break None;
                         }
+                    };
+                    last_heard = Instant::now();
+                    if window.elapsed() >= Duration::from_secs(1) {
+                        (window, frames) = (Instant::now(), 0);
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
-                    Some(Ok(Message::Close(_))) | None => break None,
-                    Some(Err(e)) => {
-                        tracing::debug!(client_id, error = %e, "WebSocket read failed");
-                        break None;
+                    frames += 1;
+                    if frames > limits.max_frames_per_second {
+                        metrics::counter!("croft_ws_refused_total", "reason" => "flood").increment(1);
+                        break Some((close_code::CLOSED_BY_SERVER, "too many messages"));
                     }
-                },
+                    metrics::counter!("croft_ws_frames_received_total").increment(1);
+                    if inner.events.send(WsEvent::Frame { conn, client_id, bytes }).is_err() {
+                        break Some((close_code::GOING_AWAY, "the server is stopping"));
+                    }
+                }
                 out = out_rx.recv() => match out {
                     Some(Out::Frame(bytes)) => {
                         // Everything queued goes out in one write: the messages of one tick
                         // (an answer and its events) arrive together, as in one UDP packet.
                         let mut close = None;
-                        let mut sent = sink.feed(Message::Binary(bytes)).await;
-                        while sent.is_ok() {
-                            match out_rx.try_recv() {
-                                Ok(Out::Frame(bytes)) => sent = sink.feed(Message::Binary(bytes)).await,
-                                Ok(Out::Close(code, reason)) => {
-                                    close = Some((code, reason));
-                                    break;
+                        let write = async {
+                            sink.feed(Message::Binary(bytes)).await?;
+                            while let Ok(out) = out_rx.try_recv() {
+                                match out {
+                                    Out::Frame(bytes) => sink.feed(Message::Binary(bytes)).await?,
+                                    Out::Close(code, reason) => {
+                                        close = Some((code, reason));
+                                        break;
+                                    }
                                 }
-                                Err(_) => break,
                             }
-                        }
-                        if sent.is_err() || sink.flush().await.is_err() {
-                            break None;
+                            sink.flush().await
+                        };
+                        match tokio::time::timeout(write_limit, write).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break None,
+                            Err(_) => break Some((close_code::TIMEOUT, "messages not read in time")),
                         }
                         if close.is_some() {
                             break close;
@@ -289,10 +316,11 @@ impl WsAcceptor {
                     None => break Some((close_code::TIMEOUT, "messages not read in time")),
                 },
                 _ = ping.tick() => {
-                    if last_heard.elapsed() > inner.limits.idle_timeout {
+                    if last_heard.elapsed() > limits.idle_timeout {
                         break Some((close_code::TIMEOUT, "nothing heard from the client"));
                     }
-                    if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    let sent = tokio::time::timeout(write_limit, sink.send(Message::Ping(Bytes::new()))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
                         break None;
                     }
                 }
@@ -306,7 +334,11 @@ impl WsAcceptor {
                 code,
                 reason: Utf8Bytes::from_static(reason),
             };
-            let _ = sink.send(Message::Close(Some(frame))).await;
+            let closing = async {
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                let _ = sink.close().await;
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
         }
     }
 }
@@ -346,6 +378,9 @@ pub struct WsSocket {
     events: mpsc::UnboundedReceiver<WsEvent>,
     conns: HashMap<ClientId, WsConn>,
     active: HashSet<ClientId>,
+    /// Closed by the client: removed at the next [`Self::flush`], after the server read the
+    /// messages the client sent before closing.
+    closing: HashSet<ClientId>,
 }
 
 struct WsConn {
@@ -380,14 +415,16 @@ impl WsSocket {
                     user_data,
                     out,
                 } => {
+                    // A newer connection of the same user replaces the older one (a client
+                    // coming back over a half-dead socket is not locked out until it times out).
                     if self.conns.contains_key(&client_id) {
-                        metrics::counter!("croft_ws_refused_total", "reason" => "duplicate")
-                            .increment(1);
-                        let _ = out.try_send(Out::Close(
+                        metrics::counter!("croft_ws_replaced_total").increment(1);
+                        self.drop_conn(
+                            server,
+                            client_id,
                             close_code::ALREADY_CONNECTED,
-                            "already connected",
-                        ));
-                        continue;
+                            "replaced by a newer connection",
+                        );
                     }
                     let local = server.new_local_client(client_id);
                     self.conns.insert(
@@ -413,10 +450,12 @@ impl WsSocket {
                     }
                 }
                 WsEvent::Closed { conn, client_id } => {
-                    if self.conns.get(&client_id).is_some_and(|c| c.conn == conn) {
-                        self.conns.remove(&client_id);
-                        self.active.remove(&client_id);
-                        server.remove_connection(client_id);
+                    if let Some(c) = self.conns.get_mut(&client_id)
+                        && c.conn == conn
+                    {
+                        // What the client sent last reaches the server before the close.
+                        let _ = server.process_local_client(client_id, &mut c.local);
+                        self.closing.insert(client_id);
                     }
                 }
             }
@@ -470,21 +509,32 @@ impl WsSocket {
                 metrics::counter!("croft_ws_frames_sent_total").increment(1);
             }
         }
-        if slow {
+        if slow && !self.closing.contains(&client) {
             metrics::counter!("croft_ws_slow_clients_total").increment(1);
             tracing::info!(
                 client,
                 "WebSocket client does not read its messages: closing"
             );
-            // Dropping the queue's sender tells the task to close with TIMEOUT.
-            if self.conns.remove(&client).is_some() {
-                server.remove_connection(client);
-            }
+            // The queue is full, so the close cannot be queued: dropping its sender tells the
+            // task to close with TIMEOUT.
+            self.drop_conn(
+                server,
+                client,
+                close_code::TIMEOUT,
+                "messages not read in time",
+            );
         }
     }
 
-    /// Passes every client's messages on (there are no acks to pace over WebSocket).
+    /// Passes every client's messages on (there are no acks to pace over WebSocket), and
+    /// ends the sessions their clients closed.
     pub fn flush(&mut self, server: &mut RenetServer) {
+        for client in std::mem::take(&mut self.closing) {
+            if self.conns.remove(&client).is_some() {
+                self.active.remove(&client);
+                server.remove_connection(client);
+            }
+        }
         let clients: Vec<ClientId> = self.conns.keys().copied().collect();
         for client in clients {
             self.flush_client(server, client);
@@ -516,6 +566,7 @@ impl WsSocket {
             let _ = c.out.try_send(Out::Close(code, reason));
         }
         self.active.remove(&client);
+        self.closing.remove(&client);
         server.remove_connection(client);
     }
 }
@@ -586,18 +637,11 @@ pub fn start(
     let (acceptor, socket) = ws_transport(private_key, public_addrs, limits);
     let router = acceptor.router();
     runtime.spawn(async move {
-        let result = match tls {
-            Some(config) => {
-                edge::tls::serve(listener, router, config, std::future::pending()).await
-            }
-            None => {
-                use axum::serve::ListenerExt;
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(listener, router).await
-            }
-        };
+        // Header time-out and a cap on open connections before the upgrade; after it, the
+        // session's own limits (token time-out, idle time-out, write time-outs).
+        let limits = edge::tls::ServeLimits::default();
+        let result =
+            edge::tls::serve_with(listener, router, tls, limits, std::future::pending()).await;
         if let Err(e) = result {
             tracing::error!(error = %e, "WebSocket listener failed");
         }

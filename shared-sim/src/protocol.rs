@@ -35,7 +35,7 @@ pub mod ws_close {
     /// The first frame was not a valid connect token, or the token was used before.
     pub const BAD_TOKEN: u16 = 4001;
     pub const EXPIRED_TOKEN: u16 = 4002;
-    /// This user already has a WebSocket session on this server.
+    /// A newer WebSocket connection of the same user replaced this one.
     pub const ALREADY_CONNECTED: u16 = 4003;
     /// The token names other servers.
     pub const WRONG_SERVER: u16 = 4004;

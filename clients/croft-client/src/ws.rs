@@ -82,7 +82,7 @@ impl WsLink {
             .to_string();
         let secure = uri.scheme_str() == Some("wss");
         let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-        let stream = TcpStream::connect((host.as_str(), port))?;
+        let stream = connect_tcp(&host, port, Duration::from_secs(10))?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         let peer = stream.peer_addr()?;
@@ -142,6 +142,8 @@ impl WsLink {
                 Ok(Message::Binary(b)) => self.inbox.push_back(b.to_vec()),
                 Ok(Message::Close(frame)) => {
                     self.closed = Some(describe(frame.as_ref()));
+                    // tungstenite queued the close reply; the flush below sends it.
+                    self.pending = true;
                     break;
                 }
                 // tungstenite queues the pong; the flush below sends it.
@@ -221,10 +223,27 @@ impl WsLink {
     pub fn close(&mut self) {
         if self.closed.is_none() {
             let _ = self.socket.close(None);
-            let _ = self.socket.flush();
+            self.pending = true;
+            let _ = self.flush();
             self.closed = Some("closed by the client".into());
         }
     }
+}
+
+/// Connects to the first of `host`'s addresses that answers within `timeout` each.
+fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ClientError> {
+    use std::net::ToSocketAddrs;
+    let mut last = None;
+    for addr in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => ClientError::Io(e),
+        None => ClientError::Ws(format!("{host}: no address")),
+    })
 }
 
 fn describe(frame: Option<&CloseFrame>) -> String {

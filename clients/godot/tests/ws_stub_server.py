@@ -131,7 +131,7 @@ def main():
         else:
             fail("unexpected opcode %d" % opcode)
     send_frame(conn, 2, MATCH_FOUND)
-    send_frame(conn, 0x8, struct.pack(">H", 4003) + b"already connected")
+    send_frame(conn, 0x8, struct.pack(">H", 4003) + b"replaced by a newer connection")
     try:
         opcode, data = read_frame(conn)
         if opcode != 0x8:

@@ -116,7 +116,7 @@ func _finish():
 			problems.append("Welcome: %s" % str(got[0]))
 	if bad_frames.size() != 1 or bad_frames[0] != "text frame":
 		problems.append("bad frames: %s" % str(bad_frames))
-	if closed_with[0] != Protocol.CLOSE_ALREADY_CONNECTED or closed_with[1] != "already connected":
+	if closed_with[0] != Protocol.CLOSE_ALREADY_CONNECTED or closed_with[1] != "replaced by a newer connection":
 		problems.append("closed with %s" % str(closed_with))
 	if ws.is_open() or ws.close_code != Protocol.CLOSE_ALREADY_CONNECTED:
 		problems.append("state after close: %d, code %d" % [ws.state, ws.close_code])

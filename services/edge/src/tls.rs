@@ -67,6 +67,25 @@ pub fn http1_only(config: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
     Arc::new(config)
 }
 
+/// Limits of [`serve_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Time a client has to send a request's headers (an idle keep-alive connection included):
+    /// connections that never finish a request do not stay open.
+    pub header_read_timeout: Duration,
+    /// Connections open at once; more are closed as they arrive (and counted).
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 20_000,
+        }
+    }
+}
+
 /// Serves `app` (HTTP/1.1 upgrades included) over TLS until `shutdown` completes, then gives open connections a few seconds.
 pub async fn serve(
     listener: TcpListener,
@@ -74,7 +93,27 @@ pub async fn serve(
     config: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(config);
+    serve_with(
+        listener,
+        app,
+        Some(config),
+        ServeLimits::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `app` over TLS (`tls`) or plain TCP, with `limits`, until `shutdown` completes; the
+/// client address is available to the app (`ConnectInfo`).
+pub async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(TlsAcceptor::from);
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -88,12 +127,21 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            metrics::counter!("http_connections_refused_total").increment(1);
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app
             .clone()
             .layer(axum::Extension(ConnectInfo::<SocketAddr>(peer)));
         connections.spawn(async move {
+            let _permit = permit;
+            let Some(acceptor) = acceptor else {
+                return serve_stream(tcp, app, peer, limits).await;
+            };
             let stream =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
@@ -104,13 +152,7 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 };
-            let service = TowerToHyperService::new(app);
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            serve_stream(stream, app, peer, limits).await
         });
         // Reap finished connections so the set does not grow.
         while connections.try_join_next().is_some() {}
@@ -120,6 +162,24 @@ pub async fn serve(
     })
     .await;
     Ok(())
+}
+
+async fn serve_stream<S>(stream: S, app: Router, peer: SocketAddr, limits: ServeLimits)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
 }
 
 #[cfg(test)]

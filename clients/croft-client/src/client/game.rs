@@ -146,6 +146,8 @@ impl MatchSession {
             ServerMessage::Snapshot(s) => {
                 let result = s.result;
                 self.view = Some(*s);
+                // A fresh view (after a join or a resync): nothing is waiting for an answer.
+                self.in_flight = 0;
                 out.push(MatchUpdate::Snapshot);
                 if let Some(r) = result {
                     self.ended(r, out);
@@ -191,6 +193,10 @@ impl MatchSession {
             }
             ServerMessage::OpponentReturned => out.push(MatchUpdate::OpponentReturned),
             ServerMessage::Error { code, message } => {
+                // Some refusals of an action come as `Error` (rate limit, malformed, not on
+                // this connection) rather than `ActionRejected`: do not wait for an answer
+                // that will not come.
+                self.in_flight = 0;
                 out.push(MatchUpdate::Error { code, message })
             }
             // Farm and common-area messages never come on a match connection.

@@ -204,6 +204,8 @@ func _on_match_ended(match_id, outcome, reason):
 		match_id, outcome, reason, actions, rejected])
 	if actions == 0:
 		fail("the match ended without an action of ours")
+	elif not (outcome in ["won", "lost", "draw"]) or reason == "Aborted":
+		fail("the match did not end by play: outcome %s, reason %s" % [outcome, reason])
 	elif friend != "" and not friend_seen:
 		fail("the friend request to %s never showed in the friends list (%d lists)" % [friend, friends_lists])
 	elif drop and (not dropped or lost_retrying == 0 or joins < 2):
