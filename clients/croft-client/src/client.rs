@@ -461,6 +461,15 @@ impl Client {
     // ----- lobby calls -----
 
     fn send(&mut self, msg: LobbyClientMessage) {
+        // The server refuses larger messages (and counts them against the session's
+        // bad-message budget): say so here instead.
+        let size = msg.encode().len();
+        if size > shared_sim::protocol::MAX_CLIENT_MESSAGE_BYTES {
+            return self.local_error(format!(
+                "message of {size} bytes is over the {} byte limit",
+                shared_sim::protocol::MAX_CLIENT_MESSAGE_BYTES
+            ));
+        }
         match self.lobby.as_mut() {
             Some(l) => l.send(&msg),
             None => self.local_error("not connected to the lobby"),

@@ -126,6 +126,27 @@ fn calls_without_a_session_are_refused_with_an_event() {
 }
 
 #[test]
+fn messages_over_the_size_limit_are_refused_here_not_sent() {
+    let mut c = Client::new();
+    c.chat(
+        None,
+        &"x".repeat(shared_sim::protocol::MAX_CLIENT_MESSAGE_BYTES + 1),
+    );
+    c.chat(None, "short");
+    let events = c.poll();
+    let messages: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Error { message, .. } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages.len(), 2, "{events:?}");
+    assert!(messages[0].contains("byte limit"), "{}", messages[0]);
+    assert!(messages[1].contains("not connected"), "{}", messages[1]);
+}
+
+#[test]
 fn lobby_messages_become_events_and_friend_signals() {
     let mut c = Client::new();
     c.handle_lobby(LobbyServerMessage::Welcome {
