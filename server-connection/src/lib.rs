@@ -237,6 +237,10 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         let _ =
             runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
     }
+    if ready.ws.is_some() {
+        // The WebSocket tasks write the close (1001) they were handed at the disconnect.
+        std::thread::sleep(Duration::from_millis(250));
+    }
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!(?exit, "connection server stopped");
     Ok(())

@@ -228,6 +228,10 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
     }
     drop(writer.sink);
     let _ = writer.thread.join();
+    if shared.ws_url.is_some() {
+        // The WebSocket tasks write the close (1001) they were handed at the disconnect.
+        std::thread::sleep(Duration::from_millis(250));
+    }
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!(?exit, "instance server stopped");
     Ok(())

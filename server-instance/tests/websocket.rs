@@ -401,3 +401,31 @@ fn a_newer_websocket_connection_replaces_the_older_and_floods_are_cut_off() {
     }
     assert_eq!(close_code(&mut flood).0, Some(ws_close::CLOSED_BY_SERVER));
 }
+
+#[test]
+fn shutdown_closes_websocket_clients_with_going_away() {
+    let (mut inst, url) = start();
+    let answer: serde_json::Value = inst
+        .http()
+        .post(format!("{}/v1/hub", inst.control_url()))
+        .bearer_auth(&inst.control_token)
+        .json(&serde_json::json!({ "user_id": 71, "name": "walker" }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let addr = answer["server_addr"].as_str().unwrap().parse().unwrap();
+    let hub_id = answer["hub_id"].as_u64().unwrap() as u32;
+    let token = inst.issuer().mint_hub(addr, 71, hub_id).unwrap();
+    let mut ws = raw(&url, Some(&ws_subprotocol())).unwrap();
+    ws.send(Message::Binary(token_bytes(&token).into()))
+        .unwrap();
+    assert!(matches!(
+        next_message(&mut ws),
+        ServerMessage::HubWelcome { .. }
+    ));
+    inst.signal("TERM");
+    assert_eq!(close_code(&mut ws).0, Some(ws_close::GOING_AWAY));
+    let status = inst.wait_exit(Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
