@@ -134,9 +134,11 @@ impl Instance {
     }
 
     pub fn match_log(&self) -> Vec<serde_json::Value> {
+        // A line still being written (no newline yet) is not read.
         std::fs::read_to_string(self.dir.join("matches.jsonl"))
             .unwrap_or_default()
-            .lines()
+            .split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
             .map(|l| serde_json::from_str(l).expect("match log lines are JSON"))
             .collect()
     }
