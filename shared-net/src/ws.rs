@@ -395,15 +395,6 @@ impl WsSocket {
         self.conns.get(&client).map(|c| c.user_data)
     }
 
-    /// WebSocket clients connected to this socket.
-    pub fn len(&self) -> usize {
-        self.conns.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
-    }
-
     /// Takes what the connections' tasks passed on: new sessions (renet then reports them as
     /// connected), messages, closes; then moves packets between the local clients and `server`.
     pub fn receive(&mut self, dt: Duration, server: &mut RenetServer) {

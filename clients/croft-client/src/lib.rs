@@ -140,10 +140,6 @@ impl Connection {
         }
     }
 
-    pub fn is_websocket(&self) -> bool {
-        matches!(self.link, Link::Ws(_))
-    }
-
     /// Sends idle keep-alives only this often (connection-server connections use
     /// [`shared_sim::protocol::LOBBY_KEEPALIVE`]).
     ///

@@ -214,11 +214,6 @@ impl WsLink {
         self.closed.is_none()
     }
 
-    /// Why the connection ended, once it has.
-    pub fn close_reason(&self) -> Option<&str> {
-        self.closed.as_deref()
-    }
-
     /// Closes with the normal code (the server frees the session at once).
     pub fn close(&mut self) {
         if self.closed.is_none() {
