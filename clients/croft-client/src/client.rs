@@ -344,20 +344,26 @@ impl Client {
             username.to_string(),
             password.to_string(),
         );
+        self.start_session("croft-login", move || {
+            AuthApi::new(&base)
+                .and_then(|api| api.login(&user, &pass).map(|s| (api, s)))
+                .map_err(|e| format!("{e:#}"))
+        });
+    }
+
+    /// Runs a login or refresh on a thread; its answer is read by `poll`.
+    fn start_session(&mut self, name: &str, call: impl FnOnce() -> LoginAnswer + Send + 'static) {
         let (tx, rx) = mpsc::channel();
         let spawned = std::thread::Builder::new()
-            .name("croft-login".into())
+            .name(name.into())
             .spawn(move || {
-                let answer = AuthApi::new(&base)
-                    .and_then(|api| api.login(&user, &pass).map(|s| (api, s)))
-                    .map_err(|e| format!("{e:#}"));
-                let _ = tx.send(answer);
+                let _ = tx.send(call());
             });
         match spawned {
             Ok(_) => self.login_rx = Some(rx),
             Err(e) => self
                 .events
-                .push(ClientEvent::LoginFailed(format!("no login thread: {e}"))),
+                .push(ClientEvent::LoginFailed(format!("no {name} thread: {e}"))),
         }
     }
 
@@ -375,22 +381,11 @@ impl Client {
         }
         self.welcomed = false;
         let refresh = session.refresh_token.clone();
-        let (tx, rx) = mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("croft-refresh".into())
-            .spawn(move || {
-                let answer = api
-                    .refresh(&refresh)
-                    .map(|s| (api, s))
-                    .map_err(|e| format!("{e:#}"));
-                let _ = tx.send(answer);
-            });
-        match spawned {
-            Ok(_) => self.login_rx = Some(rx),
-            Err(e) => self
-                .events
-                .push(ClientEvent::LoginFailed(format!("no refresh thread: {e}"))),
-        }
+        self.start_session("croft-refresh", move || {
+            api.refresh(&refresh)
+                .map(|s| (api, s))
+                .map_err(|e| format!("{e:#}"))
+        });
     }
 
     /// Ends the session: every connection closes now, and the session is revoked over REST on
@@ -679,6 +674,7 @@ impl Client {
         self.game.as_ref().is_some_and(|g| {
             g.in_flight == 0
                 && !g.is_ended()
+                && !g.awaiting_events
                 && g.is_connected()
                 && g.view.as_ref().is_some_and(|v| v.is_my_turn())
         })

@@ -14,9 +14,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use croft_client::client::{MatchSession, MatchUpdate};
 use renet_netcode::ConnectToken;
 use shared_sim::GameData;
-use shared_sim::protocol::{ClientMessage, ErrorCode, ServerMessage};
+use shared_sim::protocol::ErrorCode;
 use shared_sim::rules::{Action, MatchResult, Seat};
 use shared_sim::view::MatchSnapshot;
 
@@ -72,23 +73,20 @@ pub struct MatchPlayer {
     pub user_id: u64,
     pub match_id: u64,
     pub seat: Option<Seat>,
-    pub view: Option<MatchSnapshot>,
     pub state: PlayerState,
     pub stats: PlayerStats,
     /// While true the player stays connected but makes no moves (load tests measure the idle
     /// cost of connected players this way).
     pub hold: bool,
-    conn: Option<Connection>,
+    /// The match connection and the view kept from it (the client core's match session);
+    /// `None` while dropped.
+    session: Option<MatchSession>,
     data: Arc<GameData>,
     pacing: Pacing,
-    next_seq: u32,
     in_flight: HashMap<u32, Instant>,
     next_move_at: Option<Instant>,
     last_rejected: bool,
     rng: u64,
-    /// An accepted action's events are still to come (they follow the answer, possibly in a
-    /// later read: over WebSocket the two are separate frames); the next move waits for them.
-    events_due: bool,
     reconnects_left: u32,
     /// How this player connects (and reconnects): UDP, or the instance's WebSocket URL.
     route: croft_client::Route,
@@ -125,19 +123,16 @@ impl MatchPlayer {
             user_id,
             match_id,
             seat: None,
-            view: None,
             state: PlayerState::Connecting,
             stats: PlayerStats::default(),
             hold: false,
-            conn: Some(Connection::connect_by(&route, token)?),
+            session: Some(MatchSession::connect_by(&route, match_id, token)?),
             data,
             pacing,
-            next_seq: 1,
             in_flight: HashMap::new(),
             next_move_at: None,
             last_rejected: false,
             rng: user_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ match_id,
-            events_due: false,
             reconnects_left: 3,
             route,
         })
@@ -152,9 +147,14 @@ impl MatchPlayer {
 
     /// Drops the connection as if the network failed (tests of reconnecting use this).
     pub fn drop_connection(&mut self) {
-        if let Some(mut c) = self.conn.take() {
-            c.disconnect();
+        if let Some(mut s) = self.session.take() {
+            s.leave();
         }
+    }
+
+    /// The match as this player sees it (from the last snapshot and the events since).
+    pub fn view(&self) -> Option<&MatchSnapshot> {
+        self.session.as_ref().and_then(|s| s.view.as_ref())
     }
 
     fn schedule_move(&mut self, now: Instant) {
@@ -172,40 +172,33 @@ impl MatchPlayer {
             return;
         }
         let now = Instant::now();
-        if self.conn.is_none() {
+        let Some(session) = self.session.as_mut() else {
             self.reconnect(tokens);
             return;
-        }
-        let Some(conn) = self.conn.as_mut() else {
-            return;
         };
-        let updated = conn.update();
-        let mut urgent = false;
-        // Messages that arrived before a disconnect (the match's end, then the close) count.
-        while let Some(msg) = self.conn.as_mut().and_then(|c| c.receive()) {
-            match msg {
-                Ok(msg) => self.handle(msg, now),
-                Err(e) => {
-                    self.state = PlayerState::Failed(format!("undecodable server message: {e}"));
-                    return;
-                }
-            }
+        // Updates that arrived before a disconnect (the match's end, then the close) count.
+        let (updates, gone) = session.poll();
+        for update in updates {
+            self.handle(update, now);
         }
-        if let Err(e) = updated {
+        if let Some(e) = gone {
             tracing::debug!(user = self.user_id, error = %e, "connection lost");
-            self.conn = None;
+            self.session = None;
             return;
         }
         if self.is_done() {
-            if let Some(c) = self.conn.as_mut() {
-                let _ = c.flush();
-                c.disconnect();
+            if let Some(s) = self.session.as_mut() {
+                s.leave();
             }
             return;
         }
+        // The session says when an accepted action's events are still to come (over
+        // WebSocket they are a frame of their own): the view is not current until then.
+        let current = self.session.as_ref().is_some_and(|s| !s.awaiting_events);
         if self.in_flight.is_empty()
+            && current
             && !self.hold
-            && let (Some(at), Some(view)) = (self.next_move_at, self.view.as_ref())
+            && let (Some(at), Some(view)) = (self.next_move_at, self.view())
             && now >= at
             && view.is_my_turn()
         {
@@ -215,21 +208,12 @@ impl MatchPlayer {
                 policy::choose_action(&self.data, view)
             };
             self.send_action(action, now);
-            urgent = true;
-        }
-        if let Some(conn) = self.conn.as_mut()
-            && let Err(e) = conn.flush_if_due(urgent)
-        {
-            tracing::debug!(user = self.user_id, error = %e, "send failed");
-            self.conn = None;
         }
     }
 
     pub fn send_action(&mut self, action: Action, now: Instant) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        if let Some(conn) = self.conn.as_mut() {
-            conn.send(&ClientMessage::MatchAction { seq, action });
+        if let Some(session) = self.session.as_mut() {
+            let seq = session.act(action);
             self.in_flight.insert(seq, now);
             self.stats.moves_sent += 1;
             self.next_move_at = None;
@@ -238,9 +222,8 @@ impl MatchPlayer {
 
     /// Sends raw bytes on the match channel (abuse tests).
     pub fn send_raw(&mut self, bytes: Vec<u8>) {
-        if let Some(conn) = self.conn.as_mut() {
-            conn.send_raw(bytes);
-            let _ = conn.flush();
+        if let Some(session) = self.session.as_mut() {
+            session.send_raw(bytes);
         }
     }
 
@@ -251,63 +234,52 @@ impl MatchPlayer {
         }
         self.reconnects_left -= 1;
         self.stats.reconnects += 1;
-        let conn = tokens
+        let session = tokens
             .instance_token(self.user_id, self.match_id)
             .map_err(|e| e.to_string())
-            .and_then(|t| Connection::connect_by(&self.route, t).map_err(|e| e.to_string()));
-        match conn {
-            Ok(c) => {
-                self.conn = Some(c);
+            .and_then(|t| {
+                MatchSession::connect_by(&self.route, self.match_id, t).map_err(|e| e.to_string())
+            });
+        match session {
+            Ok(s) => {
+                self.session = Some(s);
                 self.in_flight.clear();
-                self.events_due = false;
                 self.state = PlayerState::Connecting;
             }
             Err(e) => self.state = PlayerState::Failed(format!("reconnect failed: {e}")),
         }
     }
 
-    fn handle(&mut self, msg: ServerMessage, now: Instant) {
-        match msg {
-            ServerMessage::Welcome { seat, match_id, .. } => {
+    /// The bot's side of what the match session read: pacing, stats and its state.
+    fn handle(&mut self, update: MatchUpdate, now: Instant) {
+        match update {
+            MatchUpdate::Joined { seat, match_id } => {
                 self.seat = Some(seat);
                 self.match_id = match_id;
                 self.state = PlayerState::Playing;
             }
-            ServerMessage::Snapshot(s) => {
-                if let Some(result) = s.result {
-                    self.state = PlayerState::Finished(result);
-                }
-                self.view = Some(*s);
-                self.schedule_move(now);
-            }
-            ServerMessage::Events(events) => {
-                if let Some(view) = self.view.as_mut() {
-                    let mut turn_began = false;
-                    for e in &events {
-                        view.apply(e);
-                        if let shared_sim::rules::MatchEvent::TurnStarted { seat, .. } = e {
-                            turn_began |= Some(*seat) == self.seat;
-                        }
-                    }
-                    let result = view.result;
-                    if std::mem::take(&mut self.events_due) || turn_began {
-                        self.last_rejected = false;
-                        self.schedule_move(now);
-                    }
-                    if let Some(result) = result {
-                        self.state = PlayerState::Finished(result);
-                    }
+            MatchUpdate::Snapshot => self.schedule_move(now),
+            MatchUpdate::Events(events) => {
+                let turn_began = events.iter().any(|e| {
+                    matches!(e, shared_sim::rules::MatchEvent::TurnStarted { seat, .. }
+                        if Some(*seat) == self.seat)
+                });
+                if turn_began {
+                    self.last_rejected = false;
+                    self.schedule_move(now);
                 }
             }
-            ServerMessage::ActionAccepted { seq } => {
+            MatchUpdate::ActionResult { seq, error: None } => {
                 if self.acked(seq, now) {
                     self.stats.accepted += 1;
-                    // Its effects come in the tick's `Events`, right after; decide then.
-                    self.events_due = true;
+                    self.schedule_move(now);
                 }
                 self.last_rejected = false;
             }
-            ServerMessage::ActionRejected { seq, reason } => {
+            MatchUpdate::ActionResult {
+                seq,
+                error: Some(reason),
+            } => {
                 tracing::debug!(user = self.user_id, ?reason, "action rejected");
                 if self.acked(seq, now) {
                     self.stats.rejected += 1;
@@ -315,17 +287,9 @@ impl MatchPlayer {
                 }
                 self.last_rejected = true;
             }
-            ServerMessage::OpponentLeft { .. } | ServerMessage::OpponentReturned => {}
-            // Farm messages never come on a match connection.
-            ServerMessage::FarmState { .. }
-            | ServerMessage::FarmActionResult { .. }
-            | ServerMessage::HubWelcome { .. }
-            | ServerMessage::HubJoined(_)
-            | ServerMessage::HubLeft { .. }
-            | ServerMessage::HubMoves(_)
-            | ServerMessage::HubMoveRejected { .. }
-            | ServerMessage::HubChat { .. } => {}
-            ServerMessage::Error { code, message } => {
+            MatchUpdate::Ended(result) => self.state = PlayerState::Finished(result),
+            MatchUpdate::OpponentLeft { .. } | MatchUpdate::OpponentReturned => {}
+            MatchUpdate::Error { code, message } => {
                 self.stats.server_errors += 1;
                 tracing::debug!(user = self.user_id, ?code, message, "server error");
                 if matches!(

@@ -189,6 +189,18 @@ impl LobbyBot {
         self.conn.as_ref().is_some_and(|c| c.is_connected())
     }
 
+    /// Connects to a place (farm, common area) with its token bytes, by [`Self::route`].
+    fn open<T>(
+        &self,
+        token: &[u8],
+        ws_url: Option<String>,
+        connect: impl FnOnce(&croft_client::Route, ConnectToken) -> Result<T, croft_client::ClientError>,
+    ) -> Result<T, String> {
+        let route = self.route(ws_url)?;
+        let token = ConnectToken::read(&mut &token[..]).map_err(|e| e.to_string())?;
+        connect(&route, token).map_err(|e| e.to_string())
+    }
+
     /// How to reach a place: over UDP, or at its WebSocket URL when this bot uses WebSocket.
     fn route(&self, ws_url: Option<String>) -> Result<croft_client::Route, String> {
         if !self.websocket {
@@ -288,14 +300,11 @@ impl LobbyBot {
                 ws_url,
                 ..
             } if self.state == BotState::Farming => {
-                let route = self.route(ws_url);
-                let session = ConnectToken::read(&mut connect_token.as_slice())
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| {
-                        route.and_then(|r| {
-                            croft_client::FarmSession::connect_by(&r, t).map_err(|e| e.to_string())
-                        })
-                    });
+                let session = self.open(
+                    &connect_token,
+                    ws_url,
+                    croft_client::FarmSession::connect_by,
+                );
                 match session {
                     Ok(session) => {
                         self.farm = Some(FarmVisit {
@@ -327,14 +336,8 @@ impl LobbyBot {
                 ws_url,
                 ..
             } if self.state == BotState::Walking => {
-                let route = self.route(ws_url);
-                let session = ConnectToken::read(&mut connect_token.as_slice())
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| {
-                        route.and_then(|r| {
-                            croft_client::HubSession::connect_by(&r, t).map_err(|e| e.to_string())
-                        })
-                    });
+                let session =
+                    self.open(&connect_token, ws_url, croft_client::HubSession::connect_by);
                 match session {
                     Ok(session) => {
                         self.hub = Some(HubVisit {

@@ -7,7 +7,7 @@ use shared_sim::protocol::{ClientMessage, ErrorCode, ServerMessage};
 use shared_sim::rules::{Action, ActionError, MatchEvent, MatchResult, Seat};
 use shared_sim::view::MatchSnapshot;
 
-use crate::{ClientError, Connection};
+use crate::{ClientError, Connection, Route};
 
 /// What happened in the match since the last poll, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,14 +54,27 @@ pub struct MatchSession {
     pub last_rejected: bool,
     /// Actions sent and not answered yet.
     pub in_flight: usize,
+    /// An action was accepted and its events (in the tick's `Events`, right after the answer)
+    /// have not arrived yet: the view is not current until they do. Over UDP they usually come
+    /// in the same packet; over WebSocket they are separate frames.
+    pub awaiting_events: bool,
     /// Reconnects in a row that have not got in yet (the facade's rejoin budget).
     pub failed_rejoins: u32,
 }
 
 impl MatchSession {
     pub fn connect(match_id: u64, token: ConnectToken) -> Result<Self, ClientError> {
+        Self::connect_by(&Route::Udp, match_id, token)
+    }
+
+    /// Connects by `route` (UDP, or `MatchFound`'s WebSocket URL).
+    pub fn connect_by(
+        route: &Route,
+        match_id: u64,
+        token: ConnectToken,
+    ) -> Result<Self, ClientError> {
         Ok(Self {
-            conn: Connection::connect(token)?,
+            conn: Connection::connect_by(route, token)?,
             match_id,
             seat: None,
             view: None,
@@ -69,6 +82,7 @@ impl MatchSession {
             next_seq: 0,
             last_rejected: false,
             in_flight: 0,
+            awaiting_events: false,
             failed_rejoins: 0,
         })
     }
@@ -83,6 +97,12 @@ impl MatchSession {
         self.in_flight += 1;
         let _ = self.conn.flush_if_due(true);
         self.next_seq
+    }
+
+    /// Sends raw bytes as a message now (tests of the server's decoding use this).
+    pub fn send_raw(&mut self, bytes: Vec<u8>) {
+        self.conn.send_raw(bytes);
+        let _ = self.conn.flush();
     }
 
     /// Asks for a fresh snapshot (PROTOCOL.md 5.4).
@@ -148,12 +168,14 @@ impl MatchSession {
                 self.view = Some(*s);
                 // A fresh view (after a join or a resync): nothing is waiting for an answer.
                 self.in_flight = 0;
+                self.awaiting_events = false;
                 out.push(MatchUpdate::Snapshot);
                 if let Some(r) = result {
                     self.ended(r, out);
                 }
             }
             ServerMessage::Events(events) => {
+                self.awaiting_events = false;
                 let mut result = None;
                 if let Some(view) = self.view.as_mut() {
                     for e in &events {
@@ -177,6 +199,7 @@ impl MatchSession {
             }
             ServerMessage::ActionAccepted { seq } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
+                self.awaiting_events = true;
                 self.last_rejected = false;
                 out.push(MatchUpdate::ActionResult { seq, error: None });
             }
