@@ -8,7 +8,13 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-env-changed=CROFT_AGONES_PROTO");
     println!("cargo:rerun-if-changed=../../Cargo.lock");
-    let dir = agones_proto_dir();
+    let dir = agones_proto_dir().unwrap_or_else(|e| {
+        panic!(
+            "{e}\n\nThe Agones SDK stand-in is generated from the `agones` crate's own proto/ \
+             folder. Point CROFT_AGONES_PROTO at that folder (for example \
+             $CARGO_HOME/registry/src/*/agones-<version>/proto) to skip the look-up."
+        )
+    });
     let sdk = dir.join("sdk");
     tonic_build::configure()
         .build_client(false)
@@ -24,48 +30,55 @@ fn main() {
         )
         .unwrap_or_else(|e| {
             panic!(
-                "compiling the Agones SDK protos from {} (protoc comes from apt's protobuf-compiler): {e}",
+                "compiling the Agones SDK protos from {} (protoc and the well-known protos come \
+                 from apt's protobuf-compiler and libprotobuf-dev; scripts/build-deps installs \
+                 them): {e}",
                 dir.display()
             )
         });
 }
 
 /// The `proto` folder of the `agones` package in the dependency graph (or `CROFT_AGONES_PROTO`).
-fn agones_proto_dir() -> PathBuf {
+///
+/// `cargo metadata` is restricted to the platform being built for: unrestricted, it needs every
+/// package of the lock file on disk, including ones for other platforms that a Linux build never
+/// downloads (so it worked only where an earlier build had filled the cargo cache). It is not
+/// `--offline` either: the build may not have needed the dev-dependencies metadata lists, and
+/// cargo downloads what is missing (or fails with its own message under `CARGO_NET_OFFLINE`).
+fn agones_proto_dir() -> Result<PathBuf, String> {
     if let Ok(dir) = std::env::var("CROFT_AGONES_PROTO") {
-        return PathBuf::from(dir);
+        return Ok(PathBuf::from(dir));
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?)
         .join("Cargo.toml");
-    let out = Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--manifest-path",
-        ])
+    let target = std::env::var("TARGET").map_err(|e| format!("TARGET is not set: {e}"))?;
+    let out = Command::new(&cargo)
+        .args(["metadata", "--format-version", "1", "--filter-platform"])
+        .arg(&target)
+        .arg("--manifest-path")
         .arg(&manifest)
         .output()
-        .expect("running cargo metadata");
-    assert!(
-        out.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
-    let package = meta["packages"]
+        .map_err(|e| format!("running `{cargo} metadata`: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`cargo metadata --filter-platform {target}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("`cargo metadata` printed no JSON: {e}"))?;
+    let manifest_path = meta["packages"]
         .as_array()
         .and_then(|p| p.iter().find(|p| p["name"] == "agones"))
-        .expect("the agones package is in the dependency graph");
-    let manifest_path = PathBuf::from(
-        package["manifest_path"]
-            .as_str()
-            .expect("agones has a manifest path"),
-    );
-    manifest_path
+        .and_then(|p| p["manifest_path"].as_str())
+        .ok_or("the `agones` package is not in `cargo metadata`'s dependency graph")?;
+    let dir = PathBuf::from(manifest_path)
         .parent()
-        .expect("a manifest sits in a folder")
-        .join("proto")
+        .ok_or("the agones manifest has no folder")?
+        .join("proto");
+    if !dir.join("sdk/sdk.proto").is_file() {
+        return Err(format!("{} has no sdk/sdk.proto", dir.display()));
+    }
+    Ok(dir)
 }
