@@ -116,7 +116,7 @@ EXTERNAL_METRICS = {"up"}
 BINARIES = {
     ("croft", "auth"): ("auth", "services/auth/src/server.rs", "AuthConfig"),
     ("croft", "matchmaking"): ("matchmaking", "services/matchmaking/src/server.rs", "MatchmakingConfig"),
-    ("croft", "migrate"): ("migrate", "services/croft/src/users.rs", "DatabaseArg"),
+    ("croft", "migrate"): ("migrate", "libs/store/src/lib.rs", "DatabaseArgs"),
     ("server-connection", None): ("connection", "server-connection/src/config.rs", "ConnectionConfig"),
     ("server-instance", None): ("instance", "server-instance/src/config.rs", "InstanceConfig"),
 }
@@ -1199,7 +1199,7 @@ def rust_struct_envs(path: str, struct: str) -> set[str]:
 
 def rust_sources() -> list[str]:
     out = []
-    for d in ("shared-sim", "shared-net", "server-instance", "server-connection", "services", "tools"):
+    for d in ("shared-sim", "shared-net", "server-instance", "server-connection", "services", "libs", "bin", "tools"):
         out += glob.glob(os.path.join(ROOT, d, "**", "src", "**", "*.rs"), recursive=True)
     return out
 
@@ -1212,14 +1212,14 @@ def rust_metrics() -> dict[str, str]:
         text = text.split("#[cfg(test)]")[0]
         for kind, name in re.findall(r"\b(counter|gauge|histogram)!\(\s*\"([a-zA-Z_:][a-zA-Z0-9_:]*)\"", text):
             names[name] = kind
-    tele = open(os.path.join(ROOT, "services/telemetry/src/lib.rs"), encoding="utf-8").read()
+    tele = open(os.path.join(ROOT, "libs/telemetry/src/lib.rs"), encoding="utf-8").read()
     for name in re.findall(r'"(process_[a-z_]+)"', tele):
         names[name] = "counter" if name.endswith("_total") else "gauge"
     return names
 
 
 def croft_subcommands() -> set[str]:
-    text = open(os.path.join(ROOT, "services/croft/src/main.rs"), encoding="utf-8").read()
+    text = open(os.path.join(ROOT, "bin/croft/src/main.rs"), encoding="utf-8").read()
     m = re.search(r"enum Command \{(.*?)\n\}", text, re.S)
     return {v.lower() for v in re.findall(r"^\s{4}([A-Z][A-Za-z]+)\s*[({,]", m.group(1) if m else "", re.M)}
 

@@ -9,14 +9,17 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use matchmaking::service::{
-    RejoinRequest, RejoinResponse, TicketRequest, Update, UpdateKind, UpdatesResponse,
+use contracts::ApiError;
+use contracts::auth::AuthFeedClient;
+use contracts::auth::v1::RevocationsQuery;
+use contracts::connection::v1::{
+    NOTIFICATION_MAX_CHARS, NOTIFICATIONS, Notification, STATUS, Status,
 };
-use serde::Deserialize;
+use contracts::matchmaking::MatchmakingClient;
+use contracts::matchmaking::v1::{RejoinRequest, TicketRequest, Update, UpdateKind, UpdatesQuery};
 use shared_sim::protocol::ErrorCode;
 use store::{Friend, FriendError, RequestOutcome, Store};
-use telemetry::ApiError;
-use token::revocation::{RevocationFeed, RevocationSet};
+use token::revocation::RevocationSet;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 pub type UserId = u64;
@@ -134,9 +137,9 @@ const GAME_LANES: usize = 8;
 #[derive(Clone)]
 pub struct Bridge {
     pub store: Store,
-    pub http: reqwest::Client,
-    pub matchmaking_url: String,
-    pub auth_url: String,
+    pub matchmaking: MatchmakingClient,
+    pub auth_feed: AuthFeedClient,
+    /// The credential of the admin API (the clients carry their own copy).
     pub service_token: Arc<str>,
     pub server_id: String,
     pub replies: tokio::sync::mpsc::UnboundedSender<Reply>,
@@ -359,90 +362,69 @@ impl Bridge {
     }
 
     async fn matchmaking_job(&self, job: Job) {
-        let base = &self.matchmaking_url;
         match job {
             Job::FindMatch { user } => {
-                let sent = self
-                    .http
-                    .post(format!("{base}/v1/matchmaking/tickets"))
-                    .bearer_auth(&*self.service_token)
-                    .json(&TicketRequest {
-                        user_id: user,
-                        server: self.server_id.clone(),
-                    })
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) if r.status().is_success() => self.reply(Reply::Queued { user }),
-                    Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => self.failed(
+                let request = TicketRequest {
+                    user_id: user,
+                    server: self.server_id.clone(),
+                };
+                match self.matchmaking.create_ticket(&request).await {
+                    Ok(_) => self.reply(Reply::Queued { user }),
+                    Err(e) if e.status() == Some(409) => self.failed(
                         user,
                         ErrorCode::NotAllowed,
                         "already in a match or being matched",
                     ),
-                    Ok(r) => {
-                        tracing::warn!(user, status = %r.status(), "matchmaking refused a ticket");
-                        self.failed(user, ErrorCode::Unavailable, "matchmaking is unavailable")
-                    }
                     Err(e) => {
-                        tracing::warn!(user, error = %e, "matchmaking unreachable");
+                        tracing::warn!(user, error = %e, "matchmaking refused a ticket");
                         self.failed(user, ErrorCode::Unavailable, "matchmaking is unavailable")
                     }
                 }
             }
             Job::CancelMatch { user, quiet } => {
-                let sent = self
-                    .http
-                    .delete(format!("{base}/v1/matchmaking/tickets/{user}"))
-                    .bearer_auth(&*self.service_token)
-                    .send()
-                    .await;
+                let cancelled = self.matchmaking.cancel_ticket(user).await;
                 if quiet {
                     return;
                 }
-                match sent {
+                match cancelled {
                     // Not queued (any more) is also "not queued now".
-                    Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => {
-                        self.reply(Reply::Cancelled { user })
-                    }
-                    Ok(r) if r.status() == reqwest::StatusCode::CONFLICT => self.failed(
+                    Ok(()) => self.reply(Reply::Cancelled { user }),
+                    Err(e) if e.status() == Some(404) => self.reply(Reply::Cancelled { user }),
+                    Err(e) if e.status() == Some(409) => self.failed(
                         user,
                         ErrorCode::NotAllowed,
                         "too late to cancel: a match is being set up",
                     ),
-                    _ => self.failed(user, ErrorCode::Unavailable, "matchmaking is unavailable"),
+                    Err(_) => {
+                        self.failed(user, ErrorCode::Unavailable, "matchmaking is unavailable")
+                    }
                 }
             }
             Job::Rejoin { user } => {
-                let sent = self
-                    .http
-                    .post(format!("{base}/v1/matchmaking/rejoin"))
-                    .bearer_auth(&*self.service_token)
-                    .json(&RejoinRequest {
+                let request = RejoinRequest {
+                    user_id: user,
+                    server: self.server_id.clone(),
+                };
+                match self.matchmaking.rejoin(&request).await {
+                    Ok(j) => self.reply(Reply::Matchmaking(Update {
+                        seq: 0,
                         user_id: user,
-                        server: self.server_id.clone(),
-                    })
-                    .send()
-                    .await;
-                match sent {
-                    Ok(r) if r.status().is_success() => match r.json::<RejoinResponse>().await {
-                        Ok(j) => self.reply(Reply::Matchmaking(Update {
-                            seq: 0,
-                            user_id: user,
-                            kind: UpdateKind::MatchFound {
-                                match_id: j.match_id,
-                                server_addr: j.server_addr,
-                                connect_token: j.connect_token,
-                                ws_url: j.ws_url,
-                            },
-                        })),
-                        Err(e) => {
-                            self.failed(user, ErrorCode::Unavailable, format!("bad answer: {e}"))
-                        }
-                    },
-                    Ok(r) if r.status().as_u16() == 404 => {
+                        kind: UpdateKind::MatchFound {
+                            match_id: j.match_id,
+                            server_addr: j.server_addr,
+                            connect_token: j.connect_token,
+                            ws_url: j.ws_url,
+                        },
+                    })),
+                    Err(e) if e.status() == Some(404) => {
                         self.failed(user, ErrorCode::NotAllowed, "you are not in a match")
                     }
-                    _ => self.failed(user, ErrorCode::Unavailable, "matchmaking is unavailable"),
+                    Err(e @ contracts::CallError::BadAnswer { .. }) => {
+                        self.failed(user, ErrorCode::Unavailable, format!("bad answer: {e}"))
+                    }
+                    Err(_) => {
+                        self.failed(user, ErrorCode::Unavailable, "matchmaking is unavailable")
+                    }
                 }
             }
             _ => {}
@@ -453,24 +435,16 @@ impl Bridge {
     pub async fn follow_matchmaking(self) {
         let mut after = 0u64;
         loop {
-            let got = self
-                .http
-                .get(format!("{}/v1/matchmaking/updates", self.matchmaking_url))
-                .query(&[
-                    ("server", self.server_id.as_str()),
-                    ("after", &after.to_string()),
-                    ("wait_ms", "20000"),
-                ])
-                .timeout(Duration::from_secs(30))
-                .bearer_auth(&*self.service_token)
-                .send()
-                .await
-                .and_then(|r| r.error_for_status());
-            let body = match got {
-                Ok(r) => r.json::<UpdatesResponse>().await,
-                Err(e) => Err(e),
+            let query = UpdatesQuery {
+                server: self.server_id.clone(),
+                after,
+                wait_ms: 20_000,
             };
-            match body {
+            match self
+                .matchmaking
+                .updates(&query, Duration::from_secs(30))
+                .await
+            {
                 Ok(page) => {
                     if page.last_seq < after {
                         // Matchmaking restarted and numbers from 1 again: take everything.
@@ -500,21 +474,11 @@ impl Bridge {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let got = self
-                .http
-                .get(format!("{}/v1/auth/revocations", self.auth_url))
-                .query(&[
-                    ("since", set.since.to_string()),
-                    ("skip", set.skip.to_string()),
-                ])
-                .send()
-                .await
-                .and_then(|r| r.error_for_status());
-            let feed = match got {
-                Ok(r) => r.json::<RevocationFeed>().await,
-                Err(e) => Err(e),
+            let query = RevocationsQuery {
+                since: set.since,
+                skip: set.skip,
             };
-            match feed {
+            match self.auth_feed.revocations(&query).await {
                 Ok(feed) => {
                     let fresh = set.apply(&feed);
                     set.prune(store::now_ms() - 10 * 60 * 1000);
@@ -538,19 +502,14 @@ impl Bridge {
 #[derive(Clone)]
 struct AdminState {
     bridge: Bridge,
-    status: Arc<std::sync::Mutex<serde_json::Value>>,
-}
-
-#[derive(Deserialize)]
-struct NotificationRequest {
-    text: String,
+    status: Arc<std::sync::Mutex<Status>>,
 }
 
 /// `POST /v1/notifications` (broadcast) and `GET /v1/status`, behind the service credential.
-pub fn admin_router(bridge: Bridge, status: Arc<std::sync::Mutex<serde_json::Value>>) -> Router {
+pub fn admin_router(bridge: Bridge, status: Arc<std::sync::Mutex<Status>>) -> Router {
     Router::new()
-        .route("/v1/notifications", post(notify))
-        .route("/v1/status", get(status_handler))
+        .route(NOTIFICATIONS, post(notify))
+        .route(STATUS, get(status_handler))
         .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
         .with_state(AdminState { bridge, status })
 }
@@ -563,7 +522,7 @@ fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
 async fn notify(
     State(state): State<AdminState>,
     headers: HeaderMap,
-    body: Result<Json<NotificationRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<Notification>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     if !authorized(&state, &headers) {
         return Err(ApiError::unauthorized());
@@ -576,7 +535,7 @@ async fn notify(
         ));
     };
     let n = req.text.chars().count();
-    if n == 0 || n > 1024 {
+    if n == 0 || n > NOTIFICATION_MAX_CHARS {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_text",
@@ -593,15 +552,11 @@ async fn notify(
 async fn status_handler(
     State(state): State<AdminState>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Status>, ApiError> {
     if !authorized(&state, &headers) {
         return Err(ApiError::unauthorized());
     }
     Ok(Json(
-        state
-            .status
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or(serde_json::Value::Null),
+        state.status.lock().map(|s| s.clone()).unwrap_or_default(),
     ))
 }

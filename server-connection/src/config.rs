@@ -19,19 +19,9 @@ pub struct ConnectionConfig {
     /// Admin and metrics HTTP: `POST /v1/notifications`, `GET /v1/status`, `/metrics`, `/healthz`.
     #[arg(long, env = "CROFT_CONNECTION_HTTP", default_value = "127.0.0.1:7200")]
     pub http: SocketAddr,
-    /// `postgres://…` or `sqlite://PATH` (friends and names).
-    #[arg(
-        long,
-        env = "CROFT_DATABASE_URL",
-        default_value = "sqlite://data/croft.db"
-    )]
-    pub database: String,
-    #[arg(long, env = "CROFT_DATABASE_URL_FILE")]
-    pub database_url_file: Option<PathBuf>,
-    /// Do not migrate at start-up; only check that the schema is current and stop if not
-    /// (for a database role without DDL rights; `croft migrate` runs them as another role).
-    #[arg(long, env = "CROFT_SKIP_MIGRATIONS")]
-    pub skip_migrations: bool,
+    // The database: friends, names, items and decks.
+    #[command(flatten)]
+    pub db: store::DatabaseArgs,
     /// Folder with the card data RON files (recipes, deck rules, the starter kit).
     #[arg(long, env = "CROFT_CARDS", default_value = "assets/cards")]
     pub cards: PathBuf,

@@ -3,6 +3,7 @@
 //! and copies, deck slots); the store makes each craft one transaction. Every request is
 //! checked here before the store sees it, and answered with the new state or a named error.
 
+use contracts::matchmaking::v1::{FarmRequest, HubPlaceRequest};
 use shared_sim::GameData;
 use shared_sim::data::RecipeOutput;
 use shared_sim::protocol::{DeckEntry, ErrorCode, LobbyServerMessage, MAX_DECK_NAME_CHARS};
@@ -103,11 +104,16 @@ impl Bridge {
             .await?
             .map(|u| u.username)
             .unwrap_or_else(|| format!("player {user}"));
-        let request = matchmaking::service::HubPlaceRequest {
+        let request = HubPlaceRequest {
             user_id: user,
             name,
         };
-        match self.place("hub", &request).await {
+        let placed = self
+            .matchmaking
+            .open_hub(&request)
+            .await
+            .map(|r| (r.server_addr, r.connect_token, r.ws_url));
+        match place_token(placed) {
             Ok((server_addr, connect_token, ws_url)) => self.send(
                 user,
                 LobbyServerMessage::HubReady {
@@ -130,8 +136,13 @@ impl Bridge {
 
     /// Matchmaking opens the farm on an instance server and mints its token.
     async fn enter_farm(&self, user: UserId) {
-        let request = matchmaking::service::FarmRequest { user_id: user };
-        match self.place("farms", &request).await {
+        let request = FarmRequest { user_id: user };
+        let placed = self
+            .matchmaking
+            .open_farm(&request)
+            .await
+            .map(|r| (r.server_addr, r.connect_token, r.ws_url));
+        match place_token(placed) {
             Ok((server_addr, connect_token, ws_url)) => self.send(
                 user,
                 LobbyServerMessage::FarmReady {
@@ -149,38 +160,6 @@ impl Bridge {
                 );
             }
         }
-    }
-
-    /// `POST /v1/matchmaking/{what}`: an instance address, the token bytes for it, and the
-    /// instance's WebSocket URL.
-    async fn place(
-        &self,
-        what: &str,
-        request: &impl serde::Serialize,
-    ) -> Result<(std::net::SocketAddr, Vec<u8>, Option<String>), String> {
-        /// What matchmaking's farm and hub answers have in common.
-        #[derive(serde::Deserialize)]
-        struct Ready {
-            server_addr: std::net::SocketAddr,
-            connect_token: String,
-            #[serde(default)]
-            ws_url: Option<String>,
-        }
-        let r = self
-            .http
-            .post(format!("{}/v1/matchmaking/{what}", self.matchmaking_url))
-            .bearer_auth(&*self.service_token)
-            .json(request)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !r.status().is_success() {
-            return Err(format!("matchmaking answered {}", r.status()));
-        }
-        let ready = r.json::<Ready>().await.map_err(|e| e.to_string())?;
-        let bytes = crate::bridge::token_bytes(&ready.connect_token)
-            .ok_or("matchmaking sent an undecodable token")?;
-        Ok((ready.server_addr, bytes, ready.ws_url))
     }
 
     async fn send_inventory(&self, user: UserId) -> Result<(), StoreError> {
@@ -330,4 +309,15 @@ impl Bridge {
             .await?;
         self.send_decks(user).await
     }
+}
+
+/// Matchmaking's answer for a farm or hub place (address, base64 token, WebSocket URL) with the
+/// token's bytes decoded.
+fn place_token(
+    placed: Result<(std::net::SocketAddr, String, Option<String>), contracts::CallError>,
+) -> Result<(std::net::SocketAddr, Vec<u8>, Option<String>), String> {
+    let (server_addr, token, ws_url) = placed.map_err(|e| e.to_string())?;
+    let bytes =
+        crate::bridge::token_bytes(&token).ok_or("matchmaking sent an undecodable token")?;
+    Ok((server_addr, bytes, ws_url))
 }

@@ -51,7 +51,7 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
     let key = token::NetcodeKey::load(config.netcode_key_file.as_deref())
         .context("loading the netcode key")?;
     let service_token = load_service_token(config.service_token_file.as_deref())?;
-    let database = store::resolve_url(&config.database, config.database_url_file.as_deref())?;
+    let database = config.db.url()?;
     let data = shared_sim::GameData::load_dir(&config.cards)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading card data from {}", config.cards.display()))?;
@@ -99,37 +99,42 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         ws.url
     });
     let store = runtime
-        .block_on(store::Store::connect(
+        .block_on(store::Store::open(
             &database,
             &store::PoolSettings::default(),
+            config.db.skip_migrations,
         ))
-        .with_context(|| format!("connecting to {}", store::redact(&database)))?;
-    runtime
-        .block_on(store.prepare(config.skip_migrations))
-        .context("preparing the database")?;
+        .with_context(|| format!("opening the database {}", store::redact(&database)))?;
     let (reply_tx, reply_rx) = tokio::sync::mpsc::unbounded_channel();
     let reply_tx_bus = reply_tx.clone();
     let (job_tx, job_rx) = tokio::sync::mpsc::unbounded_channel();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let service_token: std::sync::Arc<str> = service_token.into();
     let bridge = bridge::Bridge {
         store,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?,
-        matchmaking_url: config.matchmaking_url.trim_end_matches('/').to_string(),
-        auth_url: config.auth_url.trim_end_matches('/').to_string(),
-        service_token: service_token.into(),
+        matchmaking: contracts::matchmaking::MatchmakingClient::new(
+            http.clone(),
+            &config.matchmaking_url,
+            service_token.clone(),
+        ),
+        auth_feed: contracts::auth::AuthFeedClient::new(http, &config.auth_url),
+        service_token,
         server_id: server_id.clone(),
         replies: reply_tx,
         data: shared_sim::data::DataHandle::new(data),
     };
-    shared_sim::data::watch(
+    card_reload::watch(
         config.cards.clone(),
         bridge.data.clone(),
         Duration::from_secs(2),
-        shared_sim::data::log_reload,
+        card_reload::log_reload,
     )
     .context("starting the card data watch")?;
-    let status = Arc::new(std::sync::Mutex::new(serde_json::Value::Null));
+    let status = Arc::new(std::sync::Mutex::new(
+        contracts::connection::v1::Status::default(),
+    ));
     let readiness = telemetry::Readiness::new(false);
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.http))

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
-use matchmaking::service::UpdateKind;
+use contracts::matchmaking::v1::UpdateKind;
 use renet::{ClientId, ServerEvent};
 use shared_net::Shard;
 use shared_sim::protocol::{
@@ -91,7 +91,7 @@ pub struct Lobby {
     /// tokens live one minute, so older revocations cannot be presented again).
     pub revoked: HashMap<[u8; 16], Instant>,
     pub limits: Limits,
-    pub status: std::sync::Arc<std::sync::Mutex<serde_json::Value>>,
+    pub status: std::sync::Arc<std::sync::Mutex<contracts::connection::v1::Status>>,
     /// The bus, when Kafka is configured (several connection servers).
     pub bus: Option<LobbyBus>,
     /// Players online on other connection servers, as their events told: presence and the
@@ -115,7 +115,7 @@ impl Lobby {
         jobs: UnboundedSender<Job>,
         replies: tokio::sync::mpsc::UnboundedReceiver<Reply>,
         limits: Limits,
-        status: std::sync::Arc<std::sync::Mutex<serde_json::Value>>,
+        status: std::sync::Arc<std::sync::Mutex<contracts::connection::v1::Status>>,
     ) -> Self {
         Self {
             shards,
@@ -394,13 +394,21 @@ pub fn lobby_frame(mut lobby: ResMut<Lobby>) {
             .sum();
         metrics::gauge!("croft_connection_clients_connected").set(connected as f64);
         if let Ok(mut s) = lobby.status.lock() {
-            *s = serde_json::json!({
-                "connected": connected,
-                "sessions": lobby.sessions.len(),
-                "sockets": lobby.shards.iter().map(|s| s.public_addr.to_string()).collect::<Vec<_>>(),
-                "remote_players": lobby.remote.len(),
-                "bus": lobby.bus.as_ref().map(|b| b.counters.snapshot()),
-            });
+            *s = contracts::connection::v1::Status {
+                connected,
+                sessions: lobby.sessions.len(),
+                sockets: lobby
+                    .shards
+                    .iter()
+                    .map(|s| s.public_addr.to_string())
+                    .collect(),
+                remote_players: lobby.remote.len(),
+                bus: lobby
+                    .bus
+                    .as_ref()
+                    .map(|b| b.counters.snapshot())
+                    .unwrap_or_default(),
+            };
         }
     }
 }
@@ -708,7 +716,7 @@ fn apply_bus_event(lobby: &mut Lobby, env: events::Envelope) {
     }
 }
 
-fn apply_update(lobby: &mut Lobby, update: matchmaking::service::Update) {
+fn apply_update(lobby: &mut Lobby, update: contracts::matchmaking::v1::Update) {
     let user = update.user_id;
     match update.kind {
         UpdateKind::QueueLeft { reason } => {

@@ -9,6 +9,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use contracts::instance::v1::{HUB, HubRequest, HubResponse};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -48,16 +49,17 @@ fn main() -> anyhow::Result<()> {
     let mut walkers = Vec::with_capacity(players);
     for i in 0..players as u64 {
         let user = 1_000 + i;
-        let answer: serde_json::Value = http
-            .post(format!("{}/v1/hub", server.control_url()))
+        let answer: HubResponse = http
+            .post(format!("{}{HUB}", server.control_url()))
             .bearer_auth(&server.control_token)
-            .json(&serde_json::json!({ "user_id": user, "name": format!("walker {i}") }))
+            .json(&HubRequest {
+                user_id: user,
+                name: format!("walker {i}"),
+            })
             .send()?
             .error_for_status()?
             .json()?;
-        let addr = answer["server_addr"].as_str().unwrap_or_default().parse()?;
-        let hub_id = answer["hub_id"].as_u64().unwrap_or(0) as u32;
-        let token = issuer.mint_hub(addr, user, hub_id)?;
+        let token = issuer.mint_hub(answer.server_addr, user, answer.hub_id)?;
         let now = Instant::now();
         walkers.push(Walker {
             user,

@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use contracts::instance::v1::ReadyInfo;
 use headless_bot::dev::DevMatchmaker;
 use headless_bot::{MatchPlayer, Pacing, percentile};
-use server_instance::ReadyInfo;
 use shared_sim::GameData;
 use telemetry::ProcessStats;
 

@@ -14,7 +14,12 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use contracts::ApiError;
+use contracts::instance::v1::{
+    CAPACITY, Capacity, CreateMatchRequest, CreateMatchResponse, DRAIN, EndedMatch, FARMS, HUB,
+    HubRequest, HubResponse, MATCHES, MatchesQuery, MatchesReport, OpenFarmRequest,
+    OpenFarmResponse,
+};
 use shared_sim::GameData;
 use shared_sim::plugin::{MatchId, MatchSpec, UserId};
 use tokio::sync::mpsc::UnboundedSender;
@@ -72,29 +77,6 @@ pub struct ControlShared {
 
 /// How many ended matches the control API remembers for collection.
 pub const ENDED_KEPT: usize = 10_000;
-
-/// A match that ended, as the allocator collects it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndedMatch {
-    /// Increases by one per ended match on this instance.
-    pub seq: u64,
-    pub match_id: MatchId,
-    pub players: [UserId; 2],
-    /// `None`: a draw or an aborted match.
-    pub winner: Option<UserId>,
-    /// `HeroDied`, `Concede`, `Forfeit`, `TurnLimit` or `Aborted`.
-    pub reason: String,
-    pub turns: u32,
-    pub data_version: u64,
-}
-
-/// `GET /v1/matches?after=SEQ`: what runs, and what ended after `after`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MatchesReport {
-    pub live: Vec<MatchId>,
-    pub ended: Vec<EndedMatch>,
-    pub draining: bool,
-}
 
 impl ControlShared {
     pub fn new(
@@ -221,47 +203,13 @@ struct ControlState {
     commands: UnboundedSender<ControlCommand>,
 }
 
-/// A match to create. Decks are card id lists, or names of starter decks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CreateMatchRequest {
-    pub match_id: MatchId,
-    pub players: [UserId; 2],
-    #[serde(default)]
-    pub decks: Option<[Vec<String>; 2]>,
-    #[serde(default)]
-    pub starter_decks: Option<[String; 2]>,
-    #[serde(default)]
-    pub seed: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CreateMatchResponse {
-    pub match_id: MatchId,
-    /// The UDP address the players' connect tokens must name.
-    pub server_addr: SocketAddr,
-    /// Where WebSocket clients connect with the same tokens (`--ws`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ws_url: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Capacity {
-    pub max_matches: usize,
-    pub running: usize,
-    pub free: usize,
-    pub draining: bool,
-    pub clients_connected: usize,
-}
-
-pub use telemetry::ApiError;
-
 pub fn router(shared: Arc<ControlShared>, commands: UnboundedSender<ControlCommand>) -> Router {
     Router::new()
-        .route("/v1/matches", post(create_match).get(list_matches))
-        .route("/v1/capacity", get(capacity))
-        .route("/v1/drain", post(drain))
-        .route("/v1/farms", post(open_farm))
-        .route("/v1/hub", post(keep_hub_place))
+        .route(MATCHES, post(create_match).get(list_matches))
+        .route(CAPACITY, get(capacity))
+        .route(DRAIN, post(drain))
+        .route(FARMS, post(open_farm))
+        .route(HUB, post(keep_hub_place))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(ControlState { shared, commands })
 }
@@ -291,20 +239,13 @@ async fn capacity(
     }))
 }
 
-#[derive(Debug, Deserialize)]
-struct AfterQuery {
-    #[serde(default)]
-    after: u64,
-}
-
 async fn list_matches(
     State(state): State<ControlState>,
     headers: HeaderMap,
-    query: Result<axum::extract::Query<AfterQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<axum::extract::Query<MatchesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<MatchesReport>, ApiError> {
     check_auth(&state, &headers)?;
-    let axum::extract::Query(q) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let axum::extract::Query(q) = query?;
     Ok(Json(state.shared.report(q.after)))
 }
 
@@ -324,8 +265,7 @@ async fn create_match(
     body: Result<Json<CreateMatchRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<CreateMatchResponse>), ApiError> {
     check_auth(&state, &headers)?;
-    let Json(req) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let Json(req) = body?;
     let shared = &state.shared;
     if shared.draining.load(Ordering::SeqCst) {
         return Err(ApiError::new(
@@ -365,11 +305,7 @@ async fn create_match(
             let mut b = [0u8; 8];
             getrandom::fill(&mut b).map_err(|e| {
                 tracing::error!(error = %e, "no OS randomness for a match seed");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
+                ApiError::internal()
             })?;
             u64::from_le_bytes(b)
         }
@@ -389,13 +325,7 @@ async fn create_match(
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
     })?;
     let shard = {
-        let mut live = shared.live.lock().map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
-        })?;
+        let mut live = shared.live.lock().map_err(|_| ApiError::internal())?;
         if shared.draining.load(Ordering::SeqCst) {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -470,29 +400,13 @@ async fn create_match(
     ))
 }
 
-/// `POST /v1/farms`: host a player's farm here.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OpenFarmRequest {
-    pub user_id: UserId,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OpenFarmResponse {
-    pub user_id: UserId,
-    /// The UDP address the player's farm token must name.
-    pub server_addr: SocketAddr,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ws_url: Option<String>,
-}
-
 async fn open_farm(
     State(state): State<ControlState>,
     headers: HeaderMap,
     body: Result<Json<OpenFarmRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<OpenFarmResponse>), ApiError> {
     check_auth(&state, &headers)?;
-    let Json(req) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let Json(req) = body?;
     let shared = &state.shared;
     let unavailable = |code: &'static str, msg: &str| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, msg.to_string())
@@ -551,31 +465,13 @@ async fn open_farm(
     Ok((StatusCode::CREATED, answer))
 }
 
-/// `POST /v1/hub`: keep a place for a player in a common-area shard.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HubRequest {
-    pub user_id: UserId,
-    /// The name other players see.
-    pub name: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HubResponse {
-    pub hub_id: u32,
-    /// The UDP address the player's hub token must name.
-    pub server_addr: SocketAddr,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ws_url: Option<String>,
-}
-
 async fn keep_hub_place(
     State(state): State<ControlState>,
     headers: HeaderMap,
     body: Result<Json<HubRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<HubResponse>, ApiError> {
     check_auth(&state, &headers)?;
-    let Json(req) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let Json(req) = body?;
     let shared = &state.shared;
     let name = req.name.trim().to_string();
     if req.user_id == 0 || name.is_empty() || name.chars().count() > 64 {
@@ -595,13 +491,7 @@ async fn keep_hub_place(
     let hub_id = shared
         .hub_book
         .lock()
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
-        })?
+        .map_err(|_| ApiError::internal())?
         .keep(req.user_id, shared.hub_capacity, std::time::Instant::now());
     if state
         .commands

@@ -308,7 +308,8 @@ fn apply_changes(items: &mut HashMap<String, u32>, changes: &[ItemChange]) {
     }
 }
 
-/// Runs every frame: write results, client input, growth, periodic saves and closing.
+/// Runs on every simulation tick (`FixedUpdate`): write results, client input, growth,
+/// periodic saves and closing.
 pub(crate) fn farm_system(
     mut farms: ResMut<Farms>,
     mut net: ResMut<NetServer>,

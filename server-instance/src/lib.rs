@@ -11,7 +11,6 @@ pub mod hub;
 pub mod net;
 pub mod persist;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -19,7 +18,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bevy::app::ScheduleRunnerPlugin;
 use bevy::prelude::*;
-use serde::{Deserialize, Serialize};
 use shared_sim::GameData;
 use shared_sim::plugin::{
     CardMatch, CommandKind, MatchCommand, MatchInbox, MatchIndex, MatchOutbox, MatchOutput,
@@ -28,19 +26,10 @@ use shared_sim::plugin::{
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 pub use config::InstanceConfig;
+use contracts::instance::v1::ReadyInfo;
 use control::{ControlCommand, ControlShared};
 use net::{NetServer, NetSystems};
 use persist::RecordSink;
-
-/// Where a started server listens; written to `--ready-file` as JSON.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReadyInfo {
-    pub http: SocketAddr,
-    pub udp: Vec<SocketAddr>,
-    /// The WebSocket URL, when `--ws` is set.
-    #[serde(default)]
-    pub ws: Option<String>,
-}
 
 #[derive(Resource)]
 pub(crate) struct Control {
@@ -159,11 +148,11 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         None => (None, std::sync::mpsc::channel().1),
     };
     let shared = Arc::new(control_shared);
-    shared_sim::data::watch(
+    card_reload::watch(
         config.cards.clone(),
         shared.data.clone(),
         Duration::from_secs(2),
-        shared_sim::data::log_reload,
+        card_reload::log_reload,
     )
     .context("starting the card data watch")?;
     let (tx, rx) = unbounded_channel();
@@ -430,15 +419,17 @@ fn route_outbox(
                     reason: reason.clone(),
                     turns: record.turns,
                 });
-                control.shared.push_ended(control::EndedMatch {
-                    seq: 0,
-                    match_id: record.match_id,
-                    players: record.players,
-                    winner: record.result.winner.map(|s| record.players[s.index()]),
-                    reason,
-                    turns: record.turns,
-                    data_version: record.data_version,
-                });
+                control
+                    .shared
+                    .push_ended(contracts::instance::v1::EndedMatch {
+                        seq: 0,
+                        match_id: record.match_id,
+                        players: record.players,
+                        winner: record.result.winner.map(|s| record.players[s.index()]),
+                        reason,
+                        turns: record.turns,
+                        data_version: record.data_version,
+                    });
                 for user in record.players {
                     net.away.remove(&(record.match_id, user));
                     net.close_later(record.match_id, user, CLOSE_AFTER_END);

@@ -1,10 +1,12 @@
 //! The game itself, shared by every server, the bot and client SDKs: card data and its
-//! validation, the match rules as pure functions, the wire protocol, and the Bevy plugin that
-//! runs matches in `FixedUpdate`. No sockets, no async runtime, no database.
+//! validation, the match rules as pure functions, and the wire protocol. No sockets, no async
+//! runtime, no database, no logging. Feature `plugin` adds the Bevy plugin that runs matches in
+//! `FixedUpdate` (servers enable it; clients build without Bevy).
 
 pub mod data;
 pub mod farm;
 pub mod hub;
+#[cfg(feature = "plugin")]
 pub mod plugin;
 pub mod protocol;
 pub mod rng;
@@ -12,4 +14,10 @@ pub mod rules;
 pub mod view;
 
 pub use data::GameData;
-pub use plugin::{MatchId, MatchPlugin, MatchSystems, UserId};
+#[cfg(feature = "plugin")]
+pub use plugin::{MatchPlugin, MatchSystems};
+
+/// A match's id, below 2^53 so JSON readers in any language keep it exact.
+pub type MatchId = u64;
+/// A player's account id.
+pub type UserId = u64;

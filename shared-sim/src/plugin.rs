@@ -17,8 +17,7 @@ use crate::rules::{
 };
 use crate::view::MatchSnapshot;
 
-pub type MatchId = u64;
-pub type UserId = u64;
+pub use crate::{MatchId, UserId};
 
 /// The ordered steps of one match tick.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]

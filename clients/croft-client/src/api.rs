@@ -1,41 +1,18 @@
 //! The auth service's REST API, as a client calls it.
 
-use std::net::SocketAddr;
-
 use anyhow::{Context, bail};
+use contracts::ErrorBody;
+use contracts::auth::v1::{
+    CONNECT_TOKEN, ConnectTokenResponse, LOGIN, LOGOUT, LoginRequest, REFRESH, RefreshRequest,
+};
 use renet_netcode::ConnectToken;
 use serde::Deserialize;
 
-/// What a login (or refresh) returns.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SessionTokens {
-    pub access_token: String,
-    pub refresh_token: String,
-    pub expires_in: u64,
-    pub connect_token: String,
-    pub connection_servers: Vec<SocketAddr>,
-    /// The connection servers' WebSocket URLs (the same token is good on each).
-    #[serde(default)]
-    pub connection_ws_urls: Vec<String>,
-    pub user_id: u64,
-    pub session_id: String,
-}
+pub use contracts::auth::v1::SessionTokens;
 
-impl SessionTokens {
-    pub fn netcode_token(&self) -> anyhow::Result<ConnectToken> {
-        crate::decode_connect_token(&self.connect_token).context("decoding the connect token")
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
+/// The netcode connect token of a login or refresh answer.
+pub fn netcode_token(session: &SessionTokens) -> anyhow::Result<ConnectToken> {
+    crate::decode_connect_token(&session.connect_token).context("decoding the connect token")
 }
 
 /// A blocking client of the auth service.
@@ -71,8 +48,11 @@ impl AuthApi {
     pub fn login(&self, username: &str, password: &str) -> anyhow::Result<SessionTokens> {
         let resp = self
             .http
-            .post(format!("{}/v1/auth/login", self.base))
-            .json(&serde_json::json!({ "username": username, "password": password }))
+            .post(format!("{}{LOGIN}", self.base))
+            .json(&LoginRequest {
+                username: username.to_string(),
+                password: password.to_string(),
+            })
             .send()
             .context("calling login")?;
         Self::answer(resp)
@@ -81,8 +61,10 @@ impl AuthApi {
     pub fn refresh(&self, refresh_token: &str) -> anyhow::Result<SessionTokens> {
         let resp = self
             .http
-            .post(format!("{}/v1/auth/refresh", self.base))
-            .json(&serde_json::json!({ "refresh_token": refresh_token }))
+            .post(format!("{}{REFRESH}", self.base))
+            .json(&RefreshRequest {
+                refresh_token: refresh_token.to_string(),
+            })
             .send()
             .context("calling refresh")?;
         Self::answer(resp)
@@ -91,7 +73,7 @@ impl AuthApi {
     pub fn logout(&self, access_token: &str) -> anyhow::Result<()> {
         let resp = self
             .http
-            .post(format!("{}/v1/auth/logout", self.base))
+            .post(format!("{}{LOGOUT}", self.base))
             .bearer_auth(access_token)
             .send()
             .context("calling logout")?;
@@ -103,17 +85,13 @@ impl AuthApi {
 
     /// A fresh connect token for the connection server.
     pub fn connect_token(&self, access_token: &str) -> anyhow::Result<ConnectToken> {
-        #[derive(Deserialize)]
-        struct Fresh {
-            connect_token: String,
-        }
         let resp = self
             .http
-            .post(format!("{}/v1/auth/connect-token", self.base))
+            .post(format!("{}{CONNECT_TOKEN}", self.base))
             .bearer_auth(access_token)
             .send()
             .context("calling connect-token")?;
-        let fresh: Fresh = Self::answer(resp)?;
+        let fresh: ConnectTokenResponse = Self::answer(resp)?;
         crate::decode_connect_token(&fresh.connect_token).context("decoding the connect token")
     }
 }

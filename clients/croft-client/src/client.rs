@@ -824,8 +824,7 @@ impl Client {
             Ok(a) => a,
             Err(e) => return self.events.push(ClientEvent::LoginFailed(e)),
         };
-        let lobby = session
-            .netcode_token()
+        let lobby = crate::api::netcode_token(&session)
             .map_err(|e| format!("{e:#}"))
             .and_then(|t| Lobby::connect(t).map_err(|e| e.to_string()));
         match lobby {

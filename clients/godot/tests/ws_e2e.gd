@@ -7,7 +7,7 @@
 #     godot3-server --path clients/godot/tests -s ws_e2e.gd
 #
 # Prints PASSED and exits 0 only when the match ended (its MatchEnded event arrived on the
-# instance connection); 1 on any failure, 2 on a time-out. (services/croft/tests/godot.rs runs
+# instance connection); 1 on any failure, 2 on a time-out. (bin/croft/tests/godot.rs runs
 # it against `croft up` with a bot as the opponent.)
 extends SceneTree
 

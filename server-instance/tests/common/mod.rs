@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use contracts::instance::v1::ReadyInfo;
 use headless_bot::dev::DevMatchmaker;
-use server_instance::ReadyInfo;
 use shared_sim::GameData;
 use token::{ConnectTokenIssuer, NetcodeKey};
 

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use auth::Passwords;
-use auth::service::{AuthState, SessionTokens, router};
+use auth::service::{AuthState, router};
+use contracts::auth::v1::SessionTokens;
 use token::jwt::{JwtKeys, SigningKeyPair};
 
 // The allocator of the `croft` binary that serves logins in production.

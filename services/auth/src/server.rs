@@ -18,20 +18,8 @@ pub struct AuthConfig {
     /// HTTP listen address.
     #[arg(long, env = "CROFT_AUTH_HTTP", default_value = "127.0.0.1:7000")]
     pub http: SocketAddr,
-    /// `postgres://…` or `sqlite://PATH`.
-    #[arg(
-        long,
-        env = "CROFT_DATABASE_URL",
-        default_value = "sqlite://data/croft.db"
-    )]
-    pub database: String,
-    /// A file holding the database URL (a mounted secret); wins over --database.
-    #[arg(long, env = "CROFT_DATABASE_URL_FILE")]
-    pub database_url_file: Option<PathBuf>,
-    /// Do not migrate at start-up; only check that the schema is current and stop if not
-    /// (for a database role without DDL rights; `croft migrate` runs them as another role).
-    #[arg(long, env = "CROFT_SKIP_MIGRATIONS")]
-    pub skip_migrations: bool,
+    #[command(flatten)]
+    pub db: store::DatabaseArgs,
     /// The JWT signing key (64 hex characters, an Ed25519 seed).
     #[arg(long, env = "CROFT_JWT_KEY_FILE")]
     pub jwt_key_file: Option<PathBuf>,
@@ -113,7 +101,7 @@ fn dev_key_file(path: &Path, make: impl FnOnce() -> anyhow::Result<String>) -> a
 /// Builds the service state from the configuration, refusing missing or weak secrets.
 pub async fn build_state(config: &AuthConfig) -> anyhow::Result<AuthState> {
     let mut config = config.clone();
-    config.database = store::resolve_url(&config.database, config.database_url_file.as_deref())?;
+    let database = config.db.url()?;
     if config.dev {
         tracing::warn!(
             data_dir = %config.data_dir.display(),
@@ -156,19 +144,13 @@ pub async fn build_state(config: &AuthConfig) -> anyhow::Result<AuthState> {
     }
     let netcode =
         NetcodeKey::load(config.netcode_key_file.as_deref()).context("loading the netcode key")?;
-    if let Some(path) = config.database.strip_prefix("sqlite://")
-        && let Some(parent) = Path::new(path.split('?').next().unwrap_or(path)).parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent)?;
-    }
-    let store = store::Store::connect(&config.database, &store::PoolSettings::default())
-        .await
-        .with_context(|| format!("connecting to {}", store::redact(&config.database)))?;
-    store
-        .prepare(config.skip_migrations)
-        .await
-        .context("preparing the database")?;
+    let store = store::Store::open(
+        &database,
+        &store::PoolSettings::default(),
+        config.db.skip_migrations,
+    )
+    .await
+    .with_context(|| format!("opening the database {}", store::redact(&database)))?;
     let mut state = AuthState::new(
         store,
         Passwords::new(config.max_concurrent_hashes)?,

@@ -6,13 +6,17 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use serde::{Deserialize, Serialize};
+use contracts::auth::v1::{
+    ADMIN_USERS, CONNECT_TOKEN, ConnectTokenResponse, CreateUserRequest, CreatedUser, INTROSPECT,
+    IntrospectRequest, IntrospectResponse, JWKS, LOGIN, LOGOUT, LoginRequest, OPENAPI, REFRESH,
+    REVOCATIONS, RefreshRequest, RevocationFeed, RevocationsQuery, RevokedTag, SessionTokens,
+};
+use contracts::{ApiError, ErrorBody, ErrorDetail};
 use sha2::{Digest, Sha256};
 use shared_sim::protocol::{TokenKind, TokenUserData};
 use store::{NewRefresh, RefreshOutcome, Store, StoreError};
@@ -95,78 +99,22 @@ impl SessionCache {
     }
 }
 
-/// A JSON error with a stable code; internal details go to the log only.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    retry_after: Option<u64>,
+/// "Unknown user or wrong password", the same for both.
+fn invalid_credentials() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "unknown user or wrong password",
+    )
 }
 
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "unknown user or wrong password",
-        )
-    }
-}
-
-/// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// Stable, machine-readable: `invalid_credentials`, `token_reused`, `busy`, `rate_limited`, ...
-    pub code: String,
-    /// For people; never contains internals.
-    pub message: String,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code.to_string(),
-                message: self.message,
-            },
-        };
-        let mut response = (self.status, Json(body)).into_response();
-        if let Some(secs) = self.retry_after
-            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        response
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+/// A database failure as an answer: the details go to the log.
+fn store_error(e: StoreError) -> ApiError {
+    {
         match e {
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %e, "database unavailable");
-                let mut err = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "try again shortly",
-                );
-                err.retry_after = Some(1);
-                err
+                ApiError::unavailable("unavailable", "try again shortly").retry_after(1)
             }
             StoreError::Conflict(what) => ApiError::new(
                 StatusCode::CONFLICT,
@@ -176,90 +124,47 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", "not found"),
             other => {
                 tracing::error!(error = %other, "database error");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
+                ApiError::internal()
             }
         }
     }
 }
 
-impl From<PasswordError> for ApiError {
-    fn from(e: PasswordError) -> Self {
+/// A failed password check as an answer: the details go to the log.
+fn password_error(e: PasswordError) -> ApiError {
+    {
         match e {
             PasswordError::Busy => {
-                let mut err = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    "too many logins in progress",
-                );
-                err.retry_after = Some(1);
-                err
+                ApiError::unavailable("busy", "too many logins in progress").retry_after(1)
             }
-            PasswordError::Length => ApiError::unauthorized(),
+            PasswordError::Length => invalid_credentials(),
             other => {
                 tracing::error!(error = %other, "password check failed");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error",
-                )
+                ApiError::internal()
             }
         }
     }
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct LoginRequest {
-    pub username: String,
-    pub password: String,
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct RefreshRequest {
-    pub refresh_token: String,
-}
-
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SessionTokens {
-    pub token_type: String,
-    pub access_token: String,
-    /// Seconds until the access token expires.
-    pub expires_in: u64,
-    pub refresh_token: String,
-    /// A netcode connect token (base64) for one of `connection_servers`.
-    pub connect_token: String,
-    #[schema(value_type = Vec<String>, example = json!(["127.0.0.1:5100"]))]
-    pub connection_servers: Vec<SocketAddr>,
-    /// The connection servers' WebSocket URLs (web clients connect to one with the same
-    /// token); empty when none accepts WebSocket clients.
-    #[serde(default)]
-    pub connection_ws_urls: Vec<String>,
-    pub user_id: i64,
-    pub session_id: String,
 }
 
 /// What the internal listener (`--metrics`) serves besides `/metrics` and health: the
 /// revocation feed, for game servers inside the cluster (plain HTTP, no edge).
 pub fn internal_router(state: AuthState) -> Router {
     Router::new()
-        .route("/v1/auth/revocations", get(revocations))
+        .route(REVOCATIONS, get(revocations))
         .with_state(state)
 }
 
 pub fn router(state: AuthState) -> Router {
     Router::new()
-        .route("/v1/auth/login", post(login))
-        .route("/v1/auth/refresh", post(refresh))
-        .route("/v1/auth/logout", post(logout))
-        .route("/v1/auth/connect-token", post(connect_token))
-        .route("/v1/auth/introspect", post(introspect))
-        .route("/v1/auth/revocations", get(revocations))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/v1/admin/users", post(admin_create_user))
-        .route("/openapi.json", get(openapi_json))
+        .route(LOGIN, post(login))
+        .route(REFRESH, post(refresh))
+        .route(LOGOUT, post(logout))
+        .route(CONNECT_TOKEN, post(connect_token))
+        .route(INTROSPECT, post(introspect))
+        .route(REVOCATIONS, get(revocations))
+        .route(JWKS, get(jwks))
+        .route(ADMIN_USERS, post(admin_create_user))
+        .route(OPENAPI, get(openapi_json))
         .with_state(state)
 }
 
@@ -270,11 +175,7 @@ fn random_token(bytes: usize) -> Result<String, ApiError> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| {
         tracing::error!(error = %e, "no OS randomness");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
+        ApiError::internal()
     })?;
     Ok(B64URL.encode(buf))
 }
@@ -314,13 +215,7 @@ impl AuthState {
     }
 
     fn keys(&self) -> Result<std::sync::RwLockReadGuard<'_, JwtKeys>, ApiError> {
-        self.jwt.read().map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
-        })
+        self.jwt.read().map_err(|_| ApiError::internal())
     }
 
     fn tokens(
@@ -342,7 +237,7 @@ impl AuthState {
             connect_token: connect,
             connection_servers: self.connection_servers.clone(),
             connection_ws_urls: self.connection_ws_urls.clone(),
-            user_id,
+            user_id: user_id as u64,
             session_id: session_id.to_string(),
         })
     }
@@ -402,7 +297,13 @@ impl AuthState {
                 "the access token is not valid",
             )
         })?;
-        if self.sessions.revoked(&self.store, &claims.sid).await? != Some(false) {
+        if self
+            .sessions
+            .revoked(&self.store, &claims.sid)
+            .await
+            .map_err(store_error)?
+            != Some(false)
+        {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "session_revoked",
@@ -415,27 +316,13 @@ impl AuthState {
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "token error");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error",
-    )
+    ApiError::internal()
 }
 
 fn json_body<T>(
     body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
 ) -> Result<T, ApiError> {
-    body.map(|Json(v)| v).map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request body too large",
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
-        }
-    })
+    Ok(body?.0)
 }
 
 #[utoipa::path(post, path = "/v1/auth/login", request_body = LoginRequest,
@@ -457,29 +344,33 @@ async fn login(
         peer.map(|axum::Extension(axum::extract::ConnectInfo(addr))| edge::limit_key(addr.ip()));
     if req.username.len() > MAX_USERNAME_BYTES {
         // No such account can exist; answering here keeps attacker strings out of the backoff map.
-        return Err(ApiError::unauthorized());
+        return Err(invalid_credentials());
     }
     let account = store::username_key(&req.username);
     if let Some(wait) = state.backoff.check(&account, ip) {
-        let mut err = ApiError::new(
+        return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_failures",
             "too many failed logins; wait before trying again",
-        );
-        err.retry_after = Some(wait);
-        return Err(err);
+        )
+        .retry_after(wait));
     }
-    let user = state.store.user_by_name(&req.username).await?;
+    let user = state
+        .store
+        .user_by_name(&req.username)
+        .await
+        .map_err(store_error)?;
     // Unknown users are checked against a dummy hash: same cost, same answer.
     let ok = state
         .passwords
         .verify(req.password, user.as_ref().map(|u| u.password_hash.clone()))
-        .await?;
+        .await
+        .map_err(password_error)?;
     let user = match user {
         Some(u) if ok => u,
         _ => {
             state.backoff.failed(&account, ip);
-            return Err(ApiError::unauthorized());
+            return Err(invalid_credentials());
         }
     };
     state.backoff.succeeded(&account);
@@ -501,7 +392,8 @@ async fn login(
     state
         .store
         .open_session(user.id, &session_id, &refresh, &event)
-        .await?;
+        .await
+        .map_err(store_error)?;
     tracing::info!(user_id = user.id, "login");
     Ok(Json(state.tokens(user.id, &session_id, refresh_token)?))
 }
@@ -527,7 +419,8 @@ async fn refresh(
             &hash_refresh(&next),
             expires,
         )
-        .await?;
+        .await
+        .map_err(store_error)?;
     match outcome {
         RefreshOutcome::Rotated {
             user_id,
@@ -571,19 +464,14 @@ async fn logout(
 ) -> Result<StatusCode, ApiError> {
     let (user_id, session_id) = state.caller(&headers).await?;
     let event = events::Event::UserLogout { user_id }.outbox("auth");
-    state.store.logout(&session_id, &event).await?;
+    state
+        .store
+        .logout(&session_id, &event)
+        .await
+        .map_err(store_error)?;
     state.sessions.mark_revoked(&session_id);
     tracing::info!(user_id, "logout");
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ConnectTokenResponse {
-    pub connect_token: String,
-    #[schema(value_type = Vec<String>)]
-    pub connection_servers: Vec<SocketAddr>,
-    #[serde(default)]
-    pub connection_ws_urls: Vec<String>,
 }
 
 #[utoipa::path(post, path = "/v1/auth/connect-token", security(("bearer" = [])),
@@ -603,37 +491,24 @@ async fn connect_token(
     }))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct IntrospectRequest {
-    pub session_id: String,
-}
-
 /// Whether a session is still live: what game servers ask about the session in a connect token.
 #[utoipa::path(post, path = "/v1/auth/introspect", request_body = IntrospectRequest,
     responses(
-        (status = 200, description = "`{\"active\": bool}`", body = Object),
+        (status = 200, description = "Whether the session is live", body = IntrospectResponse),
         (status = 400, description = "Malformed request", body = ErrorBody),
     ))]
 async fn introspect(
     State(state): State<AuthState>,
     body: Result<Json<IntrospectRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<IntrospectResponse>, ApiError> {
     let req = json_body(body)?;
     let active = state
         .sessions
         .revoked(&state.store, &req.session_id)
-        .await?
+        .await
+        .map_err(store_error)?
         == Some(false);
-    Ok(Json(serde_json::json!({ "active": active })))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct RevocationsQuery {
-    /// Unix milliseconds; revocations at or after this time are listed.
-    pub since: i64,
-    /// Entries of the `since` millisecond to skip (the previous page's `next_skip`).
-    #[serde(default)]
-    pub skip: i64,
+    Ok(Json(IntrospectResponse { active }))
 }
 
 /// Most revocations in one page of the feed.
@@ -644,20 +519,20 @@ pub const REVOCATIONS_PAGE: i64 = 10_000;
 /// names no session and no user.
 #[utoipa::path(get, path = "/v1/auth/revocations", params(RevocationsQuery),
     responses(
-        (status = 200, description = "`{\"revoked\": [{\"tag\", \"revoked_at\"}], \"next_since\", \"next_skip\"}`", body = Object),
+        (status = 200, description = "Revoked session tags, oldest first, and where to ask next", body = RevocationFeed),
         (status = 400, description = "Missing or malformed `since`", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     ))]
 async fn revocations(
     State(state): State<AuthState>,
     query: Result<axum::extract::Query<RevocationsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<token::revocation::RevocationFeed>, ApiError> {
-    let axum::extract::Query(q) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+) -> Result<Json<RevocationFeed>, ApiError> {
+    let axum::extract::Query(q) = query?;
     let rows = state
         .store
         .revoked_since(q.since, q.skip.max(0), REVOCATIONS_PAGE)
-        .await?;
+        .await
+        .map_err(store_error)?;
     let next_since = rows.last().map(|r| r.revoked_at).unwrap_or(q.since);
     // Rows of the last millisecond in this page, plus those skipped before if it is `since`.
     let same = rows.iter().filter(|r| r.revoked_at == next_since).count() as i64;
@@ -666,10 +541,10 @@ async fn revocations(
     } else {
         same
     };
-    Ok(Json(token::revocation::RevocationFeed {
+    Ok(Json(RevocationFeed {
         revoked: rows
             .iter()
-            .map(|r| token::revocation::RevokedTag {
+            .map(|r| RevokedTag {
                 tag: token::revocation::tag_hex(&token::revocation::session_tag(&r.session_id)),
                 revoked_at: r.revoked_at,
             })
@@ -686,16 +561,10 @@ async fn jwks(State(state): State<AuthState>) -> Result<Json<serde_json::Value>,
     Ok(Json(keys.jwks()))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-pub struct CreateUserRequest {
-    pub username: String,
-    pub password: String,
-}
-
 /// Creates an account (registration is external: this is for the studio's own tools).
 #[utoipa::path(post, path = "/v1/admin/users", request_body = CreateUserRequest, security(("admin" = [])),
     responses(
-        (status = 201, description = "Created: `{\"user_id\", \"username\"}`", body = Object),
+        (status = 201, description = "Created", body = CreatedUser),
         (status = 400, description = "Bad username or weak password", body = ErrorBody),
         (status = 401, description = "No or wrong admin credential", body = ErrorBody),
         (status = 404, description = "Admin API disabled", body = ErrorBody),
@@ -705,7 +574,7 @@ async fn admin_create_user(
     State(state): State<AuthState>,
     headers: HeaderMap,
     body: Result<Json<CreateUserRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedUser>), ApiError> {
     let Some(expected) = state.admin_token.as_deref() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -739,12 +608,19 @@ async fn admin_create_user(
             PasswordError::Length => {
                 ApiError::new(StatusCode::BAD_REQUEST, "weak_password", e.to_string())
             }
-            other => ApiError::from(other),
+            other => password_error(other),
         })?;
-    let user = state.store.create_user(&req.username, &hash).await?;
+    let user = state
+        .store
+        .create_user(&req.username, &hash)
+        .await
+        .map_err(store_error)?;
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({ "user_id": user.id, "username": user.username })),
+        Json(CreatedUser {
+            user_id: user.id,
+            username: user.username,
+        }),
     ))
 }
 
@@ -766,7 +642,7 @@ impl utoipa::Modify for SecurityAddon {
 #[openapi(
     info(title = "croft auth", description = "Login, sessions and tokens"),
     paths(login, refresh, logout, connect_token, introspect, revocations, jwks, admin_create_user),
-    components(schemas(LoginRequest, RefreshRequest, SessionTokens, ConnectTokenResponse, IntrospectRequest, CreateUserRequest, ErrorBody, ErrorDetail)),
+    components(schemas(LoginRequest, RefreshRequest, SessionTokens, ConnectTokenResponse, IntrospectRequest, IntrospectResponse, RevocationFeed, RevokedTag, CreateUserRequest, CreatedUser, ErrorBody, ErrorDetail)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auth::Passwords;
-use auth::service::{AuthState, SessionTokens, router};
+use auth::service::{AuthState, router};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use contracts::auth::v1::SessionTokens;
 use store::Store;
 use token::jwt::{JwtKeys, SigningKeyPair};
 use tower::ServiceExt;
@@ -99,7 +100,7 @@ async fn login_refresh_reuse_logout_and_tokens() {
         let (s, body) = login(&app, "ALICE", "correct horse").await;
         assert_eq!(s, StatusCode::OK, "{engine}: {body}");
         let tokens: SessionTokens = serde_json::from_value(body).unwrap();
-        assert_eq!(tokens.user_id, alice.id);
+        assert_eq!(tokens.user_id, alice.id as u64);
         assert!(tokens.expires_in > 800 && tokens.expires_in <= 900);
         // The connect token binds the user and the session for the connection server.
         let ct = token::decode_token(&tokens.connect_token).unwrap();

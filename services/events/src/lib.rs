@@ -1,5 +1,5 @@
 //! Events: a versioned envelope around typed payloads, written to the outbox in the same
-//! transaction as the change they describe (the Kafka relay of issue 5 publishes them, one
+//! transaction as the change they describe (the outbox relay, `relay.rs`, publishes them, one
 //! topic per event type, keyed by [`Event::key`]).
 //!
 //! The JSON Schema of each event type is under `docs/events/`; a test checks events of every

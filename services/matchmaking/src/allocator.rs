@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use server_instance::ReadyInfo;
-use server_instance::control::{
-    Capacity, CreateMatchRequest, CreateMatchResponse, EndedMatch, MatchesReport,
+use contracts::CallError;
+use contracts::instance::InstanceClient;
+use contracts::instance::v1::{
+    CreateMatchRequest, EndedMatch, HubRequest, OpenFarmRequest, ReadyInfo,
 };
 use tokio::sync::Mutex;
 
@@ -63,56 +64,16 @@ pub enum AllocEvent {
     },
 }
 
-/// `POST /v1/matches` on an instance's control API. No answer is `Unknown` (the instance
-/// may have created it); an answer other than 2xx is `Refused`.
-pub(crate) async fn create_match(
-    http: &reqwest::Client,
-    token: &str,
-    control: &str,
-    request: &CreateMatchRequest,
-) -> Result<CreateMatchResponse, AllocError> {
-    control_post(http, token, format!("{control}/v1/matches"), request).await
-}
-
-/// A `POST` of JSON on an instance's control API, answered with JSON.
-pub(crate) async fn control_post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
-    http: &reqwest::Client,
-    token: &str,
-    url: String,
-    body: &B,
-) -> Result<T, AllocError> {
-    let resp = http
-        .post(url)
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| AllocError::Unknown(e.to_string()))?;
-    let status = resp.status();
-    if !status.is_success() {
-        let body = resp.text().await.unwrap_or_default();
-        return Err(AllocError::Refused(format!("{status}: {body}")));
+impl From<CallError> for AllocError {
+    /// No answer is `Unknown` (the instance may have acted on it); any other failure is
+    /// `Refused`.
+    fn from(e: CallError) -> Self {
+        if e.is_unreachable() {
+            AllocError::Unknown(e.to_string())
+        } else {
+            AllocError::Refused(e.to_string())
+        }
     }
-    resp.json()
-        .await
-        .map_err(|e| AllocError::Refused(e.to_string()))
-}
-
-/// A `GET` on an instance's control API (`/v1/capacity`, `/v1/matches?after=SEQ`), as JSON.
-pub(crate) async fn control_get<T: serde::de::DeserializeOwned>(
-    http: &reqwest::Client,
-    token: &str,
-    url: String,
-) -> Result<T, String> {
-    http.get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())
 }
 
 /// The matches an allocator placed on one instance, and how far it has read that instance's
@@ -173,53 +134,39 @@ pub trait Allocator: Send + Sync {
     ) -> BoxFuture<'_, Result<(u32, Endpoint), AllocError>>;
 }
 
-/// `POST /v1/farms` on an instance's control API: the address of the farm's socket.
+/// Opens `user`'s farm on the instance at `control`: the address of the farm's socket.
 pub(crate) async fn open_farm_on(
-    http: &reqwest::Client,
-    token: &str,
+    instances: &InstanceClient,
     control: &str,
     user: UserId,
 ) -> Result<Endpoint, AllocError> {
-    let request = server_instance::control::OpenFarmRequest { user_id: user };
-    control_post::<_, server_instance::control::OpenFarmResponse>(
-        http,
-        token,
-        format!("{control}/v1/farms"),
-        &request,
-    )
-    .await
-    .map(|r| Endpoint {
+    let r = instances
+        .open_farm(control, &OpenFarmRequest { user_id: user })
+        .await?;
+    Ok(Endpoint {
         server_addr: r.server_addr,
         ws_url: r.ws_url,
     })
 }
 
-/// `POST /v1/hub` on an instance's control API: the shard and the address of its socket.
+/// Keeps a place for `user` in the common area of the instance at `control`: the shard and the
+/// address of its socket.
 pub(crate) async fn keep_hub_place_on(
-    http: &reqwest::Client,
-    token: &str,
+    instances: &InstanceClient,
     control: &str,
     user: UserId,
     name: &str,
 ) -> Result<(u32, Endpoint), AllocError> {
-    let request = server_instance::control::HubRequest {
+    let request = HubRequest {
         user_id: user,
         name: name.to_string(),
     };
-    control_post::<_, server_instance::control::HubResponse>(
-        http,
-        token,
-        format!("{control}/v1/hub"),
-        &request,
-    )
-    .await
-    .map(|r| {
-        let endpoint = Endpoint {
-            server_addr: r.server_addr,
-            ws_url: r.ws_url,
-        };
-        (r.hub_id, endpoint)
-    })
+    let r = instances.keep_hub_place(control, &request).await?;
+    let endpoint = Endpoint {
+        server_addr: r.server_addr,
+        ws_url: r.ws_url,
+    };
+    Ok((r.hub_id, endpoint))
 }
 
 /// Tries the instances `hosts` (name, control URL) in order with `call`: the first that answers
@@ -303,7 +250,7 @@ struct Instance {
 
 pub struct LocalAllocator {
     config: LocalConfig,
-    http: reqwest::Client,
+    instances: InstanceClient,
     state: Mutex<Pool>,
 }
 
@@ -350,9 +297,10 @@ impl LocalAllocator {
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| AllocError::Start(e.to_string()))?;
+        let instances = InstanceClient::new(http, config.control_token.clone());
         let this = Self {
             config,
-            http,
+            instances,
             state: Mutex::new(Pool::default()),
         };
         {
@@ -412,13 +360,11 @@ impl LocalAllocator {
         instance.control = format!("http://{}", info.http);
         instance.udp = info.udp.clone();
         instance.ws = info.ws.clone();
-        let cap: Capacity = control_get(
-            &self.http,
-            &self.config.control_token,
-            format!("{}/v1/capacity", instance.control),
-        )
-        .await
-        .map_err(|e| AllocError::Start(format!("capacity of {id}: {e}")))?;
+        let cap = self
+            .instances
+            .capacity(&instance.control)
+            .await
+            .map_err(|e| AllocError::Start(format!("capacity of {id}: {e}")))?;
         instance.capacity = cap.max_matches;
         tracing::info!(instance = %id, control = %instance.control, udp = ?info.udp, capacity = cap.max_matches, "instance started");
         metrics::counter!("croft_allocator_instances_started_total").increment(1);
@@ -431,13 +377,11 @@ impl LocalAllocator {
         instance: &mut Instance,
         request: &CreateMatchRequest,
     ) -> Result<Placement, AllocError> {
-        let created = match create_match(
-            &self.http,
-            &self.config.control_token,
-            &instance.control,
-            request,
-        )
-        .await
+        let created = match self
+            .instances
+            .create_match(&instance.control, request)
+            .await
+            .map_err(AllocError::from)
         {
             Ok(c) => c,
             Err(e) => {
@@ -465,15 +409,11 @@ impl LocalAllocator {
         if let Ok(Some(status)) = instance.child.try_wait() {
             return Err(format!("exited: {status}"));
         }
-        let report: MatchesReport = control_get(
-            &self.http,
-            &self.config.control_token,
-            format!(
-                "{}/v1/matches?after={}",
-                instance.control, instance.placed.ended_after
-            ),
-        )
-        .await?;
+        let report = self
+            .instances
+            .matches(&instance.control, instance.placed.ended_after)
+            .await
+            .map_err(|e| e.to_string())?;
         instance.running = report.live.len();
         instance.draining |= report.draining;
         let ended = instance.placed.take_ended(report.ended);
@@ -487,13 +427,7 @@ impl LocalAllocator {
 
     async fn drain(&self, instance: &mut Instance) {
         instance.draining = true;
-        let sent = self
-            .http
-            .post(format!("{}/v1/drain", instance.control))
-            .bearer_auth(&self.config.control_token)
-            .send()
-            .await;
-        if let Err(e) = sent {
+        if let Err(e) = self.instances.drain(&instance.control).await {
             tracing::warn!(instance = %instance.id, error = %e, "drain request failed");
         }
     }
@@ -546,10 +480,10 @@ impl Allocator for LocalAllocator {
             // The whole common area lives on the oldest serving instance, so everyone meets
             // there; the next one takes over if it stops answering.
             let hosts = self.farm_or_hub_hosts(&mut pool, None).await?;
-            let (http, token) = (&self.http, self.config.control_token.as_str());
+            let instances = &self.instances;
             first_answer(hosts, "hub place", |control| {
                 let name = name.clone();
-                async move { keep_hub_place_on(http, token, &control, user, &name).await }
+                async move { keep_hub_place_on(instances, &control, user, &name).await }
             })
             .await
             .map(|(_, kept)| kept)
@@ -561,9 +495,9 @@ impl Allocator for LocalAllocator {
             let mut pool = self.state.lock().await;
             let home = pool.farm_homes.get(&user).cloned();
             let hosts = self.farm_or_hub_hosts(&mut pool, home.as_ref()).await?;
-            let (http, token) = (&self.http, self.config.control_token.as_str());
+            let instances = &self.instances;
             let (id, addr) = first_answer(hosts, "farm", |control| async move {
-                open_farm_on(http, token, &control, user).await
+                open_farm_on(instances, &control, user).await
             })
             .await?;
             pool.farm_homes.insert(user, id);

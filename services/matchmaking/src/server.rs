@@ -16,18 +16,8 @@ pub struct MatchmakingConfig {
     /// Internal HTTP API for connection servers (service credential required).
     #[arg(long, env = "CROFT_MATCHMAKING_HTTP", default_value = "127.0.0.1:7002")]
     pub http: SocketAddr,
-    #[arg(
-        long,
-        env = "CROFT_DATABASE_URL",
-        default_value = "sqlite://data/croft.db"
-    )]
-    pub database: String,
-    #[arg(long, env = "CROFT_DATABASE_URL_FILE")]
-    pub database_url_file: Option<PathBuf>,
-    /// Do not migrate at start-up; only check that the schema is current and stop if not
-    /// (for a database role without DDL rights; `croft migrate` runs them as another role).
-    #[arg(long, env = "CROFT_SKIP_MIGRATIONS")]
-    pub skip_migrations: bool,
+    #[command(flatten)]
+    pub db: store::DatabaseArgs,
     /// The netcode private key, to mint instance connect tokens (else env CROFT_NETCODE_KEY).
     #[arg(long, env = "CROFT_NETCODE_KEY_FILE")]
     pub netcode_key_file: Option<PathBuf>,
@@ -167,13 +157,13 @@ impl MatchmakingConfig {
             local.extra_args.push(f.display().to_string());
         }
         // Instances host farms from the same database (a URL in a file stays in the file).
-        match &self.database_url_file {
+        match &self.db.database_url_file {
             Some(f) => local
                 .extra_args
                 .extend(["--database-url-file".into(), f.display().to_string()]),
             None => local
                 .extra_args
-                .extend(["--database".into(), self.database.clone()]),
+                .extend(["--database".into(), self.db.database.clone()]),
         }
         Ok(local)
     }
@@ -236,11 +226,11 @@ pub async fn start(config: &MatchmakingConfig, store: store::Store) -> anyhow::R
         }
     };
     let data_handle = shared_sim::data::DataHandle::new(data);
-    shared_sim::data::watch(
+    card_reload::watch(
         config.cards.clone(),
         data_handle.clone(),
         Duration::from_secs(2),
-        shared_sim::data::log_reload,
+        card_reload::log_reload,
     )
     .context("starting the card data watch")?;
     let matchmaking = Matchmaking::new(
@@ -262,14 +252,12 @@ pub async fn start(config: &MatchmakingConfig, store: store::Store) -> anyhow::R
 /// Serves until SIGTERM or Ctrl-C, then drains the instance pool.
 pub async fn serve(config: MatchmakingConfig) -> anyhow::Result<()> {
     telemetry::init_logging("matchmaking", telemetry::LogTarget::Stdout);
-    let database = store::resolve_url(&config.database, config.database_url_file.as_deref())?;
-    let store = store::Store::connect(&database, &store::PoolSettings::default())
+    let database = config.db.url()?;
+    let store = config
+        .db
+        .open(&store::PoolSettings::default())
         .await
-        .with_context(|| format!("connecting to {}", store::redact(&database)))?;
-    store
-        .prepare(config.skip_migrations)
-        .await
-        .context("preparing the database")?;
+        .with_context(|| format!("opening the database {}", store::redact(&database)))?;
     let relay = match (&config.kafka, config.outbox_relay) {
         (Some(brokers), true) => {
             let mut relay_config = events::relay::RelayConfig::new(brokers);

@@ -3,7 +3,6 @@
 //! lost matches from the allocator.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,45 +10,19 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use server_instance::control::CreateMatchRequest;
+use contracts::ApiError;
+use contracts::instance::v1::CreateMatchRequest;
+use contracts::matchmaking::v1::{
+    FARMS, FarmRequest, FarmResponse, HUB, HubPlaceRequest, HubPlaceResponse, REJOIN,
+    RejoinRequest, RejoinResponse, STATUS, Status, TICKETS, TicketRequest, TicketResponse, UPDATES,
+    Update, UpdateKind, UpdatesQuery, UpdatesResponse,
+};
 use store::Store;
 use token::ConnectTokenIssuer;
 use tokio::sync::Notify;
 
 use crate::allocator::{AllocEvent, Allocator, Placement};
 use crate::queue::{Enqueued, MatchId, Queue, QueueError, UserId};
-
-/// What a connection server learns about one of its players.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum UpdateKind {
-    QueueLeft {
-        /// `timed_out` or `no_capacity`.
-        reason: String,
-    },
-    MatchFound {
-        match_id: MatchId,
-        server_addr: SocketAddr,
-        /// The netcode connect token for this player, base64.
-        connect_token: String,
-        /// The instance's WebSocket URL, for web clients.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ws_url: Option<String>,
-    },
-    MatchEnded {
-        match_id: MatchId,
-        aborted: bool,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Update {
-    pub seq: u64,
-    pub user_id: UserId,
-    #[serde(flatten)]
-    pub kind: UpdateKind,
-}
 
 /// Updates for one connection server, kept until it acknowledges them (`after`).
 #[derive(Default)]
@@ -379,8 +352,6 @@ fn random_match_id() -> Result<MatchId, String> {
 // HTTP API
 // ------------------------------------------------------------------------------------------
 
-pub use telemetry::ApiError;
-
 fn check_auth(mm: &Matchmaking, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers.get("authorization").and_then(|v| v.to_str().ok());
     if token::bearer_matches(given, &mm.service_token) {
@@ -390,62 +361,15 @@ fn check_auth(mm: &Matchmaking, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TicketRequest {
-    pub user_id: UserId,
-    /// The connection server that relays this player's updates.
-    pub server: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TicketResponse {
-    /// `queued` or `already_queued`.
-    pub status: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UpdatesQuery {
-    pub server: String,
-    #[serde(default)]
-    pub after: u64,
-    /// Hold the request up to this long while there is nothing new.
-    #[serde(default)]
-    pub wait_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UpdatesResponse {
-    pub updates: Vec<Update>,
-    /// The highest sequence number issued to this server so far.
-    pub last_seq: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RejoinRequest {
-    pub user_id: UserId,
-    /// The connection server the player is on now (it gets the match's `MatchEnded`).
-    pub server: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RejoinResponse {
-    pub match_id: MatchId,
-    pub server_addr: SocketAddr,
-    pub connect_token: String,
-    /// The server's WebSocket URL (web clients connect there with the same token).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ws_url: Option<String>,
-}
-
 pub fn router(mm: Arc<Matchmaking>) -> Router {
     Router::new()
-        .route("/v1/matchmaking/tickets", post(create_ticket))
-        .route("/v1/matchmaking/tickets/{user_id}", delete(cancel_ticket))
-        .route("/v1/matchmaking/updates", get(updates))
-        .route("/v1/matchmaking/rejoin", post(rejoin))
-        .route("/v1/matchmaking/farms", post(open_farm))
-        .route("/v1/matchmaking/hub", post(open_hub))
-        .route("/v1/matchmaking/status", get(status))
+        .route(TICKETS, post(create_ticket))
+        .route(&format!("{TICKETS}/{{user_id}}"), delete(cancel_ticket))
+        .route(UPDATES, get(updates))
+        .route(REJOIN, post(rejoin))
+        .route(FARMS, post(open_farm))
+        .route(HUB, post(open_hub))
+        .route(STATUS, get(status))
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(mm)
 }
@@ -453,8 +377,7 @@ pub fn router(mm: Arc<Matchmaking>) -> Router {
 fn json_body<T>(
     body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
 ) -> Result<T, ApiError> {
-    body.map(|Json(v)| v)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))
+    Ok(body?.0)
 }
 
 async fn create_ticket(
@@ -538,8 +461,7 @@ async fn updates(
     query: Result<Query<UpdatesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<UpdatesResponse>, ApiError> {
     check_auth(&mm, &headers)?;
-    let Query(q) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let Query(q) = query?;
     let deadline = Instant::now() + Duration::from_millis(q.wait_ms.min(30_000));
     loop {
         let notified = mm.notify.notified();
@@ -578,11 +500,7 @@ async fn rejoin(
         .mint_instance(placement.server_addr, req.user_id, match_id)
         .map_err(|e| {
             tracing::error!(error = %e, "cannot mint a rejoin token");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
+            ApiError::internal()
         })?;
     Ok(Json(RejoinResponse {
         match_id,
@@ -590,22 +508,6 @@ async fn rejoin(
         connect_token: token::encode_token(&token),
         ws_url: placement.ws_url,
     }))
-}
-
-/// `POST /v1/matchmaking/farms`: open a player's farm on an instance server.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FarmRequest {
-    pub user_id: UserId,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FarmResponse {
-    pub server_addr: SocketAddr,
-    /// A farm connect token (standard base64 of the netcode token bytes).
-    pub connect_token: String,
-    /// The server's WebSocket URL (web clients connect there with the same token).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ws_url: Option<String>,
 }
 
 async fn open_farm(
@@ -628,35 +530,13 @@ async fn open_farm(
         .mint_farm(endpoint.server_addr, req.user_id)
         .map_err(|e| {
             tracing::error!(error = %e, "cannot mint a farm token");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
+            ApiError::internal()
         })?;
     Ok(Json(FarmResponse {
         server_addr: endpoint.server_addr,
         connect_token: token::encode_token(&token),
         ws_url: endpoint.ws_url,
     }))
-}
-
-/// `POST /v1/matchmaking/hub`: a place in the common area.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HubPlaceRequest {
-    pub user_id: UserId,
-    pub name: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HubPlaceResponse {
-    pub hub_id: u32,
-    pub server_addr: SocketAddr,
-    /// A hub connect token (standard base64 of the netcode token bytes).
-    pub connect_token: String,
-    /// The server's WebSocket URL (web clients connect there with the same token).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ws_url: Option<String>,
 }
 
 async fn open_hub(
@@ -683,11 +563,7 @@ async fn open_hub(
         .mint_hub(endpoint.server_addr, req.user_id, hub_id)
         .map_err(|e| {
             tracing::error!(error = %e, "cannot mint a hub token");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
+            ApiError::internal()
         })?;
     Ok(Json(HubPlaceResponse {
         hub_id,
@@ -700,14 +576,15 @@ async fn open_hub(
 async fn status(
     State(mm): State<Arc<Matchmaking>>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Status>, ApiError> {
     check_auth(&mm, &headers)?;
-    let (queued, running) = {
+    let (queued, matches_running) = {
         let q = mm.lock_queue();
         (q.queued(), q.matches_running())
     };
-    let alloc = mm.allocator.status().await;
-    Ok(Json(serde_json::json!({
-        "queued": queued, "matches_running": running, "allocator": alloc,
-    })))
+    Ok(Json(Status {
+        queued,
+        matches_running,
+        allocator: mm.allocator.status().await,
+    }))
 }

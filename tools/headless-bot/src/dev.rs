@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, bail};
+use contracts::instance::v1::{CreateMatchRequest, CreateMatchResponse, MATCHES};
 use renet_netcode::ConnectToken;
-use serde::{Deserialize, Serialize};
 use token::ConnectTokenIssuer;
 
 use crate::TokenSource;
@@ -20,18 +20,6 @@ pub struct DevMatchmaker {
     next_match: AtomicU64,
     /// The UDP address of each match, for minting reconnect tokens.
     addrs: std::sync::Mutex<std::collections::HashMap<u64, SocketAddr>>,
-}
-
-#[derive(Serialize)]
-struct CreateMatch<'a> {
-    match_id: u64,
-    players: [u64; 2],
-    starter_decks: [&'a str; 2],
-}
-
-#[derive(Deserialize)]
-struct Created {
-    server_addr: SocketAddr,
 }
 
 impl DevMatchmaker {
@@ -62,12 +50,14 @@ impl DevMatchmaker {
         let match_id = self.next_match.fetch_add(1, Ordering::Relaxed);
         let resp = self
             .http
-            .post(format!("{}/v1/matches", self.control_url))
+            .post(format!("{}{MATCHES}", self.control_url))
             .bearer_auth(&self.control_token)
-            .json(&CreateMatch {
+            .json(&CreateMatchRequest {
                 match_id,
                 players,
-                starter_decks: decks,
+                decks: None,
+                starter_decks: Some(decks.map(str::to_string)),
+                seed: None,
             })
             .send()
             .context("calling the instance control API")?;
@@ -78,7 +68,8 @@ impl DevMatchmaker {
                 resp.text().unwrap_or_default()
             );
         }
-        let created: Created = resp.json().context("reading the create-match answer")?;
+        let created: CreateMatchResponse =
+            resp.json().context("reading the create-match answer")?;
         if let Ok(mut addrs) = self.addrs.lock() {
             addrs.insert(match_id, created.server_addr);
         }
