@@ -1,11 +1,10 @@
 //! The Global Connection Server: a headless Bevy app holding every online player's persistent
 //! connection (secure netcode, one socket per 1024 clients) for presence, friends, chat, global
-//! notifications and the matchmaking relay. Database and service calls run on a tokio runtime
-//! beside the Bevy loop (see [`bridge`]).
+//! notifications and the matchmaking relay ([`lobby::LobbyPlugin`]). Database and service calls
+//! run on a tokio runtime beside the Bevy loop (see [`bridge`]).
 
 pub mod bridge;
 pub mod config;
-pub mod game;
 pub mod lobby;
 
 use std::net::SocketAddr;
@@ -19,7 +18,7 @@ use bevy::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use config::ConnectionConfig;
-use lobby::{Limits, Lobby};
+use lobby::{Limits, Lobby, LobbyNet, LobbyPlugin, LobbySet};
 
 /// Where a started connection server listens; written to `--ready-file` as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -208,10 +207,10 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         max_messages_per_second: config.max_messages_per_second,
         bad_message_budget: config.bad_message_budget,
         // renet acknowledges acks, so this is the idle packet rate each way; clients that send
-        // get their acks at once (see `lobby.rs`).
+        // get their acks at once (see `lobby/transport.rs`).
         idle_flush_frames: upkeep,
     };
-    let mut lobby = Lobby::new(shards, job_tx, reply_rx, limits, status);
+    let mut lobby = Lobby::new(job_tx, reply_rx, limits, status);
     lobby.bus = bus;
     let mut app = App::new();
     app.add_plugins(
@@ -220,8 +219,10 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         ))),
     )
     .insert_resource(lobby)
+    .insert_resource(LobbyNet::new(shards))
     .insert_resource(stop)
-    .add_systems(Update, (lobby::lobby_frame, stop_system).chain());
+    .add_plugins(LobbyPlugin)
+    .add_systems(Update, stop_system.after(LobbySet::Send));
     let ready = ReadyInfo {
         http,
         udp: udp.clone(),
@@ -251,9 +252,14 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn stop_system(stop: Res<Stop>, mut lobby: ResMut<Lobby>, mut exit: MessageWriter<AppExit>) {
+fn stop_system(
+    stop: Res<Stop>,
+    mut lobby: ResMut<Lobby>,
+    mut net: ResMut<LobbyNet>,
+    mut exit: MessageWriter<AppExit>,
+) {
     if stop.0.load(Ordering::SeqCst) {
-        lobby::disconnect_all(&mut lobby);
+        net.disconnect_all(&mut lobby);
         exit.write(AppExit::Success);
     }
 }

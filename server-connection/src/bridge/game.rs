@@ -9,7 +9,7 @@ use shared_sim::data::RecipeOutput;
 use shared_sim::protocol::{DeckEntry, ErrorCode, LobbyServerMessage, MAX_DECK_NAME_CHARS};
 use store::{Craft, CraftError, CraftOutput, StoreError};
 
-use crate::bridge::{Bridge, Reply, UserId};
+use super::{Bridge, Reply, UserId};
 
 /// A lobby request about the player's own things.
 #[derive(Debug, Clone)]
@@ -317,7 +317,6 @@ fn place_token(
     placed: Result<(std::net::SocketAddr, String, Option<String>), contracts::CallError>,
 ) -> Result<(std::net::SocketAddr, Vec<u8>, Option<String>), String> {
     let (server_addr, token, ws_url) = placed.map_err(|e| e.to_string())?;
-    let bytes =
-        crate::bridge::token_bytes(&token).ok_or("matchmaking sent an undecodable token")?;
+    let bytes = super::token_bytes(&token).ok_or("matchmaking sent an undecodable token")?;
     Ok((server_addr, bytes, ws_url))
 }
