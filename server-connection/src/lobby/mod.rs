@@ -6,8 +6,6 @@ mod messages;
 mod presence;
 mod relay;
 mod replies;
-#[cfg(test)]
-mod tests;
 pub mod transport;
 
 use std::collections::{HashMap, HashSet};
@@ -334,3 +332,6 @@ impl Lobby {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

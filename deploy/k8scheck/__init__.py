@@ -1,0 +1,1 @@
+"""The checks of deploy/check_k8s.py, one module per kind of check."""

@@ -1,0 +1,341 @@
+"""How the objects refer to each other: Secrets and ConfigMaps, selectors, Services, URLs, the
+connection servers' public addresses, and the Kafka topics."""
+
+from __future__ import annotations
+
+import glob
+import ipaddress
+import math
+import os
+import re
+
+from .common import (
+    CLUSTER_SCOPED, DEPLOY, EXTERNAL_NAMESPACES, EXTERNAL_SECRETS, MAX_CLIENTS_PER_SOCKET,
+    NAMESPACES, OPERATOR_POD_LABELS, OPERATOR_SECRETS, P, ROOT, container_ports, env_map, find,
+    labels_match, ns_of, oid, pod_templates, pods_in, selector_keys,
+)
+
+
+def secret_refs(objs: list[dict]) -> list[tuple[str, str, str, str | None]]:
+    """(where, namespace, secret, key or None)"""
+    out = []
+    for owner, tpl, _ in pod_templates(objs):
+        ns = ns_of(owner)
+        spec = tpl.get("spec") or {}
+        for v in spec.get("volumes") or []:
+            if "secret" in v:
+                items = (v["secret"].get("items") or [{"key": None}])
+                out += [(oid(owner), ns, v["secret"]["secretName"], i.get("key")) for i in items]
+            for src in (v.get("projected") or {}).get("sources") or []:
+                if "secret" in src:
+                    items = src["secret"].get("items") or [{"key": None}]
+                    out += [(oid(owner), ns, src["secret"]["name"], i.get("key")) for i in items]
+        for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+            for e in c.get("env") or []:
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    out.append((oid(owner), ns, ref["name"], ref.get("key")))
+            for ef in c.get("envFrom") or []:
+                if "secretRef" in ef:
+                    out.append((oid(owner), ns, ef["secretRef"]["name"], None))
+    for o in objs:
+        if o.get("kind") == "Cluster" and o.get("apiVersion") == "postgresql.cnpg.io/v1":
+            s = ((o["spec"].get("bootstrap") or {}).get("initdb") or {}).get("secret")
+            if s:
+                out.append((oid(o), ns_of(o), s["name"], None))
+            for r in (o["spec"].get("managed") or {}).get("roles") or []:
+                if r.get("passwordSecret"):
+                    out.append((oid(o), ns_of(o), r["passwordSecret"]["name"], None))
+    return out
+
+
+def check_secrets_and_configmaps(objs: list[dict], used: set) -> None:
+    rendered_secrets = {(ns_of(o), o["metadata"]["name"]) for o in objs if o.get("kind") == "Secret"}
+    for where, ns, name, key in secret_refs(objs):
+        used.add((ns, name))
+        docs = EXTERNAL_SECRETS.get(ns, {}).get(name) or OPERATOR_SECRETS.get(ns, {}).get(name)
+        if docs is None and (ns, name) not in rendered_secrets:
+            P.add(f"{where}: Secret {ns}/{name} is neither in the render nor a documented external or operator secret")
+        elif docs is not None and key is not None and key not in docs:
+            P.add(f"{where}: Secret {ns}/{name} key {key!r} is not one of the documented keys {sorted(docs)}")
+    for o in objs:
+        if o.get("kind") == "Secret":
+            P.add(f"{oid(o)}: a Secret in the manifests; secrets come from outside (deploy/README.md, Secrets)")
+    for owner, tpl, _ in pod_templates(objs):
+        ns = ns_of(owner)
+        spec = tpl.get("spec") or {}
+        refs = []
+        for v in spec.get("volumes") or []:
+            if "configMap" in v:
+                refs += [(v["configMap"]["name"], i.get("key")) for i in v["configMap"].get("items") or [{"key": None}]]
+            for src in (v.get("projected") or {}).get("sources") or []:
+                if "configMap" in src:
+                    refs += [(src["configMap"]["name"], i.get("key")) for i in src["configMap"].get("items") or [{"key": None}]]
+        for c in spec.get("containers") or []:
+            for e in c.get("env") or []:
+                ref = (e.get("valueFrom") or {}).get("configMapKeyRef")
+                if ref:
+                    refs.append((ref["name"], ref.get("key")))
+        for name, key in refs:
+            cm = find(objs, "ConfigMap", name, ns)
+            if not cm:
+                P.add(f"{oid(owner)}: ConfigMap {ns}/{name} is not in the render")
+            elif key is not None and key not in (cm.get("data") or {}):
+                P.add(f"{oid(owner)}: ConfigMap {ns}/{name} has no key {key!r}")
+
+
+def check_external_secrets_documented(used_all: set) -> None:
+    P.context = "secrets"
+    readme = open(os.path.join(DEPLOY, "README.md"), encoding="utf-8").read() if os.path.exists(
+        os.path.join(DEPLOY, "README.md")) else ""
+    for ns, secrets in EXTERNAL_SECRETS.items():
+        for name, keys in secrets.items():
+            if (ns, name) not in used_all:
+                P.add(f"documented external Secret {ns}/{name} is used by no overlay: drop it from EXTERNAL_SECRETS")
+            if f"`{name}`" not in readme:
+                P.add(f"deploy/README.md does not document the Secret `{name}`")
+            for k in keys:
+                if f"`{k}`" not in readme:
+                    P.add(f"deploy/README.md does not name the key `{k}` of Secret `{name}`")
+
+
+def pod_label_sets(objs: list[dict], ns: str) -> list[tuple[dict, dict]]:
+    return [(o, (t.get("metadata") or {}).get("labels") or {}) for o, t, _ in pods_in(objs, ns)]
+
+
+def selects_something(objs: list[dict], ns: str, selector: dict | None) -> bool:
+    if selector_keys(selector) & OPERATOR_POD_LABELS:
+        return True
+    return any(labels_match(selector, labels) for _, labels in pod_label_sets(objs, ns))
+
+
+def check_relations(objs: list[dict]) -> None:
+    kinds_ns = {(ns_of(o), o["metadata"]["name"]) for o in objs if o.get("kind") == "Namespace"}
+    for o in objs:
+        if o.get("kind") in CLUSTER_SCOPED:
+            continue
+        ns = ns_of(o)
+        if ns not in NAMESPACES:
+            P.add(f"{oid(o)}: namespace {ns!r} is not one of {sorted(NAMESPACES)}")
+    declared = {o["metadata"]["name"] for o in objs if o.get("kind") == "Namespace"}
+    if declared != NAMESPACES:
+        P.add(f"Namespaces in the render {sorted(declared)}, expected {sorted(NAMESPACES)}")
+    del kinds_ns
+    # Services
+    for s in [o for o in objs if o.get("kind") == "Service"]:
+        sel = s["spec"].get("selector") or {}
+        ns = ns_of(s)
+        sts_pod = sel.get("statefulset.kubernetes.io/pod-name")
+        plain = {k: v for k, v in sel.items() if k != "statefulset.kubernetes.io/pod-name"}
+        matches = [(o, t) for o, t, _ in pods_in(objs, ns)
+                   if labels_match({"matchLabels": plain}, (t.get("metadata") or {}).get("labels") or {})]
+        if not matches:
+            P.add(f"{oid(s)}: selector {sel} matches no pod template in {ns}")
+        if sts_pod:
+            ok = False
+            for o, _ in matches:
+                if o.get("kind") == "StatefulSet":
+                    m = re.fullmatch(rf"{re.escape(o['metadata']['name'])}-(\d+)", sts_pod)
+                    if m and int(m.group(1)) < o["spec"].get("replicas", 1):
+                        ok = True
+            if not ok:
+                P.add(f"{oid(s)}: pod {sts_pod} is not a pod of a StatefulSet it selects (check replicas)")
+        for p in s["spec"].get("ports") or []:
+            tp = p.get("targetPort", p.get("port"))
+            for o, t in matches:
+                cps = container_ports(t, o)
+                if isinstance(tp, str) and tp not in {c.get("name") for c in cps}:
+                    P.add(f"{oid(s)}: targetPort {tp!r} is not a port of {oid(o)}")
+                elif isinstance(tp, int) and tp not in {c.get("containerPort") for c in cps}:
+                    P.add(f"{oid(s)}: targetPort {tp} is not a port of {oid(o)}")
+        # Exposure: only the auth edge and connection netcode leave the cluster.
+        if s["spec"].get("type") in ("LoadBalancer", "NodePort"):
+            protos = {p.get("protocol", "TCP") for p in s["spec"].get("ports") or []}
+            app = plain.get("app.kubernetes.io/name")
+            if not ((app == "auth" and protos == {"TCP"}) or (app == "connection" and protos == {"UDP"})):
+                P.add(f"{oid(s)}: {s['spec']['type']} for {app} {sorted(protos)}: only the auth edge (TCP) "
+                      "and connection netcode (UDP) are exposed")
+            if s["spec"].get("externalTrafficPolicy") != "Local":
+                P.add(f"{oid(s)}: externalTrafficPolicy should be Local (keeps client addresses)")
+    # StatefulSet serviceName
+    for o in objs:
+        if o.get("kind") == "StatefulSet":
+            svc = find(objs, "Service", o["spec"].get("serviceName", ""), ns_of(o))
+            if not svc or svc["spec"].get("clusterIP") != "None":
+                P.add(f"{oid(o)}: serviceName must name a headless Service")
+    # PDBs, HPAs
+    for o in objs:
+        if o.get("kind") == "PodDisruptionBudget":
+            if not selects_something(objs, ns_of(o), o["spec"].get("selector")):
+                P.add(f"{oid(o)}: selector matches no pods")
+        if o.get("kind") == "HorizontalPodAutoscaler":
+            ref = o["spec"]["scaleTargetRef"]
+            if not find(objs, ref["kind"], ref["name"], ns_of(o)):
+                P.add(f"{oid(o)}: scaleTargetRef {ref['kind']}/{ref['name']} not in the render")
+    for o, t, cat in pod_templates(objs):
+        labels = (t.get("metadata") or {}).get("labels") or {}
+        sel = (o.get("spec") or {}).get("selector")
+        if cat != "agones" and o.get("kind") != "Job" and not labels_match(sel, labels):
+            P.add(f"{oid(o)}: selector does not match its own pod template labels")
+        if o.get("kind") in ("Deployment", "StatefulSet") and o["spec"].get("replicas", 1) >= 2:
+            if not any(p.get("kind") == "PodDisruptionBudget" and ns_of(p) == ns_of(o)
+                       and labels_match(p["spec"].get("selector"), labels) for p in objs):
+                P.add(f"{oid(o)}: {o['spec']['replicas']} replicas but no PodDisruptionBudget")
+    auth = find(objs, "Deployment", "auth", "croft")
+    if auth and auth["spec"].get("replicas", 1) < 2:
+        P.add(f"{oid(auth)}: auth needs >= 2 replicas")
+    # Network policies
+    for ns in NAMESPACES:
+        if not any(o.get("kind") == "NetworkPolicy" and ns_of(o) == ns and o["spec"].get("podSelector") == {}
+                   and o["spec"].get("policyTypes") == ["Ingress"] and not o["spec"].get("ingress") for o in objs):
+            P.add(f"namespace {ns}: no default-deny ingress NetworkPolicy")
+    for np in [o for o in objs if o.get("kind") == "NetworkPolicy"]:
+        ns = ns_of(np)
+        sel = np["spec"].get("podSelector")
+        if sel and not selects_something(objs, ns, sel):
+            P.add(f"{oid(np)}: podSelector matches no pods")
+        targets = [(o, t) for o, t, _ in pods_in(objs, ns)
+                   if labels_match(sel, (t.get("metadata") or {}).get("labels") or {})]
+        target_apps = {(t.get("metadata") or {}).get("labels", {}).get("app.kubernetes.io/name") for _, t in targets}
+        for direction in ("ingress", "egress"):
+            for rule in np["spec"].get(direction) or []:
+                peers = rule.get("from" if direction == "ingress" else "to")
+                for peer in peers or []:
+                    pns = ns
+                    if "namespaceSelector" in peer:
+                        pns = (peer["namespaceSelector"].get("matchLabels") or {}).get("kubernetes.io/metadata.name")
+                        if pns is None:
+                            P.add(f"{oid(np)}: namespaceSelector must name a namespace by kubernetes.io/metadata.name")
+                            continue
+                    if pns in EXTERNAL_NAMESPACES:
+                        continue
+                    if pns not in NAMESPACES:
+                        P.add(f"{oid(np)}: peer namespace {pns!r} is unknown")
+                    elif "podSelector" in peer and not selects_something(objs, pns, peer["podSelector"]):
+                        P.add(f"{oid(np)}: {direction} peer {peer['podSelector']} matches no pods in {pns}")
+                if direction == "ingress":
+                    open_to_world = peers is None or any(
+                        (p.get("ipBlock") or {}).get("cidr") in ("0.0.0.0/0", "::/0") for p in peers)
+                    if open_to_world:
+                        protos = {pt.get("protocol", "TCP") for pt in rule.get("ports") or [{}]}
+                        ok = (target_apps == {"auth"} and protos == {"TCP"}
+                              and [pt.get("port") for pt in rule.get("ports") or []] == [7000]) or \
+                             (target_apps <= {"connection", "server-instance"} and target_apps and protos == {"UDP"})
+                        if not ok:
+                            P.add(f"{oid(np)}: ingress from anywhere to {sorted(a or '?' for a in target_apps)} "
+                                  f"{sorted(protos)}: only the auth edge (TCP 7000) and netcode (UDP) may be public")
+                    # Ports named in a rule exist on the pods it protects.
+                    for pt in rule.get("ports") or []:
+                        port, end = pt.get("port"), pt.get("endPort", pt.get("port"))
+                        proto = pt.get("protocol", "TCP")
+                        for o, t in targets:
+                            have = {c.get("containerPort") for c in container_ports(t, o) if c.get("protocol", "TCP") == proto}
+                            if isinstance(port, int) and not any(port <= h <= end for h in have):
+                                P.add(f"{oid(np)}: {proto} {port}-{end} is no port of {oid(o)}")
+    # Who may reach Postgres and Kafka: only labelled services.
+    for o, t, _ in pod_templates(objs):
+        labels = (t.get("metadata") or {}).get("labels") or {}
+        app = labels.get("app.kubernetes.io/name")
+        if labels.get("croft.dev/db-client") == "true" and app not in ("auth", "matchmaking", "connection", "migrate", "server-instance"):
+            P.add(f"{oid(o)}: {app} is labelled croft.dev/db-client but is no database client")
+        if labels.get("croft.dev/kafka-client") == "true" and app not in ("matchmaking", "server-instance", "connection"):
+            P.add(f"{oid(o)}: {app} is labelled croft.dev/kafka-client but is no Kafka client")
+        env = {k: v for c in (t.get("spec") or {}).get("containers") or [] for k, v in env_map(c).items()}
+        if "CROFT_DATABASE_URL_FILE" in env and labels.get("croft.dev/db-client") != "true":
+            P.add(f"{oid(o)}: uses the database but lacks croft.dev/db-client=true (its traffic would be dropped)")
+        if "CROFT_KAFKA_BROKERS" in env and labels.get("croft.dev/kafka-client") != "true":
+            P.add(f"{oid(o)}: uses Kafka but lacks croft.dev/kafka-client=true (its traffic would be dropped)")
+    pg = [np for np in objs if np.get("kind") == "NetworkPolicy"
+          and ((np["spec"].get("podSelector") or {}).get("matchLabels") or {}).get("cnpg.io/cluster")]
+    if not pg:
+        P.add("no NetworkPolicy protects the Postgres pods")
+    for np in pg:
+        for rule in np["spec"].get("ingress") or []:
+            for peer in rule.get("from") or [None]:
+                if peer is None or "ipBlock" in peer:
+                    P.add(f"{oid(np)}: Postgres reachable from outside the cluster")
+    for k in [o for o in objs if o.get("kind") == "Kafka"]:
+        for li in k["spec"]["kafka"].get("listeners") or []:
+            peers = li.get("networkPolicyPeers")
+            if not peers or li.get("type") != "internal":
+                P.add(f"{oid(k)}: listener {li.get('name')} must be internal with networkPolicyPeers")
+            for peer in peers or []:
+                if (peer.get("podSelector") or {}).get("matchLabels") != {"croft.dev/kafka-client": "true"}:
+                    P.add(f"{oid(k)}: listener {li.get('name')} peer {peer} is not the croft.dev/kafka-client label")
+
+
+def check_urls(objs: list[dict]) -> None:
+    """In-cluster addresses in env vars name Services (or operator Services) and ports."""
+    for owner, tpl, _ in pod_templates(objs):
+        for c in (tpl.get("spec") or {}).get("containers") or []:
+            for name, value in env_map(c).items():
+                for host, port in re.findall(r"([a-z0-9-]+(?:\.[a-z0-9-]+)*\.svc(?:\.cluster\.local)?):(\d+)", value):
+                    svc, ns = host.split(".")[0], host.split(".")[1]
+                    port = int(port)
+                    where = f"{oid(owner)} env {name}"
+                    m = re.fullmatch(r"(.+)-kafka-bootstrap", svc)
+                    if m:
+                        k = find(objs, "Kafka", m.group(1), ns)
+                        if not k or port not in {li.get("port") for li in k["spec"]["kafka"].get("listeners") or []}:
+                            P.add(f"{where}: {host}:{port}: no Kafka {m.group(1)} with a listener on {port}")
+                        continue
+                    s = find(objs, "Service", svc, ns)
+                    if not s:
+                        P.add(f"{where}: {host}: no Service {ns}/{svc}")
+                    elif port not in {p.get("port") for p in s["spec"].get("ports") or []}:
+                        P.add(f"{where}: Service {ns}/{svc} has no port {port}")
+
+
+def check_connection_public(objs: list[dict]) -> None:
+    sts = find(objs, "StatefulSet", "connection", "croft")
+    cm = find(objs, "ConfigMap", "connection-public", "croft")
+    if not sts or not cm:
+        P.add("StatefulSet connection and ConfigMap connection-public must both be in the render")
+        return
+    n = sts["spec"].get("replicas", 1)
+    env = env_map(sts["spec"]["template"]["spec"]["containers"][0])
+    base_port = int(env.get("CROFT_CONNECTION_UDP", "0:5100").rsplit(":", 1)[1])
+    sockets = max(1, math.ceil(int(env.get("CROFT_CONNECTION_MAX_CLIENTS", "1024")) / MAX_CLIENTS_PER_SOCKET))
+    data = cm.get("data") or {}
+    ips = {k: v for k, v in data.items() if re.fullmatch(r"connection-\d+", k)}
+    want_keys = {f"connection-{i}" for i in range(n)}
+    if set(ips) != want_keys:
+        P.add(f"ConfigMap connection-public has IPs for {sorted(ips)}, the StatefulSet has pods {sorted(want_keys)}")
+    expected = []
+    for i in range(n):
+        ip = ips.get(f"connection-{i}", "")
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            P.add(f"ConfigMap connection-public: connection-{i} = {ip!r} is not an IP address")
+        expected += [f"{ip}:{base_port + j}" for j in range(sockets)]
+        svc = find(objs, "Service", f"connection-{i}-udp", "croft")
+        if not svc:
+            P.add(f"no Service connection-{i}-udp for pod connection-{i}")
+            continue
+        if svc["spec"].get("selector", {}).get("statefulset.kubernetes.io/pod-name") != f"connection-{i}":
+            P.add(f"{oid(svc)}: does not select pod connection-{i}")
+        if svc["spec"].get("loadBalancerIP") not in (None, ip):
+            P.add(f"{oid(svc)}: loadBalancerIP {svc['spec'].get('loadBalancerIP')} != connection-{i} address {ip}")
+        ports = sorted(p.get("port") for p in svc["spec"].get("ports") or [] if p.get("protocol") == "UDP")
+        if ports != [base_port + j for j in range(sockets)]:
+            P.add(f"{oid(svc)}: UDP ports {ports}, expected {[base_port + j for j in range(sockets)]} (port = targetPort, as netcode announces it)")
+        for p in svc["spec"].get("ports") or []:
+            tp = p.get("targetPort")
+            cps = {c.get("name"): c.get("containerPort") for c in container_ports(sts["spec"]["template"])}
+            if cps.get(tp, tp) != p.get("port"):
+                P.add(f"{oid(svc)}: port {p.get('port')} must forward to the same container port (netcode's public address)")
+    extra = [s for s in objs if s.get("kind") == "Service" and re.fullmatch(r"connection-\d+-udp", s["metadata"]["name"])
+             and int(s["metadata"]["name"].split("-")[1]) >= n]
+    for s in extra:
+        P.add(f"{oid(s)}: no such pod (StatefulSet has {n} replicas)")
+    listed = data.get("connection-servers", "").split(",")
+    if listed != expected:
+        P.add(f"connection-servers {listed} should be {expected} (every socket of every connection pod)")
+
+
+def check_topics(objs: list[dict]) -> None:
+    schemas = {os.path.basename(p)[: -len(".schema.json")] for p in glob.glob(os.path.join(ROOT, "docs/events/*.schema.json"))}
+    topics = {(o.get("spec") or {}).get("topicName") or o["metadata"]["name"] for o in objs if o.get("kind") == "KafkaTopic"}
+    if schemas != topics:
+        P.add(f"KafkaTopics {sorted(topics - schemas)} have no schema; event types {sorted(schemas - topics)} have no topic")
