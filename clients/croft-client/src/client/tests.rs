@@ -3,8 +3,13 @@
 //! tokens to an address nobody answers on, and messages are fed in directly.
 
 use super::*;
-use shared_sim::protocol::ServerMessage;
-use shared_sim::rules::{Input, MatchSetup, MatchState};
+use crate::HubEvent;
+use shared_sim::farm::{FarmAction, FarmError, Plot};
+use shared_sim::protocol::{DeckEntry, QueueEnd, ServerMessage};
+use shared_sim::rules::{
+    Action, ActionError, Input, MatchEvent, MatchResult, MatchSetup, MatchState, Seat, Target,
+};
+use shared_sim::view::MatchSnapshot;
 
 fn token_bytes(user: u64, match_id: u64) -> Vec<u8> {
     let issuer = token::ConnectTokenIssuer::new(token::NetcodeKey::generate().unwrap());
