@@ -24,8 +24,7 @@ fn check(dir: &Path) -> (bool, String, String) {
 
 #[test]
 fn cards_check_accepts_the_shipped_data() {
-    let (ok, stdout, stderr) =
-        check(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"));
+    let (ok, stdout, stderr) = check(&test_stack::cards_dir());
     assert!(ok, "{stderr}");
     assert!(stdout.starts_with("ok: "), "{stdout}");
 }
@@ -76,34 +75,11 @@ fn cards_check_on_a_missing_folder_fails_clearly() {
     assert!(stderr.contains("cannot read file"), "{stderr}");
 }
 
-/// Ports chosen by the OS for every part, so tests can run side by side.
-const ANY_PORTS: [&str; 12] = [
-    "--auth-http",
-    "127.0.0.1:0",
-    "--auth-metrics",
-    "127.0.0.1:0",
-    "--matchmaking-http",
-    "127.0.0.1:0",
-    "--connection-udp",
-    "127.0.0.1:0",
-    "--connection-ws",
-    "127.0.0.1:0",
-    "--connection-http",
-    "127.0.0.1:0",
-];
-
 /// Runs `croft up` on `dir` with the shipped cards, any free ports and `args` until it exits;
 /// asserts it succeeded and returns what it printed.
 fn croft_up(dir: &Path, args: &[&str]) -> String {
-    let out = croft()
-        .arg("up")
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--cards")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"))
+    let out = test_stack::up_command(Path::new(env!("CARGO_BIN_EXE_croft")), dir)
         .args(args)
-        .args(ANY_PORTS)
-        .env("RUST_LOG", "warn")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -192,10 +168,7 @@ fn croft_up_eight_bots_log_in_queue_and_play_two_matches_each() {
         .sum();
     assert_eq!(logged, 8);
     // Every player played the deck they built, with their crafted Mill Golem in it.
-    let data = shared_sim::GameData::load_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"),
-    )
-    .unwrap();
+    let data = shared_sim::GameData::load_dir(&test_stack::cards_dir()).unwrap();
     let golem = u64::from(data.card_idx("mill_golem").unwrap().0);
     for entry in std::fs::read_dir(dir.join("instances")).unwrap().flatten() {
         if !entry
@@ -296,7 +269,7 @@ fn servers_refuse_a_weak_netcode_key_and_keygen_writes_a_good_one() {
     let out = croft()
         .args(["instance", "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .arg("--cards")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"))
+        .arg(test_stack::cards_dir())
         .arg("--netcode-key-file")
         .arg(&weak)
         .env(
@@ -725,7 +698,7 @@ fn skip_migrations_checks_the_schema_and_migrate_reads_its_url_from_a_file() {
         ])
         .arg(format!("sqlite://{}/fresh.db", dir.display()))
         .arg("--cards")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"))
+        .arg(test_stack::cards_dir())
         .env("CROFT_SERVICE_TOKEN", "a-service-token-long-enough-for-it")
         .env("CROFT_CONTROL_TOKEN", "a-control-token-long-enough-for-it")
         .env("CROFT_NETCODE_KEY", "0123456789abcdef".repeat(4))
@@ -757,7 +730,7 @@ fn skip_migrations_checks_the_schema_and_migrate_reads_its_url_from_a_file() {
         .arg("--public-ip-file")
         .arg(&ip_file)
         .arg("--cards")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"))
+        .arg(test_stack::cards_dir())
         .arg("--database")
         .arg(format!("sqlite://{}/fresh.db", dir.display()))
         .env("CROFT_SERVICE_TOKEN", "a-service-token-long-enough-for-it")

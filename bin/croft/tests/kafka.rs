@@ -93,17 +93,10 @@ impl Broker {
             child,
             addr: String::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&ready)
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            {
-                broker.addr = v["brokers"].as_str().unwrap().to_string();
-                return broker;
-            }
-            assert!(Instant::now() < deadline, "croft broker did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let v: serde_json::Value =
+            test_stack::wait_ready(&ready, &mut broker.child, Duration::from_secs(20));
+        broker.addr = v["brokers"].as_str().unwrap().to_string();
+        broker
     }
 
     fn signal(&self, sig: &str) {
@@ -130,40 +123,13 @@ impl Drop for Broker {
 fn up(dir: &Path, brokers: &str, prefix: &str, bots: usize, matches: usize) -> Child {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_croft"))
-        .arg("up")
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--cards")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"))
+    test_stack::up_command(Path::new(env!("CARGO_BIN_EXE_croft")), dir)
         .args(["--kafka", brokers, "--topic-prefix", prefix])
-        .args([
-            "--bots",
-            &bots.to_string(),
-            "--matches",
-            &matches.to_string(),
-        ])
+        .args(["--bots", &bots.to_string()])
+        .args(["--matches", &matches.to_string()])
         .args(["--think-ms", "50"])
-        .args([
-            "--http",
-            "127.0.0.1:0",
-            "--auth-metrics",
-            "127.0.0.1:0",
-            "--matchmaking-http",
-            "127.0.0.1:0",
-            "--connection-udp",
-            "127.0.0.1:0",
-            "--connection-ws",
-            "127.0.0.1:0",
-            "--connection-http",
-            "127.0.0.1:0",
-        ])
         .arg("--ready-file")
         .arg(dir.join("up.ready.json"))
-        .env(
-            "RUST_LOG",
-            std::env::var("CROFT_TEST_LOG").unwrap_or("warn".into()),
-        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -171,17 +137,10 @@ fn up(dir: &Path, brokers: &str, prefix: &str, bots: usize, matches: usize) -> C
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("croft up did not finish within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    test_stack::wait_exit(child, within).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("croft up did not finish within {within:?}");
+    })
 }
 
 /// Every event on `prefix` + each type, read from the start of every partition up to the
@@ -388,12 +347,11 @@ fn a_broker_stopped_mid_run_loses_no_event_and_stalls_no_match() {
     let mut child = up(&dir, &broker.addr, "down.", 4, 3);
     // Once the stack is up and the first matches are being played, take the broker down for
     // ten seconds (it keeps its data), then bring it back.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !dir.join("up.ready.json").exists() {
-        assert!(Instant::now() < deadline, "croft up did not start");
-        assert!(child.try_wait().unwrap().is_none(), "croft up exited");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let _: serde_json::Value = test_stack::wait_ready(
+        &dir.join("up.ready.json"),
+        &mut child,
+        Duration::from_secs(60),
+    );
     std::thread::sleep(Duration::from_secs(3));
     broker.signal("-USR1");
     let before = database(&dir).results.len();

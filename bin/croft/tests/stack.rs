@@ -2,8 +2,8 @@
 //! a connection server and instance servers as children), driven by clients that log in over
 //! HTTP and speak the lobby protocol over secure netcode.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use headless_bot::Connection;
@@ -11,148 +11,43 @@ use headless_bot::api::{AuthApi, SessionTokens};
 use shared_sim::protocol::{
     ChatTarget, ErrorCode, FriendState, LobbyClientMessage, LobbyServerMessage, Presence, QueueEnd,
 };
+use test_stack::{PASSWORD, Stack};
 
-struct Stack {
-    child: Child,
-    dir: PathBuf,
-    info: serde_json::Value,
+/// `croft up` in a fresh folder with `extra` flags.
+fn start_with(name: &str, extra: &[&str]) -> Stack {
+    Stack::start(
+        Path::new(env!("CARGO_BIN_EXE_croft")),
+        test_stack::fresh_dir(&format!("stack-{name}")),
+        extra,
+        Duration::from_secs(60),
+    )
 }
 
-impl Stack {
-    fn start(name: &str) -> Self {
-        Self::start_with(name, &[])
-    }
-
-    fn start_with(name: &str, extra: &[&str]) -> Self {
-        let dir = std::env::temp_dir().join(format!("croft-stack-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let ready = dir.join("up.ready.json");
-        let child = Command::new(env!("CARGO_BIN_EXE_croft"))
-            .arg("up")
-            .arg("--data-dir")
-            .arg(&dir)
-            .arg("--cards")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"))
-            .args([
-                "--auth-http",
-                "127.0.0.1:0",
-                "--auth-metrics",
-                "127.0.0.1:0",
-                "--matchmaking-http",
-                "127.0.0.1:0",
-                "--connection-udp",
-                "127.0.0.1:0",
-                "--connection-ws",
-                "127.0.0.1:0",
-                "--connection-http",
-                "127.0.0.1:0",
-            ])
-            .args(extra)
-            .arg("--ready-file")
-            .arg(&ready)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stack = Stack {
-            child,
-            dir,
-            info: serde_json::Value::Null,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            assert!(Instant::now() < deadline, "croft up did not start");
-            assert!(
-                stack.child.try_wait().unwrap().is_none(),
-                "croft up exited during start-up"
-            );
-            if let Ok(text) = std::fs::read_to_string(&ready)
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            {
-                stack.info = v;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        stack
-    }
-
-    fn url(&self, part: &str) -> String {
-        self.info[part].as_str().unwrap().to_string()
-    }
-
-    fn secret(&self, file: &str) -> String {
-        std::fs::read_to_string(self.dir.join(file))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    fn add_user(&self, name: &str) {
-        let resp = reqwest::blocking::Client::new()
-            .post(format!("{}/v1/admin/users", self.url("auth")))
-            .bearer_auth(self.secret("admin.token"))
-            .json(&serde_json::json!({ "username": name, "password": "a long enough password" }))
-            .send()
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text());
-    }
-
-    fn login(&self, name: &str) -> Client {
-        let api = AuthApi::new(&self.url("auth")).unwrap();
-        let session = api.login(name, "a long enough password").unwrap();
-        let mut conn =
-            Connection::connect(headless_bot::api::netcode_token(&session).unwrap()).unwrap();
-        conn.set_keepalive(shared_sim::protocol::LOBBY_KEEPALIVE);
-        let mut c = Client {
-            session,
-            conn,
-            inbox: Vec::new(),
-        };
-        match c.wait(|m| matches!(m, LobbyServerMessage::Welcome { .. })) {
-            LobbyServerMessage::Welcome { username, .. } => assert_eq!(username, name),
-            _ => unreachable!(),
-        }
-        c
-    }
+fn start(name: &str) -> Stack {
+    start_with(name, &[])
 }
 
-impl Stack {
-    /// SIGTERM, then the exit status (within 30 s).
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "croft up did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+fn add_user(stack: &Stack, name: &str) {
+    stack.add_user(name, PASSWORD);
 }
 
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_dir_all(&self.dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Logs `name` in and connects to the connection server, waiting for the welcome.
+fn login(stack: &Stack, name: &str) -> Client {
+    let api = AuthApi::new(&stack.url("auth")).unwrap();
+    let session = api.login(name, PASSWORD).unwrap();
+    let mut conn =
+        Connection::connect(headless_bot::api::netcode_token(&session).unwrap()).unwrap();
+    conn.set_keepalive(shared_sim::protocol::LOBBY_KEEPALIVE);
+    let mut c = Client {
+        session,
+        conn,
+        inbox: Vec::new(),
+    };
+    match c.wait(|m| matches!(m, LobbyServerMessage::Welcome { .. })) {
+        LobbyServerMessage::Welcome { username, .. } => assert_eq!(username, name),
+        _ => unreachable!(),
     }
+    c
 }
 
 struct Client {
@@ -249,12 +144,12 @@ fn error_code(m: &LobbyServerMessage) -> Option<ErrorCode> {
 
 #[test]
 fn friends_presence_chat_notifications_and_revocation() {
-    let stack = Stack::start("social");
+    let stack = start("social");
     for n in ["amy", "bob", "cat"] {
-        stack.add_user(n);
+        add_user(&stack, n);
     }
-    let mut amy = stack.login("amy");
-    let mut bob = stack.login("bob");
+    let mut amy = login(&stack, "amy");
+    let mut bob = login(&stack, "bob");
     let bob_id = bob.user_id();
 
     // Friend request by name, seen by bob, accepted: both see each other online.
@@ -293,7 +188,7 @@ fn friends_presence_chat_notifications_and_revocation() {
         matches!(m, LobbyServerMessage::FriendPresence { user_id, presence: Presence::Offline } if *user_id == bob_id)
     });
     let t = Instant::now();
-    let mut bob = stack.login("bob");
+    let mut bob = login(&stack, "bob");
     amy.wait(|m| {
         matches!(m, LobbyServerMessage::FriendPresence { user_id, presence: Presence::Online } if *user_id == bob_id)
     });
@@ -307,7 +202,7 @@ fn friends_presence_chat_notifications_and_revocation() {
     bob.wait(|m| {
         matches!(m, LobbyServerMessage::Chat { from, text, to: ChatTarget::User(_), .. } if *from == amy_id && text == "hello bob")
     });
-    let mut cat = stack.login("cat");
+    let mut cat = login(&stack, "cat");
     cat.send(&LobbyClientMessage::Chat {
         to: ChatTarget::Common,
         text: "hi all".into(),
@@ -429,13 +324,13 @@ fn friends_presence_chat_notifications_and_revocation() {
 
 #[test]
 fn queueing_is_idempotent_cancellable_and_a_dead_instance_aborts_its_matches() {
-    let stack = Stack::start("mm");
+    let stack = start("mm");
     for n in ["dan", "eve", "fay"] {
-        stack.add_user(n);
+        add_user(&stack, n);
     }
-    let mut dan = stack.login("dan");
-    let mut eve = stack.login("eve");
-    let mut fay = stack.login("fay");
+    let mut dan = login(&stack, "dan");
+    let mut eve = login(&stack, "eve");
+    let mut fay = login(&stack, "fay");
 
     // Queue, queue again (same ticket), cancel.
     fay.send(&LobbyClientMessage::FindMatch);
@@ -580,11 +475,11 @@ async fn sqlx_reason(store: &store::Store, match_id: u64) -> Option<String> {
 /// and common chat, and a notification sent to one server cross to the other over the bus.
 #[test]
 fn presence_chat_and_notifications_cross_between_two_connection_servers() {
-    let stack = Stack::start_with("bus", &["--connection-servers", "2"]);
+    let stack = start_with("bus", &["--connection-servers", "2"]);
     let servers = stack.info["connections"].as_array().unwrap().clone();
     assert_eq!(servers.len(), 2);
     for n in ["dan", "eve"] {
-        stack.add_user(n);
+        add_user(&stack, n);
     }
     // dan and eve are friends (made in the database; friend requests are tested above).
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -607,16 +502,16 @@ fn presence_chat_and_notifications_cross_between_two_connection_servers() {
             .unwrap();
         store.accept_friend(eve, dan).await.unwrap();
     });
-    let mut dan = stack.login("dan");
+    let mut dan = login(&stack, "dan");
     let dan_id = dan.user_id();
     // Logins rotate over the servers: log eve in until she lands on the other one.
-    let mut eve = stack.login("eve");
+    let mut eve = login(&stack, "eve");
     for _ in 0..4 {
         if eve.conn.server_addr() != dan.conn.server_addr() {
             break;
         }
         eve.conn.disconnect();
-        eve = stack.login("eve");
+        eve = login(&stack, "eve");
     }
     assert_ne!(eve.conn.server_addr(), dan.conn.server_addr());
     let eve_id = eve.user_id();
@@ -809,10 +704,10 @@ fn refused(c: &mut Client, msg: &LobbyClientMessage) -> ErrorCode {
 fn crafting_decks_and_the_chosen_deck_in_a_match() {
     let cards_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards");
     let data = std::sync::Arc::new(shared_sim::GameData::load_dir(&cards_dir).unwrap());
-    let stack = Stack::start("craft");
-    stack.add_user("carol");
-    stack.add_user("dave");
-    let mut carol = stack.login("carol");
+    let stack = start("craft");
+    add_user(&stack, "carol");
+    add_user(&stack, "dave");
+    let mut carol = login(&stack, "carol");
 
     // A new player has the starter items and their starter deck's cards.
     let (items, cards) = inventory(&mut carol);
@@ -904,7 +799,7 @@ fn crafting_decks_and_the_chosen_deck_in_a_match() {
     // Logging in again does not grant the starter kit twice.
     carol.conn.disconnect();
     drop(carol);
-    let mut carol = stack.login("carol");
+    let mut carol = login(&stack, "carol");
     assert_eq!(inventory(&mut carol).0, items2);
     // A player's requests are answered in the order sent: save, then choose at once.
     carol.send(&save(1, deck.clone()));
@@ -920,7 +815,7 @@ fn crafting_decks_and_the_chosen_deck_in_a_match() {
     });
 
     // Matched with dave: carol plays her deck (the match record's setup holds it).
-    let mut dave = stack.login("dave");
+    let mut dave = login(&stack, "dave");
     carol.send(&LobbyClientMessage::FindMatch);
     dave.send(&LobbyClientMessage::FindMatch);
     let found = |m: &LobbyServerMessage| matches!(m, LobbyServerMessage::MatchFound { .. });

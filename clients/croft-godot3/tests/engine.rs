@@ -15,8 +15,10 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
+use test_stack::Stack;
 
 /// `target/debug` (or the profile folder the test runs from): the test binary is in `deps/`.
 fn profile_dir() -> PathBuf {
@@ -87,102 +89,15 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-struct Stack {
-    child: Child,
-    dir: PathBuf,
-    info: serde_json::Value,
-}
-
-impl Stack {
-    fn start(dir: PathBuf) -> Self {
-        let ready = dir.join("up.ready.json");
-        let child = Command::new(croft_bin())
-            .arg("up")
-            .arg("--data-dir")
-            .arg(&dir)
-            .arg("--cards")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards"))
-            .args([
-                "--auth-http",
-                "127.0.0.1:0",
-                "--auth-metrics",
-                "127.0.0.1:0",
-                "--matchmaking-http",
-                "127.0.0.1:0",
-                "--connection-udp",
-                "127.0.0.1:0",
-                "--connection-ws",
-                "127.0.0.1:0",
-                "--connection-http",
-                "127.0.0.1:0",
-                // One bot that farms, crafts and queues until the stack stops.
-                "--bots",
-                "1",
-                "--think-ms",
-                "50",
-            ])
-            .arg("--ready-file")
-            .arg(&ready)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stack = Stack {
-            child,
-            dir,
-            info: serde_json::Value::Null,
-        };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            assert!(Instant::now() < deadline, "croft up did not start");
-            assert!(
-                stack.child.try_wait().unwrap().is_none(),
-                "croft up exited during start-up"
-            );
-            if let Ok(text) = std::fs::read_to_string(&ready)
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            {
-                stack.info = v;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        stack
-    }
-
-    fn auth_url(&self) -> String {
-        self.info["auth"].as_str().unwrap().to_string()
-    }
-
-    fn add_user(&self, name: &str, password: &str) {
-        let admin = std::fs::read_to_string(self.dir.join("admin.token")).unwrap();
-        let resp = reqwest::blocking::Client::new()
-            .post(format!("{}/v1/admin/users", self.auth_url()))
-            .bearer_auth(admin.trim())
-            .json(&serde_json::json!({ "username": name, "password": password }))
-            .send()
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text());
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_dir_all(&self.dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `croft up` with one bot that farms, crafts and queues until the stack stops.
+fn start_stack(dir: PathBuf) -> Stack {
+    std::fs::create_dir_all(&dir).unwrap();
+    Stack::start(
+        &croft_bin(),
+        dir,
+        &["--bots", "1", "--think-ms", "50"],
+        Duration::from_secs(90),
+    )
 }
 
 #[test]
@@ -201,7 +116,7 @@ fn godot3_plays_a_match_through_the_binding() {
     );
     std::fs::copy(&library, project.join("libcroft_godot3.so")).unwrap();
 
-    let stack = Stack::start(root.join("stack"));
+    let stack = start_stack(root.join("stack"));
     let (user, password) = ("godot-1", "a long enough password");
     stack.add_user(user, password);
 
@@ -212,7 +127,7 @@ fn godot3_plays_a_match_through_the_binding() {
         None,
         &root.join("home"),
         &[
-            ("CROFT_AUTH_URL", stack.auth_url()),
+            ("CROFT_AUTH_URL", stack.url("auth")),
             ("CROFT_USER", user.into()),
             ("CROFT_PASSWORD", password.into()),
             ("CROFT_FRIEND", "bot-1".into()),
@@ -315,7 +230,7 @@ fn a_gdscript_web_client_plays_a_match_over_websocket() {
     let root = std::env::temp_dir().join(format!("croft-ws-gd-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
-    let stack = Stack::start(root.join("stack"));
+    let stack = start_stack(root.join("stack"));
     let (user, password) = ("web-1", "a long enough password");
     stack.add_user(user, password);
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../godot/tests");
@@ -325,7 +240,7 @@ fn a_gdscript_web_client_plays_a_match_over_websocket() {
         Some("ws_e2e.gd"),
         &root.join("home"),
         &[
-            ("CROFT_AUTH_URL", stack.auth_url()),
+            ("CROFT_AUTH_URL", stack.url("auth")),
             ("CROFT_E2E_USER", user.into()),
             ("CROFT_E2E_PASSWORD", password.into()),
             ("CROFT_E2E_TURNS", "3".into()),
