@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use bevy::app::ScheduleRunnerPlugin;
+use bevy::app::{PluginGroupBuilder, ScheduleRunnerPlugin};
 use bevy::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -213,16 +213,10 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
     let mut lobby = Lobby::new(job_tx, reply_rx, limits, status);
     lobby.bus = bus;
     let mut app = App::new();
-    app.add_plugins(
-        MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
-            1.0 / f64::from(hz),
-        ))),
-    )
-    .insert_resource(lobby)
-    .insert_resource(LobbyNet::new(shards))
-    .insert_resource(stop)
-    .add_plugins(LobbyPlugin)
-    .add_systems(Update, stop_system.after(LobbySet::Send));
+    app.insert_resource(lobby)
+        .insert_resource(LobbyNet::new(shards))
+        .insert_resource(stop)
+        .add_plugins(ConnectionPlugins { hz });
     let ready = ReadyInfo {
         http,
         udp: udp.clone(),
@@ -250,6 +244,38 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     tracing::info!(?exit, "connection server stopped");
     Ok(())
+}
+
+/// Everything a connection server's app runs: Bevy's minimal plugins at `hz` frames a second,
+/// the lobby, and the stop on SIGTERM. The server inserts [`Lobby`], [`LobbyNet`] and the stop
+/// flag.
+pub struct ConnectionPlugins {
+    pub hz: u32,
+}
+
+impl PluginGroup for ConnectionPlugins {
+    fn build(self) -> PluginGroupBuilder {
+        let frame = Duration::from_secs_f64(1.0 / f64::from(self.hz.max(1)));
+        PluginGroupBuilder::start::<Self>()
+            .add_group(MinimalPlugins)
+            .set(ScheduleRunnerPlugin::run_loop(frame))
+            .add(LobbyPlugin)
+            .add(StopPlugin)
+    }
+}
+
+/// Disconnects everyone (their offline presence goes out) and exits once the stop flag is set.
+struct StopPlugin;
+
+impl Plugin for StopPlugin {
+    fn build(&self, app: &mut App) {
+        app.add_systems(
+            Update,
+            stop_system
+                .after(LobbySet::Send)
+                .run_if(resource_exists::<Stop>.and_then(resource_exists::<LobbyNet>)),
+        );
+    }
 }
 
 fn stop_system(

@@ -462,6 +462,19 @@ impl ClientMessage {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         decode(bytes, MAX_CLIENT_MESSAGE_BYTES)
     }
+
+    /// Whether this message is legal on a session opened with a `kind` token: match messages in
+    /// a match, farm messages on the player's farm, hub messages in the common area.
+    pub fn verify(&self, kind: TokenKind) -> bool {
+        let needs = match self {
+            ClientMessage::MatchAction { .. } | ClientMessage::RequestSnapshot => {
+                TokenKind::Instance
+            }
+            ClientMessage::FarmAction { .. } => TokenKind::Farm,
+            ClientMessage::HubMove { .. } | ClientMessage::HubChat { .. } => TokenKind::Hub,
+        };
+        needs == kind
+    }
 }
 
 impl LobbyClientMessage {
@@ -578,6 +591,44 @@ impl TokenUserData {
 mod tests {
     use super::*;
     use crate::rules::Target;
+
+    #[test]
+    fn each_client_message_is_legal_on_one_kind_of_session_only() {
+        let messages = [
+            (
+                ClientMessage::MatchAction {
+                    seq: 1,
+                    action: Action::EndTurn,
+                },
+                TokenKind::Instance,
+            ),
+            (ClientMessage::RequestSnapshot, TokenKind::Instance),
+            (
+                ClientMessage::FarmAction {
+                    seq: 1,
+                    action: crate::farm::FarmAction::Water { plot: 0 },
+                },
+                TokenKind::Farm,
+            ),
+            (ClientMessage::HubMove { x: 1, y: 2 }, TokenKind::Hub),
+            (ClientMessage::HubChat { text: "hi".into() }, TokenKind::Hub),
+        ];
+        let kinds = [
+            TokenKind::Connection,
+            TokenKind::Instance,
+            TokenKind::Farm,
+            TokenKind::Hub,
+        ];
+        for (message, legal) in &messages {
+            for kind in kinds {
+                assert_eq!(
+                    message.verify(kind),
+                    kind == *legal,
+                    "{message:?} on {kind:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn round_trip_and_documented_bytes() {

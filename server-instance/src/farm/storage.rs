@@ -1,0 +1,162 @@
+//! Farms in the store: loading one (advanced to now) and the one writer task per process that
+//! writes actions and snapshots in order, off the tick.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use shared_sim::GameData;
+use shared_sim::farm::{FARM_TICKS_PER_SECOND, Farm};
+use shared_sim::plugin::UserId;
+use store::ItemChange;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// The farm tick of the wall clock.
+pub fn farm_tick_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() * FARM_TICKS_PER_SECOND)
+        .unwrap_or(0)
+}
+
+/// A farm as the store held it, ready to be hosted.
+#[derive(Debug, Clone)]
+pub struct LoadedFarm {
+    pub user: UserId,
+    pub farm: Farm,
+    pub version: i64,
+    pub items: HashMap<String, u32>,
+    pub data: Arc<GameData>,
+}
+
+/// Loads `user`'s farm (a new one if they have none) and inventory, advanced to now.
+pub async fn load(
+    store: &store::Store,
+    data: Arc<GameData>,
+    user: UserId,
+) -> Result<LoadedFarm, store::StoreError> {
+    let now = farm_tick_now();
+    let (mut farm, version) = match store.farm(user as i64).await? {
+        Some((json, version)) => match serde_json::from_str::<Farm>(&json) {
+            Ok(farm) => (farm, version),
+            Err(e) => {
+                return Err(store::StoreError::Internal(format!(
+                    "farm of user {user} does not parse: {e}"
+                )));
+            }
+        },
+        None => (Farm::new(data.rules.farm_plots, now), 0),
+    };
+    // More plots in the data than on the farm: the farm grows; fewer: it keeps its plots.
+    if farm.plots.len() < data.rules.farm_plots {
+        farm.plots.resize(data.rules.farm_plots, Default::default());
+    }
+    farm.advance_to(&data.crops, now);
+    let items = store
+        .inventory(user as i64)
+        .await?
+        .into_iter()
+        .map(|(id, n)| (id, n.max(0) as u32))
+        .collect();
+    Ok(LoadedFarm {
+        user,
+        farm,
+        version,
+        items,
+        data,
+    })
+}
+
+/// What the writer task does, in order. The farm goes as it is: the writer encodes it, so
+/// the tick only clones a few plots.
+#[derive(Debug)]
+pub enum FarmWrite {
+    Snapshot {
+        user: UserId,
+        farm: Farm,
+        version: i64,
+    },
+    Action {
+        user: UserId,
+        seq: u32,
+        changes: Vec<ItemChange>,
+        farm: Farm,
+        version: i64,
+    },
+}
+
+fn encode(farm: &Farm) -> Result<String, store::StoreError> {
+    serde_json::to_string(farm)
+        .map_err(|e| store::StoreError::Internal(format!("farm does not encode: {e}")))
+}
+
+/// What came of a write.
+#[derive(Debug)]
+pub enum WriteDone {
+    Snapshot {
+        user: UserId,
+        ok: bool,
+    },
+    Action {
+        user: UserId,
+        seq: u32,
+        outcome: Result<bool, String>,
+    },
+}
+
+/// Runs the writes in order until the sender is dropped.
+pub async fn writer(
+    store: store::Store,
+    mut writes: UnboundedReceiver<FarmWrite>,
+    done: std::sync::mpsc::Sender<WriteDone>,
+) {
+    while let Some(w) = writes.recv().await {
+        let result = match w {
+            FarmWrite::Snapshot {
+                user,
+                farm,
+                version,
+            } => {
+                let r = match encode(&farm) {
+                    Ok(state) => store.save_farm(user as i64, &state, version).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = &r {
+                    tracing::warn!(user, error = %e, "farm snapshot not written");
+                    metrics::counter!("croft_instance_farm_write_errors_total").increment(1);
+                }
+                WriteDone::Snapshot {
+                    user,
+                    ok: r.is_ok(),
+                }
+            }
+            FarmWrite::Action {
+                user,
+                seq,
+                changes,
+                farm,
+                version,
+            } => {
+                let r = match encode(&farm) {
+                    Ok(state) => {
+                        store
+                            .farm_action(user as i64, &changes, &state, version)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = &r {
+                    tracing::warn!(user, error = %e, "farm action not written");
+                    metrics::counter!("croft_instance_farm_write_errors_total").increment(1);
+                }
+                WriteDone::Action {
+                    user,
+                    seq,
+                    outcome: r.map_err(|e| e.to_string()),
+                }
+            }
+        };
+        if done.send(result).is_err() {
+            return;
+        }
+    }
+}
