@@ -1,7 +1,5 @@
 //! The Global Connection Server: a headless Bevy app holding every online player's persistent
-//! connection (secure netcode, one socket per 1024 clients) for presence, friends, chat, global
-//! notifications and the matchmaking relay ([`lobby::LobbyPlugin`]). Database and service calls
-//! run on a tokio runtime beside the Bevy loop (see [`bridge`]).
+//! connection for presence, friends, chat, global notifications and the matchmaking relay.
 
 pub mod bridge;
 pub mod config;
@@ -45,6 +43,10 @@ pub fn load_service_token(file: Option<&std::path::Path>) -> anyhow::Result<Stri
 }
 
 /// Runs until SIGTERM or Ctrl-C.
+///
+/// The players' connections are secure netcode, one socket per 1024 clients; presence, friends,
+/// chat, global notifications and the matchmaking relay are [`lobby::LobbyPlugin`]'s. Database
+/// and service calls run on a tokio runtime beside the Bevy loop (see [`bridge`]).
 pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
     telemetry::init_logging("server-connection", telemetry::LogTarget::Stdout);
     let key = token::NetcodeKey::load(config.netcode_key_file.as_deref())

@@ -1,21 +1,5 @@
 //! Running under Agones: the game server's side of the GameServer lifecycle, through the SDK
-//! sidecar (crate `agones`, gRPC on `localhost:$AGONES_SDK_GRPC_PORT`). Only with `--agones`;
-//! without it nothing here runs and no connection is attempted (the SDK's connect blocks for 30 s
-//! when no sidecar is there).
-//!
-//! - Before the sockets bind: the GameServer's `status.address` and the host port of the port
-//!   named `--agones-port-name` become the address connect tokens name (under `portPolicy:
-//!   Dynamic` the host port differs from the container port the socket binds).
-//! - Once serving: the counter `--agones-counter` gets this server's match capacity, then `Ready`.
-//! - Health: the simulation tick sends a ping every [`HEALTH_EVERY`]; a stuck tick stops the
-//!   pings and Agones replaces the server.
-//! - The counter follows the running matches (matchmaking's `GameServerAllocation` increments
-//!   it when it places a match; the server sets it back to what really runs, so a placement
-//!   that never arrived does not hold a slot forever).
-//! - An `Allocated` server with no match for `--agones-idle-ready-seconds` goes back to `Ready`,
-//!   so the fleet autoscaler can reclaim it.
-//! - Draining sets the counter capacity to 0 (no allocation selects it any more); once the last
-//!   match has ended, `Shutdown`, and Agones deletes the pod.
+//! sidecar (crate `agones`, gRPC on `localhost:$AGONES_SDK_GRPC_PORT`), only with `--agones`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -115,6 +99,13 @@ pub struct Link {
 }
 
 /// Connects to the sidecar and waits until the GameServer has an address and the named port.
+///
+/// Only with `--agones`; without it nothing in this module runs and no connection is attempted
+/// (the SDK's connect blocks for 30 s when no sidecar is there).
+///
+/// Called before the sockets bind: the GameServer's `status.address` and the host port of the
+/// port named `--agones-port-name` become the address connect tokens name (under `portPolicy:
+/// Dynamic` the host port differs from the container port the socket binds).
 pub async fn connect(settings: &AgonesSettings) -> Result<Link, AgonesError> {
     let target = format!(
         "{}:{}",
@@ -174,6 +165,18 @@ pub fn health_ping(health: Option<ResMut<AgonesHealth>>) {
 }
 
 /// The lifecycle task; [`Lifecycle::finish`] sends `Shutdown` once the server has drained.
+///
+/// The GameServer lifecycle, after [`connect`] has found the public address:
+/// - Once serving: the counter `--agones-counter` gets this server's match capacity, then `Ready`.
+/// - Health: the simulation tick sends a ping every [`HEALTH_EVERY`]; a stuck tick stops the
+///   pings and Agones replaces the server.
+/// - The counter follows the running matches (matchmaking's `GameServerAllocation` increments
+///   it when it places a match; the server sets it back to what really runs, so a placement
+///   that never arrived does not hold a slot forever).
+/// - An `Allocated` server with no match for `--agones-idle-ready-seconds` goes back to `Ready`,
+///   so the fleet autoscaler can reclaim it.
+/// - Draining sets the counter capacity to 0 (no allocation selects it any more); once the last
+///   match has ended, `Shutdown`, and Agones deletes the pod.
 pub struct Lifecycle {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,

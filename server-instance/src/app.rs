@@ -1,6 +1,5 @@
 //! The instance server's Bevy app: [`InstancePlugins`] holds the places (matches, farms, hubs)
-//! and [`ServerPlugin`], which ties them to the sockets, the control API and the event bus: it
-//! applies control commands, routes every place's outbox, and drains on shutdown.
+//! and [`ServerPlugin`], which ties them to the sockets, the control API and the event bus.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -62,6 +61,9 @@ impl PluginGroup for InstancePlugins {
 }
 
 /// Sockets, control commands, outbox routing and the drain, around the places.
+///
+/// It ties the places to the sockets, the control API and the event bus: it applies control
+/// commands, routes every place's outbox, and drains on shutdown.
 pub struct ServerPlugin {
     pub grace: Duration,
     pub drain_seconds: u32,

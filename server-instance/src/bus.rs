@@ -1,7 +1,5 @@
 //! Game events (`game_started`, `game_ended`) leave the tick through a bounded channel to a
-//! background thread that produces them to Kafka. The tick never waits: when the channel is
-//! full the event is dropped and counted (`croft_instance_events_dropped_total`, an alert),
-//! never a stalled match.
+//! background thread that produces them to Kafka.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
@@ -11,6 +9,10 @@ use bevy::prelude::Resource;
 use events::bus::DeliveryMetrics;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+/// The tick's side of the event channel.
+///
+/// The tick never waits: when the channel is full the event is dropped and counted
+/// (`croft_instance_events_dropped_total`, an alert), never a stalled match.
 #[derive(Resource, Default)]
 pub struct EventBus {
     /// The event and when it happened; the envelope (id, JSON) is made on the producer

@@ -1,9 +1,5 @@
 //! The control interface matchmaking calls: create a match, read capacity, start draining.
-//! HTTP on its own port, guarded by a service credential; `/metrics`, `/healthz` and `/readyz`
-//! sit beside it without the credential.
-//!
-//! Requests are checked and the slot reserved right here on the async side, so a caller gets its
-//! answer without waiting for a game tick; the tick then spawns the match from the channel.
+//! HTTP on its own port, guarded by a service credential.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -203,6 +199,11 @@ struct ControlState {
     commands: UnboundedSender<ControlCommand>,
 }
 
+/// The control API's routes: HTTP on its own port, guarded by a service credential; `/metrics`,
+/// `/healthz` and `/readyz` sit beside it without the credential.
+///
+/// Requests are checked and the slot reserved right here on the async side, so a caller gets its
+/// answer without waiting for a game tick; the tick then spawns the match from the channel.
 pub fn router(shared: Arc<ControlShared>, commands: UnboundedSender<ControlCommand>) -> Router {
     Router::new()
         .route(MATCHES, post(create_match).get(list_matches))

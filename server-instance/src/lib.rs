@@ -1,6 +1,5 @@
 //! The instance server: a headless Bevy app that hosts many card matches, farms and
-//! common-area shards in one process over secure netcode, created through an authenticated
-//! control API, with finished matches written to the match log by a background thread.
+//! common-area shards in one process over secure netcode.
 
 pub mod agones;
 pub mod app;
@@ -35,6 +34,9 @@ pub(crate) struct Control {
 }
 
 /// Runs the server until it is drained (SIGTERM, Ctrl-C or `POST /v1/drain`).
+///
+/// Matches, farms and hub places are created through an authenticated control API, and
+/// finished matches are written to the match log by a background thread.
 pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
     telemetry::init_logging("server-instance", telemetry::LogTarget::Stdout);
     let data = GameData::load_dir(&config.cards)

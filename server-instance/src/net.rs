@@ -1,10 +1,5 @@
-//! Secure netcode sockets and player sessions: accepts connect tokens, binds each client to
-//! its place through [`Places`], decodes, rate-limits and verifies every message before the
-//! place gets it, and sends what the places produced.
-//!
-//! One netcode server holds at most 1024 clients, so the instance opens several sockets
-//! ("shards") and keeps their renet servers side by side; bevy_renet's single-resource adapter
-//! cannot hold more than one, which is why this module drives renet directly.
+//! Secure netcode sockets and player sessions: accepts connect tokens, binds each client to its
+//! place through [`Places`], checks every message, and sends what the places produced.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -50,6 +45,13 @@ pub struct PlayerSession {
     pub messages: u32,
 }
 
+/// The instance's netcode sockets and player sessions.
+///
+/// Every message is decoded, rate-limited and verified before the place gets it.
+///
+/// One netcode server holds at most 1024 clients, so the instance opens several sockets
+/// ("shards") and keeps their renet servers side by side; bevy_renet's single-resource adapter
+/// cannot hold more than one, which is why this module drives renet directly.
 #[derive(Resource)]
 pub struct NetServer {
     pub shards: Vec<Shard>,

@@ -1,11 +1,4 @@
 //! One secure netcode socket feeding one renet server, with a per-client flush policy.
-//!
-//! renet_netcode's `NetcodeServerTransport` flushes every client on every call, and renet puts
-//! an ack packet in every flush while acks are pending (they always are: both ends ack each
-//! other's acks). At hundreds of clients that makes idle clients cost one encrypted `sendto` per
-//! tick each. This adapter sends a client's packets when it has news and otherwise only every
-//! few ticks, and runs netcode's per-client upkeep (timeouts, keep-alives) once per tick rather
-//! than on every receive frame.
 
 pub mod ws;
 pub mod ws_token;
@@ -189,6 +182,14 @@ pub fn bind_shards(
 /// renet's wire tag of an ack-only packet (`Packet::Ack`).
 pub const RENET_ACK_PACKET: u8 = 4;
 
+/// A secure netcode socket feeding a renet server, in place of renet_netcode's transport.
+///
+/// renet_netcode's `NetcodeServerTransport` flushes every client on every call, and renet puts
+/// an ack packet in every flush while acks are pending (they always are: both ends ack each
+/// other's acks). At hundreds of clients that makes idle clients cost one encrypted `sendto` per
+/// tick each. This adapter sends a client's packets when it has news and otherwise only every
+/// few ticks, and runs netcode's per-client upkeep (timeouts, keep-alives) once per tick rather
+/// than on every receive frame.
 pub struct NetcodeSocket {
     socket: UdpSocket,
     netcode: NetcodeServer,

@@ -1,19 +1,5 @@
 //! WebSocket clients (Godot web exports, browsers: no UDP there) on the same sessions as
 //! netcode clients.
-//!
-//! Wire format (`docs/PROTOCOL.md` section 11): an HTTP upgrade on [`WS_PATH`] with the
-//! subprotocol [`subprotocol`] (`croft.v{PROTOCOL_VERSION}`, so another protocol version fails
-//! at the upgrade); the client's first frame is binary, the raw netcode connect token; then one
-//! binary frame is one postcard message each way. WebSocket is reliable and ordered, so there
-//! are no acks or channels.
-//!
-//! Each client becomes a renet *local client* of a renet server of its own shard
-//! ([`crate::Transport::Ws`]): the servers' admission, decoding, rate limits and duplicate-user
-//! checks run unchanged, and sessions index the WebSocket shard like a UDP one. The async side
-//! ([`WsAcceptor`], on the server's tokio runtime) checks the token (the same checks netcode
-//! makes, [`crate::ws_token`]; each token once), then passes frames to the Bevy side
-//! ([`WsSocket`]) over a channel; each connection has a bounded outgoing queue, and a client that
-//! does not read its messages is closed rather than buffered without limit.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -101,6 +87,14 @@ enum Out {
 /// Creates both halves: the acceptor serves upgrades on the tokio runtime, the socket goes into
 /// a [`crate::Shard`]. `public_addrs` are the UDP addresses of this server's netcode sockets: a
 /// token must name one of them, exactly as netcode requires.
+///
+/// Each client becomes a renet *local client* of a renet server of its own shard
+/// ([`crate::Transport::Ws`]): the servers' admission, decoding, rate limits and duplicate-user
+/// checks run unchanged, and sessions index the WebSocket shard like a UDP one. The async side
+/// ([`WsAcceptor`], on the server's tokio runtime) checks the token (the same checks netcode
+/// makes, [`crate::ws_token`]; each token once), then passes frames to the Bevy side
+/// ([`WsSocket`]) over a channel; each connection has a bounded outgoing queue, and a client that
+/// does not read its messages is closed rather than buffered without limit.
 pub fn ws_transport(
     private_key: [u8; 32],
     public_addrs: Vec<SocketAddr>,
@@ -125,6 +119,12 @@ pub fn ws_transport(
 }
 
 /// The async half: an axum router with the upgrade route.
+///
+/// Wire format (`docs/PROTOCOL.md` section 11): an HTTP upgrade on [`WS_PATH`] with the
+/// subprotocol [`subprotocol`] (`croft.v{PROTOCOL_VERSION}`, so another protocol version fails
+/// at the upgrade); the client's first frame is binary, the raw netcode connect token; then one
+/// binary frame is one postcard message each way. WebSocket is reliable and ordered, so there
+/// are no acks or channels.
 #[derive(Clone)]
 pub struct WsAcceptor(Arc<Inner>);
 

@@ -1,15 +1,5 @@
 //! Checking a netcode connect token without the netcode handshake, for clients that cannot
-//! speak UDP (web exports over WebSocket): the same tokens, the same key, the same checks a
-//! netcode server makes when a connection request arrives (version, protocol id, expiry, the
-//! private part decrypted and authenticated, this server among the token's addresses).
-//!
-//! renetcode keeps its private-token decoder to itself, so this follows its layout
-//! (renetcode 2.0.0, `token.rs`): the private part is XChaCha20-Poly1305 with the token's
-//! nonce and additional data `"NETCODE 1.02\0" ‖ protocol id (LE) ‖ expire timestamp (LE)`,
-//! holding `client id u64 | timeout i32 | address count u32 | addresses (type u8: 1 IPv4 +
-//! 4 bytes, 2 IPv6 + 16 bytes; then port u16) | client-to-server key 32 | server-to-client key
-//! 32 | user data 256`, all little-endian. The tests mint tokens with renetcode itself, so a
-//! change of that layout fails them.
+//! speak UDP (web exports over WebSocket).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -50,6 +40,18 @@ pub enum TokenError {
 
 /// Checks `bytes` (a connect token as `ConnectToken::write` wrote it) against this server's
 /// `key`, `protocol_id` and public addresses, at `now_secs` (Unix seconds).
+///
+/// The same tokens, the same key, the same checks a netcode server makes when a connection
+/// request arrives (version, protocol id, expiry, the private part decrypted and authenticated,
+/// this server among the token's addresses).
+///
+/// renetcode keeps its private-token decoder to itself, so this follows its layout
+/// (renetcode 2.0.0, `token.rs`): the private part is XChaCha20-Poly1305 with the token's
+/// nonce and additional data `"NETCODE 1.02\0" ‖ protocol id (LE) ‖ expire timestamp (LE)`,
+/// holding `client id u64 | timeout i32 | address count u32 | addresses (type u8: 1 IPv4 +
+/// 4 bytes, 2 IPv6 + 16 bytes; then port u16) | client-to-server key 32 | server-to-client key
+/// 32 | user data 256`, all little-endian. The tests mint tokens with renetcode itself, so a
+/// change of that layout fails them.
 pub fn verify_connect_token(
     bytes: &[u8],
     key: &[u8; 32],

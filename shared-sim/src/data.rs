@@ -1,8 +1,5 @@
 //! Game data that designers edit: cards, items, crops, recipes, starter decks and match rules,
 //! loaded from RON files and validated into a [`GameData`] the rules run against.
-//!
-//! Every problem is reported as a [`DataError`] naming the file, the entry and the field, and all
-//! problems in a folder are collected at once so a designer fixes them in one pass.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -143,6 +140,9 @@ pub struct GameData {
 
 impl GameData {
     /// Loads and validates the six data files in `dir`, collecting every error.
+    ///
+    /// Every problem is reported as a [`DataError`] naming the file, the entry and the field, and
+    /// all problems in a folder are collected at once so a designer fixes them in one pass.
     pub fn load_dir(dir: &Path) -> Result<GameData, DataErrors> {
         let read = |name: &str| -> Result<(PathBuf, String), DataError> {
             let path = dir.join(name);

@@ -1,11 +1,5 @@
-//! Farming as pure functions: a farm is a row of plots; a plot takes a seed, needs water each
-//! growth stage, grows through the crop's stages over fixed farm ticks, waits ripe for the
-//! harvest, and withers when neglected (thirsty or unharvested) for the crop's `wither_ticks`.
-//!
-//! Time moves by [`Plot::advance`]: any number of ticks at once, in a few steps per growth stage,
-//! for a running farm (a tick at a time) and for one that loads after its player was away (all
-//! the ticks since) alike. The property test at the end checks it against a one-tick-at-a-time
-//! reference over random timelines of waits and actions.
+//! Farming as pure functions: a farm is a row of plots that take a seed, need water, grow over
+//! farm ticks, wait ripe for the harvest and wither when neglected.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +9,10 @@ use crate::data::CropDef;
 pub const FARM_TICKS_PER_SECOND: u64 = 1;
 
 /// One plot.
+///
+/// A plot takes a seed, needs water each growth stage, grows through the crop's stages over
+/// fixed farm ticks, waits ripe for the harvest, and withers when neglected (thirsty or
+/// unharvested) for the crop's `wither_ticks`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Plot {
     #[default]
@@ -126,6 +124,11 @@ impl Plot {
     }
 
     /// `ticks` farm ticks at once, in a few steps per growth stage whatever `ticks` is.
+    ///
+    /// Time moves only by this, for a running farm (a tick at a time) and for one that loads
+    /// after its player was away (all the ticks since) alike. The property test at the end of
+    /// this file checks it against a one-tick-at-a-time reference over random timelines of
+    /// waits and actions.
     pub fn advance(&mut self, crops: &[CropDef], mut ticks: u64) {
         let Some(def) = self.crop().and_then(|c| crops.iter().find(|d| d.id == c)) else {
             return;

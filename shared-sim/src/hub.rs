@@ -1,6 +1,5 @@
 //! The common area: a shared hub where online players see each other, walk and chat locally.
-//! Positions are integer units on a bounded plane; a move is accepted when it stays in bounds
-//! and is no faster than [`MAX_SPEED`] (with a little slack for network jitter).
+//! Positions are integer units on a bounded plane.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,7 +38,9 @@ pub enum MoveError {
     TooFast,
 }
 
-/// Checks a move from `from` to `to` made `elapsed_ms` after the previous one.
+/// Checks a move from `from` to `to` made `elapsed_ms` after the previous one. A move is
+/// accepted when it stays in bounds and is no faster than [`MAX_SPEED`] (with a little slack
+/// for network jitter).
 pub fn check_move(from: (i32, i32), to: (i32, i32), elapsed_ms: u64) -> Result<(), MoveError> {
     if !(0..=WIDTH).contains(&to.0) || !(0..=HEIGHT).contains(&to.1) {
         return Err(MoveError::OutOfBounds);

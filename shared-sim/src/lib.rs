@@ -1,7 +1,5 @@
 //! The game itself, shared by every server, the bot and client SDKs: card data and its
-//! validation, the match rules as pure functions, and the wire protocol. No sockets, no async
-//! runtime, no database, no logging. Feature `plugin` adds the Bevy plugin that runs matches in
-//! `FixedUpdate` (servers enable it; clients build without Bevy).
+//! validation, the match rules as pure functions, and the wire protocol. No sockets, no logging.
 
 pub mod data;
 pub mod farm;

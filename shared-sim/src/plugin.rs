@@ -1,8 +1,5 @@
 //! The Bevy side of the match rules: every match is an entity with a [`CardMatch`], and one
 //! [`MatchPlugin`] runs them all in `FixedUpdate` as receive -> validate -> apply -> broadcast.
-//!
-//! The plugin knows nothing of sockets. A server pushes decoded client commands into
-//! [`MatchInbox`] before `FixedUpdate` and drains [`MatchOutbox`] after it.
 
 use std::sync::Arc;
 
@@ -32,6 +29,10 @@ pub enum MatchSystems {
     Broadcast,
 }
 
+/// Runs every match in `FixedUpdate` at `tick_hz`, in the order of [`MatchSystems`].
+///
+/// The plugin knows nothing of sockets. A server pushes decoded client commands into
+/// [`MatchInbox`] before `FixedUpdate` and drains [`MatchOutbox`] after it.
 pub struct MatchPlugin {
     pub tick_hz: u32,
     /// Seconds an ended match stays addressable (late messages get `MatchOver`) before it is removed.

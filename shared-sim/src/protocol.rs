@@ -1,8 +1,5 @@
 //! The wire protocol every server, bot and client SDK shares: message enums, channels, the
 //! protocol id, the connect-token user data, and a codec that never panics on what it is given.
-//!
-//! Encoding is postcard (see `docs/PROTOCOL.md` for the byte layout). Any change to a message
-//! type here, or to the types it carries from [`crate::rules`], must bump [`PROTOCOL_VERSION`].
 
 use std::time::Duration;
 
@@ -13,6 +10,9 @@ use crate::rules::{Action, ActionError, MatchEvent, Seat};
 use crate::view::MatchSnapshot;
 
 /// Bumped whenever any message layout changes.
+///
+/// Encoding is postcard (see `docs/PROTOCOL.md` for the byte layout). Any change to a message
+/// type here, or to the types it carries from [`crate::rules`], must bump this.
 pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The netcode protocol id: ASCII "CROFT" then the version, so that clients of another protocol

@@ -1,9 +1,5 @@
 //! The card match as plain data and pure functions: set-up from a seed, player actions, turn
 //! timer, fatigue and the result. No IO and no Bevy; the plugin and the servers call into this.
-//!
-//! Every action is checked completely before anything changes, so an illegal action is a typed
-//! [`ActionError`] and leaves the state exactly as it was. Everything random comes from the match's
-//! own [`MatchRng`], so [`replay`] of the seed and the input log rebuilds the identical state.
 
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +69,12 @@ pub struct PlayerState {
     pub fatigue: u8,
 }
 
+/// The state of one card match.
+///
+/// Every action is checked completely before anything changes, so an illegal action is a typed
+/// [`ActionError`] and leaves the state exactly as it was. Everything random comes from the
+/// match's own [`MatchRng`], so [`replay`] of the seed and the input log rebuilds the identical
+/// state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MatchState {
     rng: MatchRng,

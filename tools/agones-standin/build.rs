@@ -1,10 +1,11 @@
 //! Generates the server side of the Agones SDK from the `.proto` files the `agones` crate
-//! itself is built from (that crate generates only the client), so the stand-in speaks exactly
-//! the protocol of the SDK version the instance server links.
+//! itself is built from (that crate generates only the client).
 
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Generates the service code from the `agones` crate's own protos, so the stand-in speaks
+/// exactly the protocol of the SDK version the instance server links.
 fn main() {
     println!("cargo:rerun-if-env-changed=CROFT_AGONES_PROTO");
     println!("cargo:rerun-if-changed=../../Cargo.lock");

@@ -1,9 +1,5 @@
 //! `croft broker`: a Kafka-protocol broker for development and tests, in its own process:
-//! librdkafka's built-in broker (the same one `croft up` embeds), with every croft topic
-//! created up front. It keeps what it was sent in memory until it exits.
-//!
-//! Signals take it down and bring it back without losing its data, for outage drills: SIGUSR1
-//! (connections refused and dropped), SIGUSR2 (serving again). SIGTERM or Ctrl-C stop it.
+//! librdkafka's built-in broker (the same one `croft up` embeds), with every croft topic created.
 
 use std::path::PathBuf;
 
@@ -23,6 +19,11 @@ pub struct BrokerArgs {
     ready_file: Option<PathBuf>,
 }
 
+/// Runs the broker with every croft topic created up front. It keeps what it was sent in
+/// memory until it exits.
+///
+/// Signals take it down and bring it back without losing its data, for outage drills: SIGUSR1
+/// (connections refused and dropped), SIGUSR2 (serving again). SIGTERM or Ctrl-C stop it.
 pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

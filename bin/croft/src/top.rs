@@ -1,7 +1,5 @@
-//! `croft top`: a live view of a running stack for a person at a terminal. It scrapes the
-//! `/metrics` endpoints (the local stack's by default, instances found through matchmaking)
-//! and shows matches, players, queue wait, tick time and error rates, refreshing in place.
-//! `--once` prints one plain-text snapshot (scripts, tests) instead.
+//! `croft top`: a live view of a running stack for a person at a terminal, from the services'
+//! `/metrics` endpoints.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -267,6 +265,9 @@ fn summarize(now: &Scrape, before: Option<&Scrape>) -> Summary {
     Summary { lines, targets }
 }
 
+/// Scrapes the `/metrics` endpoints (the local stack's by default, instances found through
+/// matchmaking) and shows matches, players, queue wait, tick time and error rates, refreshing
+/// in place. `--once` prints one plain-text snapshot (scripts, tests) instead.
 pub fn run(args: TopArgs) -> anyhow::Result<()> {
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(2))

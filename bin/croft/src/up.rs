@@ -1,8 +1,5 @@
-//! `croft up`: the whole stack on embedded defaults. In this process: the auth service and
-//! matchmaking (with the local allocator, which starts instance servers as child processes);
-//! beside it: a connection server (a child process). SQLite under the data folder. With
-//! `--bots N`, bots log in through the API, queue, play and the stack stops when they are done;
-//! without, it runs until Ctrl-C.
+//! `croft up`: the whole stack on embedded defaults, auth and matchmaking in this process and a
+//! connection server beside it, SQLite under the data folder.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -144,6 +141,10 @@ struct MatchmakingArgs {
     config: matchmaking::server::MatchmakingConfig,
 }
 
+/// Runs the whole stack. In this process: the auth service and matchmaking (with the local
+/// allocator, which starts instance servers as child processes); beside it: a connection server
+/// (a child process). SQLite under the data folder. With `--bots N`, bots log in through the
+/// API, queue, play and the stack stops when they are done; without, it runs until Ctrl-C.
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     telemetry::init_logging("croft-up", telemetry::LogTarget::Stderr);
     std::fs::create_dir_all(&args.data_dir)

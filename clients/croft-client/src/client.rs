@@ -1,13 +1,5 @@
-//! An engine-free client facade for game engines: one [`Client`] holds the whole session (the
-//! REST login, the lobby connection, the current match, the farm and the common area) behind
-//! calls that never block and one [`Client::poll`] that returns what happened as
-//! [`ClientEvent`]s. Engine bindings (the Godot `CroftClient` nodes) call `poll` once a frame
-//! and turn the events into signals with [`ClientEvent::signals`].
-//!
-//! What it does by itself: the REST calls run on a thread; after login it connects to the
-//! connection server; on `MatchFound` it connects to the instance server with the token; when
-//! the match connection drops before the end it asks the lobby for `RejoinMatch` and connects
-//! again with the fresh token; it reports `Disconnected` when the lobby connection is gone.
+//! An engine-free client facade for game engines: one [`Client`] holds the whole session behind
+//! calls that never block, and [`Client::poll`] returns what happened as [`ClientEvent`]s.
 
 mod events;
 pub mod game;
@@ -78,6 +70,16 @@ pub fn embedded_game_data() -> Option<Arc<GameData>> {
 
 /// The whole client session. Create one, call [`Client::login`], then [`Client::poll`] every
 /// frame.
+///
+/// It holds the REST login, the lobby connection, the current match, the farm and the common
+/// area behind calls that never block and one [`Client::poll`] that returns what happened as
+/// [`ClientEvent`]s. Engine bindings (the Godot `CroftClient` nodes) call `poll` once a frame
+/// and turn the events into signals with [`ClientEvent::signals`].
+///
+/// What it does by itself: the REST calls run on a thread; after login it connects to the
+/// connection server; on `MatchFound` it connects to the instance server with the token; when
+/// the match connection drops before the end it asks the lobby for `RejoinMatch` and connects
+/// again with the fresh token; it reports `Disconnected` when the lobby connection is gone.
 pub struct Client {
     data: Option<Arc<GameData>>,
     api: Option<AuthApi>,

@@ -1,7 +1,5 @@
-//! The croft client core, with no engine in it: the auth REST API (login, refresh, logout,
-//! connect tokens), secure netcode connections to connection and instance servers carrying
-//! croft messages, and the token source a client uses to come back after a drop. The headless
-//! bot is built on it, and engine bindings (Godot) wrap it.
+//! The croft client core, with no engine in it: the auth REST API, connections to connection
+//! and instance servers carrying croft messages, and the token source for coming back after a drop.
 
 pub mod api;
 pub mod client;

@@ -1,6 +1,5 @@
 //! Sessions on an instance server outside matches: the player's farm and the common area.
-//! Each keeps what the server last said (plots and items; who is where) and turns the
-//! server's messages into events for the game to show. Nothing blocks: call `poll` every frame.
+//! Nothing blocks: call `poll` every frame.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +22,9 @@ pub enum FarmEvent {
 }
 
 /// The player's farm, over a Farm token from `FarmReady`.
+///
+/// It keeps what the server last said (plots and items) and turns the server's messages into
+/// events for the game to show.
 pub struct FarmSession {
     conn: Connection,
     /// The plots, once the server has sent them.
@@ -137,6 +139,9 @@ pub enum HubEvent {
 }
 
 /// A place in the common area, over a Hub token from `HubReady`.
+///
+/// It keeps what the server last said (who is where) and turns the server's messages into
+/// events for the game to show.
 pub struct HubSession {
     conn: Connection,
     pub hub_id: Option<u32>,

@@ -1,9 +1,4 @@
 //! The client's netcode socket, with control over when acks go out.
-//!
-//! renet appends an ack packet to every flush while acks are pending (always, as both ends
-//! ack each other's acks). Sending that ack packet only on the periodic flush, not with every
-//! action, halves the datagrams per move; acks are cumulative ranges, so one skipped ack
-//! packet loses nothing (renet counts it as a lost packet and forgets it after 3 s).
 
 use std::io;
 use std::net::UdpSocket;
@@ -28,6 +23,12 @@ pub enum TransportError {
 /// netcode's packet type of a keep-alive, in the low bits of a packet's first byte.
 const NETCODE_KEEP_ALIVE: u8 = 4;
 
+/// A client's netcode socket that decides when renet's ack packets go out.
+///
+/// renet appends an ack packet to every flush while acks are pending (always, as both ends
+/// ack each other's acks). Sending that ack packet only on the periodic flush, not with every
+/// action, halves the datagrams per move; acks are cumulative ranges, so one skipped ack
+/// packet loses nothing (renet counts it as a lost packet and forgets it after 3 s).
 pub struct ClientSocket {
     socket: UdpSocket,
     netcode: NetcodeClient,

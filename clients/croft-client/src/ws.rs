@@ -1,10 +1,5 @@
 //! The WebSocket link (`docs/PROTOCOL.md` section 11): what web exports speak, here for native
-//! clients behind networks without UDP and for testing the servers' WebSocket path. The
-//! subprotocol names the protocol version, the first frame is the connect token, then one
-//! binary frame is one message; WebSocket is reliable and ordered, so there are no acks.
-//!
-//! The connect (TCP, TLS, HTTP upgrade) blocks; after it the socket is non-blocking and
-//! [`WsLink::update`] never waits.
+//! clients behind networks without UDP and for testing the servers' WebSocket path.
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
@@ -30,6 +25,12 @@ const BUFFER_BYTES: usize = 8 * 1024;
 const MAX_SERVER_MESSAGE_BYTES: usize = 1 << 20;
 
 /// A WebSocket connection to a croft server.
+///
+/// The subprotocol names the protocol version, the first frame is the connect token, then one
+/// binary frame is one message; WebSocket is reliable and ordered, so there are no acks.
+///
+/// The connect (TCP, TLS, HTTP upgrade) blocks; after it the socket is non-blocking and
+/// [`WsLink::update`] never waits.
 pub struct WsLink {
     socket: Socket,
     peer: SocketAddr,

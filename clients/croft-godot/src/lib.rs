@@ -1,10 +1,5 @@
 //! Godot 4 (GDExtension, gdext) binding of the croft client core: a `CroftClient` node over
-//! [`croft_client::Client`]. Every call returns at once; `process` polls the client and emits
-//! one signal per event (names and arguments: [`croft_client::client::SIGNALS`], the table in
-//! `clients/godot/README.md`). The sample project is `clients/godot/demo/`.
-//!
-//! The Godot 3 binding (`croft-godot3`, tested in godot3-server) has the same methods and
-//! signals over the same core; keep this file as thin as that one.
+//! [`croft_client::Client`].
 
 // `#[gdextension]` needs an `unsafe impl ExtensionLibrary`; the class macros generate FFI glue.
 #![allow(unsafe_code)]
@@ -49,6 +44,13 @@ fn seq(s: Option<u32>) -> i64 {
 }
 
 /// The croft client as a node: add it to the scene, connect its signals, call `login`.
+///
+/// Every call returns at once; `process` polls the client and emits one signal per event
+/// (names and arguments: [`croft_client::client::SIGNALS`], the table in
+/// `clients/godot/README.md`). The sample project is `clients/godot/demo/`.
+///
+/// The Godot 3 binding (`croft-godot3`, tested in godot3-server) has the same methods and
+/// signals over the same core; keep this file as thin as that one.
 #[derive(GodotClass)]
 #[class(base=Node)]
 pub struct CroftClient {

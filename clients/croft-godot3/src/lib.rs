@@ -1,11 +1,5 @@
 //! Godot 3 (GDNative, gdnative 0.11) binding of the croft client core: a `CroftClient` node
-//! over [`croft_client::Client`]. Every call returns at once; `_process` polls the client and
-//! emits one signal per event (names and arguments: [`croft_client::client::SIGNALS`], the
-//! table in `clients/godot/README.md`). The engine-in-the-loop test
-//! (`tests/engine.rs`, `clients/godot/tests/engine3/`) runs it in godot3-server.
-//!
-//! The Godot 4 binding (`croft-godot`) has the same methods and signals over the same core;
-//! keep this file as thin as that one.
+//! over [`croft_client::Client`].
 
 // gdnative's derives and `godot_init!` expand to `unsafe impl`s and FFI entry points.
 #![allow(unsafe_code)]
@@ -47,6 +41,14 @@ fn seq(s: Option<u32>) -> i64 {
 
 /// The `CroftClient` node. Methods take `&self` (the client sits in a `RefCell` borrowed only
 /// inside each call), so signal handlers may call back into the node while `_process` emits.
+///
+/// Every call returns at once; `_process` polls the client and emits one signal per event
+/// (names and arguments: [`croft_client::client::SIGNALS`], the table in
+/// `clients/godot/README.md`). The engine-in-the-loop test (`tests/engine.rs`,
+/// `clients/godot/tests/engine3/`) runs it in godot3-server.
+///
+/// The Godot 4 binding (`croft-godot`) has the same methods and signals over the same core;
+/// keep this file as thin as that one.
 #[derive(NativeClass)]
 #[inherit(Node)]
 #[register_with(Self::register)]

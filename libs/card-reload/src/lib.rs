@@ -1,6 +1,5 @@
 //! Hot reload of the card data: a thread that watches a data folder and swaps valid new data
-//! into a [`DataHandle`] (what starts from then on uses it; what runs keeps its own), with the
-//! logs and metrics every server reports reloads with. The data and its checks are `shared_sim`'s.
+//! into a [`DataHandle`], with the logs and metrics every server reports reloads with.
 
 use std::path::PathBuf;
 
@@ -22,6 +21,8 @@ pub enum Reload<'a> {
 /// force; when they changed, validates them and either swaps them in (what starts from now on
 /// uses them; running matches keep theirs) or keeps the old data. `report` hears each outcome
 /// once per distinct content. Runs on its own thread for the life of the process.
+///
+/// The data and its checks are `shared_sim`'s ([`GameData`]); this only watches and swaps.
 pub fn watch(
     dir: PathBuf,
     handle: DataHandle,

@@ -1,9 +1,5 @@
 //! The contracts between croft's processes: every request, answer, feed and file one process
-//! reads from another, in versioned modules (`v1`), with the paths they travel on and typed
-//! async clients (feature `client`). Servers route on the same path constants the clients call.
-//!
-//! The game clients' wire protocol (netcode and WebSocket messages) is `shared_sim::protocol`;
-//! this crate is the HTTP and file side.
+//! reads from another, in versioned modules (`v1`), with their paths and typed async clients.
 
 pub mod auth;
 pub mod connection;

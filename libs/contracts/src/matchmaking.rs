@@ -1,7 +1,8 @@
 //! Matchmaking's internal API, which connection servers (and `croft status`) call with the
-//! service credential: tickets, rejoins, farm and common-area places, and each connection
-//! server's mailbox of updates for its players.
+//! service credential.
 
+/// Tickets, rejoins, farm and common-area places, and each connection server's mailbox of
+/// updates for its players.
 pub mod v1 {
     use std::net::SocketAddr;
 

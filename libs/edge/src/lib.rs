@@ -1,7 +1,5 @@
-//! The REST edge every croft HTTP service sits behind when it faces clients: per-IP rate limits
-//! (a stricter one for chosen paths such as login), request ids carried into the logs and the
-//! response, a body-size limit, a time limit, CORS for web clients, and JSON error bodies with a
-//! stable code for everything the edge itself refuses.
+//! The REST edge every croft HTTP service sits behind when it faces clients: rate limits,
+//! request ids, body and time limits, CORS and JSON error bodies.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -124,6 +122,10 @@ struct EdgeState {
 
 /// Wraps a service router with the edge. Serve the result with
 /// `into_make_service_with_connect_info::<SocketAddr>()` so the limiter sees client addresses.
+///
+/// The edge: per-IP rate limits (a stricter one for chosen paths such as login), request ids
+/// carried into the logs and the response, a body-size limit, a time limit, CORS for web
+/// clients, and JSON error bodies with a stable code for everything the edge itself refuses.
 pub fn wrap(router: Router, config: &EdgeConfig) -> Router {
     let state = EdgeState {
         general: Arc::new(RateLimiter::new(config.rate)),

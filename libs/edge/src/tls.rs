@@ -1,6 +1,5 @@
 //! HTTPS for the REST edge: rustls (ring) with a certificate chain and key from PEM files, and
-//! an accept loop that serves an axum router over TLS with the client address available to the
-//! rate limiter.
+//! an accept loop that serves an axum router over TLS.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -87,6 +86,7 @@ impl Default for ServeLimits {
 }
 
 /// Serves `app` (HTTP/1.1 upgrades included) over TLS until `shutdown` completes, then gives open connections a few seconds.
+/// The client address is available to the rate limiter (see [`serve_with`]).
 pub async fn serve(
     listener: TcpListener,
     app: Router,

@@ -1,14 +1,5 @@
 //! The player's side of the game: inventory, card collection, decks, farm state and one-time
-//! grants. The game rules (what a recipe needs, what a deck may hold) are the caller's, from
-//! the card data; this module keeps the counts right under concurrency:
-//!
-//! - a craft is one transaction: each input is taken by a conditional `UPDATE … WHERE quantity >=
-//!   n` (a concurrent craft of the last item finds the row changed and takes nothing), the output
-//!   is added, and the `item_crafted` outbox row is written, or none of it;
-//! - a farm action that touches the inventory (planting takes a seed, harvesting adds produce)
-//!   writes the farm's new state in the same transaction, so a crash never loses one without
-//!   the other;
-//! - farm snapshots carry a version, and an older snapshot never overwrites a newer one.
+//! grants, with the counts kept right under concurrency; the game rules are the caller's.
 
 use sqlx::Row;
 
@@ -27,6 +18,9 @@ pub enum CraftOutput {
 }
 
 /// A recipe as the store applies it.
+///
+/// The game rules (what a recipe needs, what a deck may hold) are the caller's, from the card
+/// data; the store keeps the counts right under concurrency.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Craft {
     pub recipe: String,
@@ -166,6 +160,10 @@ impl Store {
     }
 
     /// Crafts once: inputs taken, output added and `event` written together, or nothing.
+    ///
+    /// One transaction: each input is taken by a conditional `UPDATE … WHERE quantity >= n` (a
+    /// concurrent craft of the last item finds the row changed and takes nothing), the output
+    /// is added, and the `item_crafted` outbox row is written, or none of it.
     pub async fn craft(
         &self,
         user: UserId,
@@ -355,6 +353,7 @@ impl Store {
     }
 
     /// Writes a farm snapshot unless a newer version is stored; true if it was written.
+    /// Farm snapshots carry a version, and an older snapshot never overwrites a newer one.
     pub async fn save_farm(
         &self,
         user: UserId,
@@ -370,6 +369,10 @@ impl Store {
     /// A farm action that changes the inventory: the changes and the farm snapshot together.
     /// `Ok(false)`: refused (an item was missing or did not fit, or a newer snapshot is
     /// stored), and nothing was written.
+    ///
+    /// A farm action that touches the inventory (planting takes a seed, harvesting adds
+    /// produce) writes the farm's new state in the same transaction, so a crash never loses
+    /// one without the other.
     pub async fn farm_action(
         &self,
         user: UserId,

@@ -1,9 +1,5 @@
 //! The database layer: one schema with migrations for Postgres (production) and SQLite (the
-//! embedded default), and the queries the services run, through sqlx's `Any` driver so that both
-//! engines pass the same code and the same tests.
-//!
-//! Every query uses `$N` placeholders in ascending order, which both engines accept. Ids are
-//! chosen by the application (random positive `i64`), except the outbox's, which must be ordered.
+//! embedded default), and the queries the services run, through sqlx's `Any` driver.
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -114,6 +110,12 @@ pub struct OutboxRow {
     pub sent_at: Option<i64>,
 }
 
+/// A connection pool and the queries the services run.
+///
+/// The queries go through sqlx's `Any` driver so that both engines pass the same code and the
+/// same tests. Every query uses `$N` placeholders in ascending order, which both engines accept.
+/// Ids are chosen by the application (random positive `i64`), except the outbox's, which must
+/// be ordered.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,

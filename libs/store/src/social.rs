@@ -1,8 +1,4 @@
 //! Friends, ratings and the revocation feed: what the connection servers and matchmaking read.
-//!
-//! A friend request from A to B is the row (A, B, pending). Accepting turns it into the pair
-//! (A, B, accepted) and (B, A, accepted) in one transaction; declining deletes the request;
-//! removing deletes both directions.
 
 use sqlx::Row;
 
@@ -16,6 +12,11 @@ pub struct Friend {
     pub state: FriendState,
 }
 
+/// How a friend row stands from the listing user's side.
+///
+/// A friend request from A to B is the row (A, B, pending). Accepting turns it into the pair
+/// (A, B, accepted) and (B, A, accepted) in one transaction; declining deletes the request;
+/// removing deletes both directions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FriendState {
     Accepted,

@@ -1,6 +1,5 @@
 //! Real databases for tests in any crate: a fresh SQLite file and a fresh Postgres database on
-//! the server named by `CROFT_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/postgres`).
-//! `scripts/services` makes sure that server runs.
+//! the server named by `CROFT_TEST_POSTGRES`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -33,6 +32,9 @@ fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// A fresh Postgres database on the server named by `CROFT_TEST_POSTGRES` (default
+/// `postgres://postgres@127.0.0.1:5432/postgres`). `scripts/services` makes sure that server
+/// runs.
 pub async fn postgres() -> Store {
     let admin_url = postgres_admin_url();
     let admin = Store::connect(&admin_url, &PoolSettings::default())

@@ -1,6 +1,5 @@
-//! Logs and metrics for every croft process: JSON-lines logs through `tracing` (human-readable on
-//! a terminal), the `metrics` facade rendered as Prometheus text on `/metrics`, process metrics
-//! read from `/proc`, and `/healthz` + `/readyz` for orchestrators.
+//! Logs and metrics for every croft process: JSON-lines logs through `tracing`, the `metrics`
+//! facade as Prometheus text on `/metrics`, `/proc` process metrics, `/healthz` and `/readyz`.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,7 +102,8 @@ struct TelemetryState {
     readiness: Readiness,
 }
 
-/// `/metrics`, `/healthz` and `/readyz`, to merge into a service's router.
+/// `/metrics`, `/healthz` and `/readyz`, to merge into a service's router (the last two are
+/// for orchestrators).
 pub fn router(readiness: Readiness) -> Router {
     let state = TelemetryState {
         handle: metrics_handle(),

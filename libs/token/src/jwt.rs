@@ -1,6 +1,5 @@
 //! Access tokens: JWTs signed with Ed25519 (EdDSA), a `kid` in every header, a JWKS document of
-//! the public keys, and key rotation that logs nobody out (retired keys keep verifying until the
-//! tokens they signed have expired). Servers verify with the public keys alone.
+//! the public keys, and key rotation that logs nobody out. Servers verify with the public keys.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -136,6 +135,9 @@ pub fn unix_now() -> u64 {
 }
 
 /// Signs access tokens with the active key and verifies with every current and retired key.
+///
+/// Key rotation logs nobody out: retired keys keep verifying until the tokens they signed have
+/// expired. Servers verify with the public keys alone ([`JwtVerifier`]).
 #[derive(Clone)]
 pub struct JwtKeys {
     issuer: String,

@@ -1,7 +1,5 @@
 //! The token service's netcode half: loading the 32-byte netcode private key from a secret and
 //! minting connect tokens whose user data binds a user (and a match) to a server.
-//!
-//! Servers use the same key to check tokens; only this crate creates them.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -201,6 +199,8 @@ pub enum MintError {
 }
 
 /// Mints netcode connect tokens.
+///
+/// Servers use the same key to check tokens; only this crate creates them.
 #[derive(Clone, Debug)]
 pub struct ConnectTokenIssuer {
     key: NetcodeKey,

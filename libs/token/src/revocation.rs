@@ -1,14 +1,13 @@
-//! The revocation check game servers run: connect tokens carry a session tag (the first 16
-//! bytes of the SHA-256 of the session id, never the id itself), and the auth service publishes
-//! the tags of revoked sessions as a feed (`GET /v1/auth/revocations?since=MS`) that servers
-//! poll into a [`RevocationSet`].
+//! The revocation check game servers run: connect tokens carry a session tag, and servers poll
+//! the auth service's feed of revoked tags into a [`RevocationSet`].
 
 use std::collections::HashMap;
 
 use contracts::auth::v1::RevocationFeed;
 use sha2::{Digest, Sha256};
 
-/// The tag a connect token carries for `session_id`.
+/// The tag a connect token carries for `session_id`: the first 16 bytes of the SHA-256 of the
+/// session id, never the id itself.
 pub fn session_tag(session_id: &str) -> [u8; 16] {
     let digest = Sha256::digest(session_id.as_bytes());
     let mut out = [0u8; 16];
@@ -32,6 +31,9 @@ pub fn tag_from_hex(text: &str) -> Option<[u8; 16]> {
 }
 
 /// The revoked tags a server knows, and where its next poll starts.
+///
+/// The auth service publishes the tags of revoked sessions as a feed
+/// (`GET /v1/auth/revocations?since=MS`) that servers poll into this set.
 #[derive(Debug, Default)]
 pub struct RevocationSet {
     tags: HashMap<[u8; 16], i64>,

@@ -1,7 +1,5 @@
 //! The player's items, cards and decks through the lobby connection: inventory, crafting, deck
-//! building and the deck to queue with. The rules come from the card data (recipes, deck size
-//! and copies, deck slots); the store makes each craft one transaction. Every request is
-//! checked here before the store sees it, and answered with the new state or a named error.
+//! building and the deck to queue with.
 
 use contracts::matchmaking::v1::{FarmRequest, HubPlaceRequest};
 use shared_sim::GameData;
@@ -12,6 +10,10 @@ use store::{Craft, CraftError, CraftOutput, StoreError};
 use super::{Bridge, Reply, UserId};
 
 /// A lobby request about the player's own things.
+///
+/// The rules come from the card data (recipes, deck size and copies, deck slots); the store
+/// makes each craft one transaction. Every request is checked here before the store sees it,
+/// and answered with the new state or a named error.
 #[derive(Debug, Clone)]
 pub enum GameRequest {
     Inventory,

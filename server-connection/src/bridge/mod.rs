@@ -1,6 +1,5 @@
-//! The async side of the connection server, one file per backend it talks to (the database for
-//! players and their things, matchmaking, auth, the admin API): the Bevy loop sends [`Job`]s and
-//! reads [`Reply`]s without ever waiting for them.
+//! The async side of the connection server: the Bevy loop sends [`Job`]s and reads [`Reply`]s
+//! without ever waiting for them.
 
 mod admin;
 mod auth;
@@ -132,6 +131,8 @@ pub(crate) fn token_bytes(text: &str) -> Option<Vec<u8>> {
 /// Lanes that run players' game requests, each in order.
 const GAME_LANES: usize = 8;
 
+/// The connection server's clients of its backends, one file per backend it talks to (the
+/// database for players and their things, matchmaking, auth, the admin API).
 #[derive(Clone)]
 pub struct Bridge {
     pub store: Store,

@@ -1,19 +1,5 @@
 //! Farms: each player's farm is hosted here like a match, many per process, while its player
-//! is on it. Matchmaking opens one through `POST /v1/farms`, which loads it from the store and
-//! brings its plots forward by the time that passed (closed form: [`Farm::advance_to`]).
-//!
-//! [`FarmPlugin`] runs them on the simulation tick from a [`FarmInbox`] (arrivals, departures,
-//! actions) into a [`FarmOutbox`] (messages for players, closed farms); it knows no sockets.
-//! Writes go through one background task per process ([`storage::writer`]), in order:
-//! - an action that changes the inventory (planting takes a seed, harvesting adds produce) is
-//!   one store transaction with the farm's new state; the client hears `FarmActionResult` only
-//!   after it committed, so a crash never loses a harvest the player saw, and the farm takes
-//!   the new state only then;
-//! - other changes (watering, clearing) are applied at once and the farm is written at most
-//!   once a second while it has unsaved changes, so a kill -9 loses at most that second.
-//!   Growth itself is never written: it is recomputed from the farm tick on load.
-//!
-//! A farm whose player left is written (if it must be) and closed after [`CLOSE_AFTER`].
+//! is on it.
 
 pub mod storage;
 #[cfg(test)]
@@ -45,6 +31,19 @@ pub struct FarmSystems;
 
 /// Hosts farms: a [`Farms`] resource (without a writer until the server gives it one: then
 /// every action that needs the store fails with `Unavailable`), its inbox and its outbox.
+///
+/// It runs the farms on the simulation tick from a [`FarmInbox`] (arrivals, departures,
+/// actions) into a [`FarmOutbox`] (messages for players, closed farms); it knows no sockets.
+/// Writes go through one background task per process ([`storage::writer`]), in order:
+/// - an action that changes the inventory (planting takes a seed, harvesting adds produce) is
+///   one store transaction with the farm's new state; the client hears `FarmActionResult` only
+///   after it committed, so a crash never loses a harvest the player saw, and the farm takes
+///   the new state only then;
+/// - other changes (watering, clearing) are applied at once and the farm is written at most
+///   once a second while it has unsaved changes, so a kill -9 loses at most that second.
+///   Growth itself is never written: it is recomputed from the farm tick on load.
+///
+/// A farm whose player left is written (if it must be) and closed after [`CLOSE_AFTER`].
 pub struct FarmPlugin;
 
 impl Plugin for FarmPlugin {
@@ -161,6 +160,9 @@ impl Farms {
     }
 
     /// Starts hosting a loaded farm at `now` (a second open of the same farm changes nothing).
+    ///
+    /// Matchmaking opens one through `POST /v1/farms`, which loads it from the store and brings
+    /// its plots forward by the time that passed (closed form: [`Farm::advance_to`]).
     pub fn open(&mut self, loaded: LoadedFarm, now: Duration) {
         self.hosted.entry(loaded.user).or_insert_with(|| Hosted {
             farm: loaded.farm,

@@ -1,11 +1,5 @@
 //! The common area: hub shards where online players see each other, walk (speed and bounds
-//! checked here) and chat with the players near them. Joining and leaving are broadcast to the
-//! shard; moves are batched into one `HubMoves` per tick.
-//!
-//! Matchmaking keeps a place with `POST /v1/hub` (the control API's [`HubBook`] picks the first
-//! shard with room, or opens the next one: `--hub-capacity`, default 300 players), the player
-//! connects with a Hub token naming that shard, and the place is freed when they leave.
-//! [`HubPlugin`] runs the shards on the simulation tick from a [`HubInbox`] into a [`HubOutbox`].
+//! checked here) and chat with the players near them.
 
 pub mod book;
 #[cfg(test)]
@@ -26,6 +20,9 @@ pub use book::{HubBook, KEEP_FOR};
 pub struct HubSystems;
 
 /// Hosts the common-area shards: a [`Hubs`] resource, its inbox and its outbox.
+///
+/// It runs the shards on the simulation tick from a [`HubInbox`] into a [`HubOutbox`]. Joining
+/// and leaving are broadcast to the shard; moves are batched into one `HubMoves` per tick.
 pub struct HubPlugin;
 
 impl Plugin for HubPlugin {
@@ -112,6 +109,10 @@ struct Shard {
 }
 
 /// The hub shards this process hosts.
+///
+/// Matchmaking keeps a place with `POST /v1/hub` (the control API's [`HubBook`] picks the first
+/// shard with room, or opens the next one: `--hub-capacity`, default 300 players), the player
+/// connects with a Hub token naming that shard, and the place is freed when they leave.
 #[derive(Resource, Default)]
 pub struct Hubs {
     /// Places kept for players on their way: (shard, user) -> (name, since).

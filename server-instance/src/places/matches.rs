@@ -1,6 +1,5 @@
-//! Match seats as places: admitting a player to their seat (welcome and snapshot), a dropped
-//! player's grace period and the opponent's notices, snapshot requests, and forfeits when the
-//! grace runs out. The matches themselves run in `shared_sim`'s `MatchPlugin`.
+//! Match seats as places: admitting players to their seats, reconnect grace and forfeits. The
+//! matches themselves run in `shared_sim`'s `MatchPlugin`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -71,6 +70,10 @@ impl Absences {
 }
 
 /// The match side of [`super::Places`].
+///
+/// Match seats as places: admitting a player to their seat (welcome and snapshot), a dropped
+/// player's grace period and the opponent's notices, snapshot requests, and forfeits when the
+/// grace runs out (with [`Absences`] and [`expire_absences`]).
 #[derive(SystemParam)]
 pub struct MatchPlaces<'w, 's> {
     time: Res<'w, Time<Real>>,

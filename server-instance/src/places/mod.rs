@@ -1,6 +1,5 @@
-//! The one door between the sockets and what a connection is for: [`Places`] admits a connect
-//! token to a match seat, a farm or a hub shard, and hands departures and verified messages to
-//! that place's inbox. `net.rs` knows the places only through it.
+//! The one door between the sockets and what a connection is for: a match seat, a farm or a hub
+//! shard, through [`Places`].
 
 pub mod matches;
 #[cfg(test)]
@@ -64,6 +63,9 @@ impl Refusal {
 }
 
 /// Every place a connection can be for, as the network side sees them.
+///
+/// It admits a connect token to a match seat, a farm or a hub shard, and hands departures and
+/// verified messages to that place's inbox. `net.rs` knows the places only through it.
 #[derive(SystemParam)]
 pub struct Places<'w, 's> {
     matches: MatchPlaces<'w, 's>,

@@ -1,6 +1,5 @@
 //! Repeated login failures slow down per account and per client address: after a free number of
 //! failures each further one doubles the wait (capped), and a success clears the account.
-//! Unknown usernames are tracked like known ones, so the answers reveal nothing.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -74,6 +73,9 @@ impl<K: Eq + Hash + Clone> Tracker<K> {
     }
 }
 
+/// Login failures per account and per client address, and the waits they impose.
+///
+/// Unknown usernames are tracked like known ones, so the answers reveal nothing.
 #[derive(Debug)]
 pub struct LoginBackoff {
     accounts: Tracker<String>,

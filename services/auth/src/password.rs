@@ -1,9 +1,4 @@
 //! Passwords: argon2id hashing and verification, off the async threads and bounded.
-//!
-//! Hashing costs ~20 MiB and tens of milliseconds by design, so concurrent hashes are capped;
-//! when the cap is reached callers get [`PasswordError::Busy`] at once (an HTTP 503 with
-//! `Retry-After`) rather than a queue whose latency grows without limit. An unknown user is
-//! verified against a dummy hash so that it costs the same time as a known one.
 
 use std::sync::Arc;
 
@@ -31,6 +26,12 @@ pub enum PasswordError {
     Hash(String),
 }
 
+/// Hashes and verifies passwords with argon2id, a bounded number at once.
+///
+/// Hashing costs ~20 MiB and tens of milliseconds by design, so concurrent hashes are capped;
+/// when the cap is reached callers get [`PasswordError::Busy`] at once (an HTTP 503 with
+/// `Retry-After`) rather than a queue whose latency grows without limit. An unknown user is
+/// verified against a dummy hash so that it costs the same time as a known one.
 #[derive(Clone)]
 pub struct Passwords {
     hasher: Argon2<'static>,

@@ -1,13 +1,5 @@
-//! Producing and consuming on the bus directly (not through the outbox): for what is not a
-//! database change, such as presence and chat crossing between connection servers, and game
-//! events from instance servers.
-//!
-//! Every producer here reports deliveries through [`DeliveryMetrics`]
-//! (`croft_events_produced_total{topic}` once the broker acknowledged,
-//! `croft_events_produce_failures_total{topic}` plus a warning when librdkafka gave up after
-//! its own retries). Consumers ([`consume`]) join a consumer group, de-duplicate by event id,
-//! store an offset only after the event was handed on, commit on the way out, and export their
-//! lag per partition (`croft_events_consumer_lag{topic,partition}`).
+//! Producing and consuming on the bus directly (not through the outbox), for what is not a
+//! database change: presence and chat between connection servers, game events from instances.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -42,6 +34,11 @@ pub fn producer_config(brokers: &str, delivery_timeout: Duration) -> ClientConfi
 }
 
 /// A producer context that turns delivery reports into metrics and logs.
+///
+/// Every producer of this module reports deliveries through it
+/// (`croft_events_produced_total{topic}` once the broker acknowledged,
+/// `croft_events_produce_failures_total{topic}` plus a warning when librdkafka gave up after
+/// its own retries).
 #[derive(Clone, Default)]
 pub struct DeliveryMetrics;
 
@@ -285,6 +282,10 @@ pub fn consumer(config: &ConsumerConfig) -> Result<StreamConsumer<LagMetrics>, K
 /// Consumes until `stop` turns true: hands every new event to `sink` in partition order,
 /// skipping duplicates, malformed payloads (counted, logged) and this server's own events.
 /// Commits the stored offsets before returning.
+///
+/// Consumers join a consumer group, de-duplicate by event id, store an offset only after the
+/// event was handed on, commit on the way out, and export their lag per partition
+/// (`croft_events_consumer_lag{topic,partition}`).
 pub async fn consume(
     config: ConsumerConfig,
     counters: Arc<ConsumerCounters>,

@@ -1,9 +1,5 @@
 //! Events: a versioned envelope around typed payloads, written to the outbox in the same
-//! transaction as the change they describe (the outbox relay, `relay.rs`, publishes them, one
-//! topic per event type, keyed by [`Event::key`]).
-//!
-//! The JSON Schema of each event type is under `docs/events/`; a test checks events of every
-//! type against them.
+//! transaction as the change they describe.
 
 pub mod bus;
 pub mod relay;
@@ -28,6 +24,10 @@ pub const EVENT_TYPES: [&str; 10] = [
 ];
 
 /// What happened. The tag is the event type, which is also the topic name (after a prefix).
+///
+/// The outbox relay (`relay.rs`) publishes events, one topic per event type, keyed by
+/// [`Event::key`]. The JSON Schema of each event type is under `docs/events/`; a test checks
+/// events of every type against them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
 pub enum Event {

@@ -1,8 +1,5 @@
-//! The outbox relay: publishes outbox rows to Kafka in order (one topic per event type, keyed
-//! by the event's key, the event id in a header) through an idempotent producer, and marks rows
-//! sent only after the broker acknowledged them. A broker that is down leaves the rows waiting;
-//! they go out when it returns. A row acknowledged but not yet marked (a crash in between) is
-//! published again, which is why consumers de-duplicate by event id.
+//! The outbox relay: publishes outbox rows to Kafka in order through an idempotent producer,
+//! and marks rows sent only after the broker acknowledged them.
 
 use std::time::Duration;
 
@@ -51,6 +48,12 @@ pub fn producer(config: &RelayConfig) -> Result<FutureProducer<DeliveryMetrics>,
     )
 }
 
+/// Publishes outbox rows to Kafka in order (one topic per event type, keyed by the event's key,
+/// the event id in a header) and marks rows sent only after the broker acknowledged them.
+///
+/// A broker that is down leaves the rows waiting; they go out when it returns. A row
+/// acknowledged but not yet marked (a crash in between) is published again, which is why
+/// consumers de-duplicate by event id.
 pub struct Relay {
     pub store: Store,
     pub producer: FutureProducer<DeliveryMetrics>,

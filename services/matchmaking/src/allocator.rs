@@ -1,6 +1,5 @@
 //! Where matches run. [`Allocator`] is the interface matchmaking uses; [`LocalAllocator`] is
-//! the embedded default: a pool of `croft instance` child processes on this machine. (The
-//! Kubernetes allocator plugs into the same interface.)
+//! the embedded default: a pool of `croft instance` child processes on this machine.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -112,6 +111,8 @@ impl Placed {
     }
 }
 
+/// Where matches run: the interface matchmaking uses. [`LocalAllocator`] is the embedded
+/// default; the Kubernetes allocator plugs into the same interface.
 pub trait Allocator: Send + Sync {
     /// Places a match on an instance with a free slot, starting one if needed.
     fn allocate(&self, request: CreateMatchRequest)

@@ -1,20 +1,5 @@
 //! The Kubernetes allocator: the same [`Allocator`] interface as the local pool, for instance
-//! servers that Kubernetes runs.
-//!
-//! - **Agones** ([`KubeMode::Agones`]): each match is a `GameServerAllocation` on the Fleet,
-//!   preferring game servers that already host matches (counter `matches` with room, fewest
-//!   free slots first), else a Ready one with room (a draining server has set its counter's
-//!   capacity to 0, see `server-instance`'s `agones` module); the match is then created on the allocated pod's
-//!   control API. Contention (409) and throttling (429) or server errors (5xx) are retried a few
-//!   times with a short backoff.
-//! - **Plain** ([`KubeMode::Plain`]): ready pods with the instance label are found by listing
-//!   the pods (the control port comes from the pod annotation `croft.dev/control-port`, else
-//!   the configured one); their capacity is read from their control API; the match goes to
-//!   the fullest pod with room. When none has room the Deployment's scale is raised by one (up
-//!   to a maximum) and the match is refused for now (`NoCapacity`; the players queue again).
-//!
-//! Both poll every known instance's `GET /v1/matches?after=` for ended matches, and declare an
-//! instance lost (its matches aborted) after failed polls, like the local allocator.
+//! servers that Kubernetes runs, either as an Agones Fleet or as plain pods of a Deployment.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,6 +20,18 @@ use crate::allocator::{
 };
 
 /// Where instance servers come from.
+///
+/// - **Agones** ([`KubeMode::Agones`]): each match is a `GameServerAllocation` on the Fleet,
+///   preferring game servers that already host matches (counter `matches` with room, fewest
+///   free slots first), else a Ready one with room (a draining server has set its counter's
+///   capacity to 0, see `server-instance`'s `agones` module); the match is then created on the
+///   allocated pod's control API. Contention (409) and throttling (429) or server errors (5xx)
+///   are retried a few times with a short backoff.
+/// - **Plain** ([`KubeMode::Plain`]): ready pods with the instance label are found by listing
+///   the pods (the control port comes from the pod annotation `croft.dev/control-port`, else
+///   the configured one); their capacity is read from their control API; the match goes to
+///   the fullest pod with room. When none has room the Deployment's scale is raised by one (up
+///   to a maximum) and the match is refused for now (`NoCapacity`; the players queue again).
 #[derive(Debug, Clone)]
 pub enum KubeMode {
     Agones {
@@ -112,6 +109,10 @@ struct State {
     closed: bool,
 }
 
+/// The [`Allocator`] for instance servers that Kubernetes runs, in either [`KubeMode`].
+///
+/// Both modes poll every known instance's `GET /v1/matches?after=` for ended matches, and
+/// declare an instance lost (its matches aborted) after failed polls, like the local allocator.
 pub struct KubeAllocator {
     client: kube::Client,
     config: KubeConfig,

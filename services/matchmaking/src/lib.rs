@@ -1,6 +1,5 @@
 //! Matchmaking: 1v1 queues with a widening rating window, match placement through an
-//! [`allocator::Allocator`] (local processes by default), and the updates connection servers
-//! relay to players.
+//! [`Allocator`] (local processes by default), and the updates connection servers relay to players.
 
 pub mod allocator;
 pub mod kube;

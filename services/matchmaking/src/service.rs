@@ -1,6 +1,5 @@
-//! The matchmaking service: the HTTP API connection servers call (with the service
-//! credential), the loop that forms and places matches, and the loop that collects ended and
-//! lost matches from the allocator.
+//! The matchmaking service: the HTTP API connection servers call, the loop that forms and places
+//! matches, and the loop that collects ended and lost matches from the allocator.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -361,6 +360,7 @@ fn check_auth(mm: &Matchmaking, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// The HTTP API connection servers call, with the service credential.
 pub fn router(mm: Arc<Matchmaking>) -> Router {
     Router::new()
         .route(TICKETS, post(create_ticket))

@@ -1,13 +1,5 @@
 //! A stand-in for the Agones SDK sidecar (the `sdkserver` container Agones adds to every game
-//! server pod), served over gRPC on loopback for tests. The service code is generated from the
-//! `agones` crate's own `sdk.proto` and `beta.proto` (see `build.rs`), so the real SDK client
-//! talks to it unchanged.
-//!
-//! It keeps one `GameServer` record and applies the SDK calls the way the sidecar does: `Ready`
-//! moves the state to `Ready` (also from `Allocated`), `Allocate` to `Allocated`, `Shutdown` to
-//! `Shutdown`; counters are bounded by their capacity; every call is recorded for assertions.
-//! [`StandIn::allocate`] plays the part of a `GameServerAllocation` (state `Allocated`, counter
-//! incremented), as the matchmaking allocator's request would.
+//! server pod), served over gRPC on loopback for tests.
 
 // tonic's generated service traits return `Result<_, tonic::Status>`; the helpers match them.
 #![allow(clippy::result_large_err)]
@@ -21,6 +13,8 @@ use tokio::sync::{oneshot, watch};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+/// The service code, generated from the `agones` crate's own `sdk.proto` and `beta.proto` (see
+/// `build.rs`), so the real SDK client talks to the stand-in unchanged.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod proto {
     pub mod sdk {
@@ -87,6 +81,12 @@ struct State {
 type Shared = Arc<Mutex<State>>;
 
 /// A running stand-in; stops when dropped.
+///
+/// It keeps one `GameServer` record and applies the SDK calls the way the sidecar does: `Ready`
+/// moves the state to `Ready` (also from `Allocated`), `Allocate` to `Allocated`, `Shutdown` to
+/// `Shutdown`; counters are bounded by their capacity; every call is recorded for assertions.
+/// [`StandIn::allocate`] plays the part of a `GameServerAllocation` (state `Allocated`, counter
+/// incremented), as the matchmaking allocator's request would.
 pub struct StandIn {
     addr: SocketAddr,
     state: Shared,

@@ -1,7 +1,5 @@
-//! Bots on the client core (`croft-client`): a match player keeping its view current from
-//! server events, a simple legal playing policy, the whole lobby flow (farm, craft, deck, common
-//! area, queue, play), and a driver that runs one or thousands of players from one thread. The
-//! bot binary, `croft up --bots` and the test suites use it.
+//! Bots on the client core (`croft-client`): match players, a simple legal playing policy, the
+//! whole lobby flow and a driver; the bot binary, `croft up --bots` and the test suites use it.
 
 pub use croft_client::{ClientError, Connection, IDLE_FLUSH_EVERY, TokenSource, api, transport};
 
@@ -68,7 +66,7 @@ pub struct PlayerStats {
     pub ack_latencies_us: Vec<u64>,
 }
 
-/// One player in one match.
+/// One player in one match, keeping its view current from server events.
 pub struct MatchPlayer {
     pub user_id: u64,
     pub match_id: u64,
@@ -398,7 +396,8 @@ pub fn percentile(sorted: &[u64], q: f64) -> u64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Polls every player until all are done or `deadline` passes.
+/// Polls every player until all are done or `deadline` passes: the driver that runs one or
+/// thousands of players from one thread.
 pub fn run_until_done(
     players: &mut [MatchPlayer],
     tokens: &dyn TokenSource,

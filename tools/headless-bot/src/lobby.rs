@@ -1,6 +1,5 @@
-//! The whole player flow: log in through the auth API, connect to the connection server with
-//! the connect token it returned, queue, follow `MatchFound` to the instance server, play, and
-//! queue again until the bot has played its matches.
+//! The whole player flow: log in, connect to the connection server, queue, follow `MatchFound`
+//! to the instance server, play, and queue again until the bot has played its matches.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +32,10 @@ pub enum BotState {
 }
 
 /// One bot: a lobby connection and, while it plays, a [`MatchPlayer`].
+///
+/// It logs in through the auth API, connects to the connection server with the connect token
+/// it returned, farms, crafts, builds a deck, walks in the common area, queues, follows
+/// `MatchFound` to the instance server, plays, and queues again until it has played its matches.
 pub struct LobbyBot {
     pub username: String,
     pub session: SessionTokens,

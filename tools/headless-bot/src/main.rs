@@ -1,7 +1,5 @@
 //! `headless-bot`: bots that log in through the auth API, connect to the connection server,
-//! queue, play their matches over the real protocol, and print a summary. Accounts are
-//! `PREFIX1` .. `PREFIXN`, all with one password (`croft up --bots N` creates `bot-1` ..
-//! `bot-N` with the password in `data/bots.password`).
+//! queue, play their matches over the real protocol, and print a summary.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +40,8 @@ struct Args {
     timeout_secs: u64,
 }
 
+/// Runs `--bots` bots. Accounts are `PREFIX1` .. `PREFIXN`, all with one password (`croft up
+/// --bots N` creates `bot-1` .. `bot-N` with the password in `data/bots.password`).
 fn main() -> anyhow::Result<()> {
     telemetry::init_logging("headless-bot", telemetry::LogTarget::Stderr);
     let args = Args::parse();

@@ -1,6 +1,5 @@
-//! The match connection of the facade: a session on an instance server for one match, keeping
-//! the player's view current from the server's snapshot and events (`MatchSnapshot::apply`,
-//! PROTOCOL.md 5.3). Nothing blocks: call [`MatchSession::poll`] every frame.
+//! The match connection of the facade: a session on an instance server for one match. Nothing
+//! blocks: call [`MatchSession::poll`] every frame.
 
 use renet_netcode::ConnectToken;
 use shared_sim::protocol::{ClientMessage, ErrorCode, ServerMessage};
@@ -41,6 +40,9 @@ pub enum MatchUpdate {
 }
 
 /// One match, over an Instance token from `MatchFound`.
+///
+/// It keeps the player's view current from the server's snapshot and events
+/// (`MatchSnapshot::apply`, PROTOCOL.md 5.3).
 pub struct MatchSession {
     conn: Connection,
     pub match_id: u64,

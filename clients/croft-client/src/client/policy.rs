@@ -1,6 +1,5 @@
 //! A simple legal playing policy over what a client can see: play what is affordable, attack
-//! what must be attacked, then end the turn. Deterministic for a given view. The headless bot
-//! plays with it, and [`crate::Client::suggest_action`] offers it to game clients.
+//! what must be attacked, then end the turn.
 
 use shared_sim::GameData;
 use shared_sim::data::{CardKind, Keyword, SpellEffect, SpellTarget};
@@ -8,6 +7,9 @@ use shared_sim::rules::{Action, Target};
 use shared_sim::view::MatchSnapshot;
 
 /// The next action for the player whose turn it is in `view`.
+///
+/// Deterministic for a given view. The headless bot plays with it, and
+/// [`crate::Client::suggest_action`] offers it to game clients.
 pub fn choose_action(data: &GameData, view: &MatchSnapshot) -> Action {
     let me = view.me();
     let enemy = view.opponent();

@@ -1,7 +1,5 @@
 //! Engine-neutral values for engine signals: each [`ClientEvent`] becomes one or more named
-//! signals whose arguments are [`Value`]s (nil, bools, ints, strings, lists and string-keyed
-//! maps), which a binding turns into its engine's variants in a few lines. The signal names and
-//! payloads are the same in every binding; `clients/godot/README.md` lists them.
+//! signals whose arguments are [`Value`]s.
 
 use shared_sim::data::{Card, CardKind};
 use shared_sim::farm::Plot;
@@ -12,7 +10,8 @@ use shared_sim::view::{MatchSnapshot, PlayerView};
 use super::{ClientEvent, target_text};
 use crate::HubEvent;
 
-/// A signal argument.
+/// A signal argument: nil, bools, ints, strings, lists and string-keyed maps, which a binding
+/// turns into its engine's variants in a few lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
     Nil,
@@ -81,6 +80,9 @@ impl<T: Into<Value>> From<Vec<T>> for Value {
 }
 
 /// Every signal a binding declares, with its argument names (in order).
+///
+/// The signal names and payloads are the same in every binding; `clients/godot/README.md`
+/// lists them.
 pub const SIGNALS: &[(&str, &[&str])] = &[
     ("logged_in", &["user_id", "username"]),
     ("login_failed", &["reason"]),
