@@ -38,6 +38,8 @@ pub struct InstancePlugins {
     pub grace: Duration,
     /// Seconds running matches get to finish on shutdown before they are aborted.
     pub drain_seconds: u32,
+    /// Chat messages a player may send in the common area per 10 seconds.
+    pub hub_chat_per_10s: u32,
 }
 
 impl PluginGroup for InstancePlugins {
@@ -52,7 +54,9 @@ impl PluginGroup for InstancePlugins {
                 linger_seconds: self.linger_seconds,
             })
             .add(FarmPlugin)
-            .add(HubPlugin)
+            .add(HubPlugin {
+                chat_per_10s: self.hub_chat_per_10s,
+            })
             .add(ServerPlugin {
                 grace: self.grace,
                 drain_seconds: self.drain_seconds,

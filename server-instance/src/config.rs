@@ -101,6 +101,9 @@ pub struct InstanceConfig {
     /// Players one common-area shard holds; more open another shard.
     #[arg(long, env = "CROFT_HUB_CAPACITY", default_value_t = shared_sim::hub::DEFAULT_CAPACITY)]
     pub hub_capacity: usize,
+    /// Chat messages a player may send in the common area per 10 seconds.
+    #[arg(long, env = "CROFT_HUB_CHAT_PER_10S", default_value_t = crate::hub::DEFAULT_CHAT_PER_10S)]
+    pub hub_chat_per_10s: u32,
     /// Farms this process hosts at most.
     #[arg(long, env = "CROFT_INSTANCE_MAX_FARMS", default_value_t = 100)]
     pub max_farms: usize,

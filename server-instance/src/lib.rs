@@ -224,6 +224,7 @@ fn build_app(
             linger_seconds: 10,
             grace: Duration::from_secs(u64::from(config.grace_seconds)),
             drain_seconds: config.drain_seconds,
+            hub_chat_per_10s: config.hub_chat_per_10s,
         });
     app
 }

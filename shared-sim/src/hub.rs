@@ -38,6 +38,10 @@ pub enum MoveError {
     TooFast,
 }
 
+/// Walking time a move is credited with at most: enough to cross the whole hub, so a move after
+/// a long idle is judged like one after a short walk (and the arithmetic cannot overflow).
+pub const MAX_MOVE_CREDIT_MS: u64 = 60_000;
+
 /// Checks a move from `from` to `to` made `elapsed_ms` after the previous one. A move is
 /// accepted when it stays in bounds and is no faster than [`MAX_SPEED`] (with a little slack
 /// for network jitter).
@@ -47,7 +51,7 @@ pub fn check_move(from: (i32, i32), to: (i32, i32), elapsed_ms: u64) -> Result<(
     }
     let dx = i64::from(to.0) - i64::from(from.0);
     let dy = i64::from(to.1) - i64::from(from.1);
-    let ms = elapsed_ms.max(MIN_MOVE_INTERVAL_MS) as i64;
+    let ms = elapsed_ms.clamp(MIN_MOVE_INTERVAL_MS, MAX_MOVE_CREDIT_MS) as i64;
     // distance <= speed * t * (1 + slack), compared squared in integers.
     let allowed = i64::from(MAX_SPEED) * ms * (100 + SPEED_SLACK_PERCENT) / 100_000;
     if dx * dx + dy * dy > allowed * allowed {
@@ -90,6 +94,13 @@ mod tests {
             check_move((0, 0), (i32::MAX, 0), u64::MAX / 1_000_000),
             Err(MoveError::OutOfBounds)
         );
+    }
+
+    #[test]
+    fn a_move_after_a_long_idle_is_checked_without_overflow() {
+        let month_ms = 30 * 24 * 3600 * 1000;
+        assert_eq!(check_move(SPAWN, (SPAWN.0 + 1, SPAWN.1), month_ms), Ok(()));
+        assert_eq!(check_move((0, 0), (WIDTH, HEIGHT), u64::MAX), Ok(()));
     }
 
     #[test]

@@ -15,6 +15,9 @@ use shared_sim::protocol::{ErrorCode, MAX_CHAT_CHARS, ServerMessage};
 
 pub use book::{HubBook, KEEP_FOR};
 
+/// Chat messages a player may send in the common area per 10 seconds, unless configured.
+pub const DEFAULT_CHAT_PER_10S: u32 = 10;
+
 /// The hubs' step of the simulation tick (`FixedUpdate`).
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HubSystems;
@@ -23,14 +26,28 @@ pub struct HubSystems;
 ///
 /// It runs the shards on the simulation tick from a [`HubInbox`] into a [`HubOutbox`]. Joining
 /// and leaving are broadcast to the shard; moves are batched into one `HubMoves` per tick.
-pub struct HubPlugin;
+pub struct HubPlugin {
+    /// Chat messages a player may send per 10 seconds.
+    pub chat_per_10s: u32,
+}
+
+impl Default for HubPlugin {
+    fn default() -> Self {
+        Self {
+            chat_per_10s: DEFAULT_CHAT_PER_10S,
+        }
+    }
+}
 
 impl Plugin for HubPlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<Hubs>()
-            .init_resource::<HubInbox>()
-            .init_resource::<HubOutbox>()
-            .add_systems(FixedUpdate, hub_system.in_set(HubSystems));
+        app.insert_resource(Hubs {
+            chat_per_10s: self.chat_per_10s,
+            ..Default::default()
+        })
+        .init_resource::<HubInbox>()
+        .init_resource::<HubOutbox>()
+        .add_systems(FixedUpdate, hub_system.in_set(HubSystems));
     }
 }
 
@@ -99,8 +116,28 @@ impl HubOutbox {
 struct Member {
     name: String,
     pos: (i32, i32),
-    last_move: Duration,
+    /// Where and when the current interval of walking began: moves less than
+    /// `MIN_MOVE_INTERVAL_MS` apart are all measured from there, so moves sent together share
+    /// one interval's walking instead of each being credited with a whole one.
+    anchor: ((i32, i32), Duration),
+    /// Chat messages since `chat_since`, counted per 10 seconds.
+    chat_since: Duration,
+    chat_count: u32,
 }
+
+impl Member {
+    /// Counts one chat message at `now`: false when it is over `limit` in these 10 seconds.
+    fn may_chat(&mut self, limit: u32, now: Duration) -> bool {
+        if now.saturating_sub(self.chat_since) >= CHAT_WINDOW {
+            self.chat_since = now;
+            self.chat_count = 0;
+        }
+        self.chat_count += 1;
+        self.chat_count <= limit
+    }
+}
+
+const CHAT_WINDOW: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Shard {
@@ -113,11 +150,22 @@ struct Shard {
 /// Matchmaking keeps a place with `POST /v1/hub` (the control API's [`HubBook`] picks the first
 /// shard with room, or opens the next one: `--hub-capacity`, default 300 players), the player
 /// connects with a Hub token naming that shard, and the place is freed when they leave.
-#[derive(Resource, Default)]
+#[derive(Resource)]
 pub struct Hubs {
     /// Places kept for players on their way: (shard, user) -> (name, since).
     expected: HashMap<(u32, UserId), (String, Duration)>,
     shards: HashMap<u32, Shard>,
+    chat_per_10s: u32,
+}
+
+impl Default for Hubs {
+    fn default() -> Self {
+        Self {
+            expected: HashMap::new(),
+            shards: HashMap::new(),
+            chat_per_10s: DEFAULT_CHAT_PER_10S,
+        }
+    }
 }
 
 impl Hubs {
@@ -166,7 +214,9 @@ fn hub_system(
                 let member = Member {
                     name,
                     pos: hub::SPAWN,
-                    last_move: now,
+                    anchor: (hub::SPAWN, now),
+                    chat_since: now,
+                    chat_count: 0,
                 };
                 let you = player(user, &member);
                 let players = shard.members.iter().map(|(u, m)| player(*u, m)).collect();
@@ -202,11 +252,14 @@ fn hub_system(
                 let Some(m) = shard.members.get_mut(&user) else {
                     continue;
                 };
-                let elapsed = now.saturating_sub(m.last_move).as_millis() as u64;
-                match hub::check_move(m.pos, to, elapsed) {
+                let (from, since) = m.anchor;
+                let elapsed = now.saturating_sub(since).as_millis() as u64;
+                match hub::check_move(from, to, elapsed) {
                     Ok(()) => {
                         m.pos = to;
-                        m.last_move = now;
+                        if elapsed >= hub::MIN_MOVE_INTERVAL_MS {
+                            m.anchor = (to, now);
+                        }
                         shard.moved.push((user, to.0, to.1));
                     }
                     Err(error) => {
@@ -217,13 +270,21 @@ fn hub_system(
                 }
             }
             HubInput::Chat { hub_id, user, text } => {
-                let Some(shard) = hubs.shards.get(&hub_id) else {
+                let limit = hubs.chat_per_10s;
+                let Some(shard) = hubs.shards.get_mut(&hub_id) else {
                     continue;
                 };
-                let Some(m) = shard.members.get(&user) else {
+                let Some(m) = shard.members.get_mut(&user) else {
                     continue;
                 };
-                chat(shard, user, m, text, &mut outbox);
+                if !m.may_chat(limit, now) {
+                    metrics::counter!("croft_instance_hub_chat_rate_limited_total").increment(1);
+                    let message = format!("at most {limit} chat messages per 10 seconds");
+                    let code = ErrorCode::RateLimited;
+                    outbox.send(user, ServerMessage::Error { code, message });
+                    continue;
+                }
+                chat(shard, user, &shard.members[&user], text, &mut outbox);
             }
         }
     }

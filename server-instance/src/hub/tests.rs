@@ -19,7 +19,7 @@ impl Harness {
         app.add_plugins((TaskPoolPlugin::default(), bevy::time::TimePlugin))
             .insert_resource(TimeUpdateStrategy::ManualDuration(FRAME))
             .insert_resource(Time::<Fixed>::from_duration(FRAME))
-            .add_plugins(HubPlugin);
+            .add_plugins(HubPlugin::default());
         app.update();
         Self { app }
     }
@@ -278,4 +278,95 @@ fn only_a_kept_place_can_be_taken_and_it_is_not_kept_forever() {
         user: 5,
     });
     assert!(h.outputs().is_empty());
+}
+
+#[test]
+fn moves_sent_together_share_one_interval_of_walking() {
+    let mut h = Harness::new();
+    h.join(1, "ann");
+    h.wait(Duration::from_secs(1));
+    let step = |x: i32| HubInput::Move {
+        hub_id: HUB,
+        user: 1,
+        to: (SPAWN.0 + x, SPAWN.1),
+    };
+    h.input(step(300));
+    h.outputs();
+    // Five steps of 300 units in one tick: 1,500 units in 50 ms, 10 times walking speed. The
+    // tick's interval (at least the 100 ms jitter allowance) covers one of them.
+    h.app
+        .world_mut()
+        .resource_mut::<HubInbox>()
+        .0
+        .extend([600, 900, 1200, 1500, 1800].map(step));
+    h.app.update();
+    let ann = Harness::received(&h.outputs(), 1);
+    let refused = ann
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::HubMoveRejected { .. }))
+        .count();
+    assert_eq!(refused, 4, "{ann:?}");
+    assert!(
+        ann.contains(&ServerMessage::HubMoves(vec![(1, SPAWN.0 + 600, SPAWN.1)])),
+        "{ann:?}"
+    );
+    // Walking on at speed is fine again.
+    for x in [900, 1200, 1500] {
+        h.wait(Duration::from_millis(100));
+        h.input(step(x));
+        assert_eq!(
+            Harness::received(&h.outputs(), 1),
+            vec![ServerMessage::HubMoves(vec![(1, SPAWN.0 + x, SPAWN.1)])]
+        );
+    }
+}
+
+#[test]
+fn chat_in_the_common_area_is_rate_limited_per_player() {
+    let mut h = Harness::new();
+    h.join(1, "ann");
+    h.join(2, "bob");
+    h.outputs();
+    let say = |user: UserId| HubInput::Chat {
+        hub_id: HUB,
+        user,
+        text: "spam".into(),
+    };
+    let limit = DEFAULT_CHAT_PER_10S as usize;
+    for _ in 0..limit + 2 {
+        h.input(say(1));
+    }
+    let out = h.outputs();
+    let heard = Harness::received(&out, 2)
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::HubChat { .. }))
+        .count();
+    assert_eq!(heard, limit, "bob hears the first {limit} only");
+    let limited = Harness::received(&out, 1)
+        .iter()
+        .filter(|m| {
+            matches!(
+                m,
+                ServerMessage::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(limited, 2);
+    // Another player's chat is not limited by ann's, and ann may talk again 10 s later.
+    h.input(say(2));
+    assert!(
+        Harness::received(&h.outputs(), 1)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::HubChat { from: 2, .. }))
+    );
+    h.wait(Duration::from_secs(10));
+    h.input(say(1));
+    assert!(
+        Harness::received(&h.outputs(), 2)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::HubChat { from: 1, .. }))
+    );
 }

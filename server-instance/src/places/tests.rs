@@ -57,7 +57,7 @@ impl Harness {
                     linger_seconds: 1,
                 },
                 FarmPlugin,
-                HubPlugin,
+                HubPlugin::default(),
             ))
             .insert_resource(Absences::new(GRACE))
             .add_systems(FixedUpdate, expire_absences.before(MatchSystems::Receive));
