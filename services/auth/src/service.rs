@@ -347,14 +347,15 @@ async fn login(
         return Err(invalid_credentials());
     }
     let account = store::username_key(&req.username);
-    if let Some(wait) = state.backoff.check(&account, ip) {
-        return Err(ApiError::new(
+    // Admitted and counted in one step; an error on the way (the `?`s below) frees the place.
+    let attempt = state.backoff.begin(&account, ip).map_err(|wait| {
+        ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_failures",
             "too many failed logins; wait before trying again",
         )
-        .retry_after(wait));
-    }
+        .retry_after(wait)
+    })?;
     let user = state
         .store
         .user_by_name(&req.username)
@@ -369,11 +370,11 @@ async fn login(
     let user = match user {
         Some(u) if ok => u,
         _ => {
-            state.backoff.failed(&account, ip);
+            attempt.failed();
             return Err(invalid_credentials());
         }
     };
-    state.backoff.succeeded(&account);
+    attempt.succeeded();
     if user.disabled {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

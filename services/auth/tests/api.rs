@@ -345,6 +345,33 @@ async fn repeated_failures_back_off_per_account() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_get_no_more_tries_than_sequential_ones() {
+    let store = store::testing::sqlite().await;
+    let st = state(store.clone());
+    let hash = st.passwords.hash_blocking("correct horse").unwrap();
+    store.create_user("ivy", &hash).await.unwrap();
+    let app = router(st);
+    // Twelve guesses at once (the password check's 4 permits and 8 queue places hold them
+    // all): in sequence the fourth failure starts the wait, so at most four may be tried.
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let app = app.clone();
+        guesses.spawn(async move { login(&app, "ivy", &format!("wrong horse {i}")).await.0 });
+    }
+    let answers = guesses.join_all().await;
+    let tried = answers
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let waited = answers
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(tried <= 4, "{tried} guesses were tried: {answers:?}");
+    assert_eq!(tried + waited, 12, "{answers:?}");
+}
+
 #[tokio::test]
 async fn the_admin_endpoint_needs_its_credential() {
     for (engine, store) in store::testing::both().await {
