@@ -42,7 +42,8 @@ pub struct UpArgs {
     /// Public REST address (the auth service).
     #[arg(long = "http", alias = "auth-http", default_value = "127.0.0.1:7000")]
     auth_http: SocketAddr,
-    /// Internal address for the auth service's /metrics and health.
+    /// Internal address of the auth service: the revocation feed, introspection, the admin API,
+    /// /metrics and health.
     #[arg(long, default_value = "127.0.0.1:7001")]
     auth_metrics: SocketAddr,
     /// Internal matchmaking API.
@@ -245,6 +246,10 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
         .await
         .with_context(|| format!("binding {}", args.auth_http))?;
     let auth_addr = auth_listener.local_addr()?;
+    let auth_internal = tokio::net::TcpListener::bind(args.auth_metrics)
+        .await
+        .with_context(|| format!("binding {}", args.auth_metrics))?;
+    let auth_internal_addr = auth_internal.local_addr()?;
     let mm_listener = tokio::net::TcpListener::bind(args.matchmaking_http)
         .await
         .with_context(|| format!("binding {}", args.matchmaking_http))?;
@@ -287,7 +292,7 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
             .args(["--http", &offset(args.connection_http, i).to_string()])
             .args(["--ws", &offset(args.connection_ws, i).to_string()])
             .args(["--database", database])
-            .args(["--auth-url", &format!("http://{auth_addr}")])
+            .args(["--auth-url", &format!("http://{auth_internal_addr}")])
             .args(["--matchmaking-url", &format!("http://{mm_addr}")])
             .args(["--service-token-file", &p("service.token")])
             .args(["--netcode-key-file", &p("netcode.key")])
@@ -338,10 +343,11 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
         auth_config,
         state,
         auth_listener,
+        auth_internal,
         stopped(stop_rx.clone()),
     ));
     println!("croft is up (data in {})", dir.display());
-    println!("  auth          http://{auth_addr}");
+    println!("  auth          http://{auth_addr}  (internal http://{auth_internal_addr})");
     println!("  matchmaking   http://{mm_addr}  (internal)");
     for c in &conn_ready {
         println!(
@@ -370,6 +376,7 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
     if let Some(path) = &args.ready_file {
         let info = serde_json::json!({
             "auth": format!("http://{auth_addr}"),
+            "auth_internal": format!("http://{auth_internal_addr}"),
             "matchmaking": format!("http://{mm_addr}"),
             "connection_udp": conn_ready[0].udp,
             "connection_http": format!("http://{}", conn_ready[0].http),

@@ -162,6 +162,7 @@ async fn main() {
         },
         ..edge::EdgeConfig::default()
     };
+    let internal_app = auth::service::internal_router(state.clone());
     let app = edge::wrap(router(state), &edge_config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -171,6 +172,12 @@ async fn main() {
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .await;
+    });
+    // Introspection is served on the internal listener only.
+    let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let internal_addr = internal.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(internal, internal_app).await;
     });
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
@@ -275,7 +282,7 @@ async fn main() {
         .json()
         .await
         .unwrap();
-    let url = format!("http://{addr}/v1/auth/introspect");
+    let url = format!("http://{internal_addr}/v1/auth/introspect");
     let sid = tokens.session_id.clone();
     let introspect = Arc::new(move |c: &reqwest::Client| {
         c.post(&url).json(&serde_json::json!({"session_id": sid}))

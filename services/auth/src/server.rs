@@ -195,17 +195,32 @@ pub async fn run_owned(
     config: AuthConfig,
     state: AuthState,
     listener: tokio::net::TcpListener,
+    internal: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    run(&config, state, listener, shutdown).await
+    run_on(&config, state, listener, internal, shutdown).await
 }
 
 /// Serves `state` on `listener` (HTTPS when configured) with the edge middleware, and the
-/// internal metrics listener, until `shutdown` completes.
+/// internal listener on `--metrics`, until `shutdown` completes.
 pub async fn run(
     config: &AuthConfig,
     state: AuthState,
     listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let internal = tokio::net::TcpListener::bind(config.metrics)
+        .await
+        .with_context(|| format!("binding {}", config.metrics))?;
+    run_on(config, state, listener, internal, shutdown).await
+}
+
+/// [`run`] on an internal listener the caller bound.
+async fn run_on(
+    config: &AuthConfig,
+    state: AuthState,
+    listener: tokio::net::TcpListener,
+    internal: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let readiness = telemetry::Readiness::new(true);
@@ -223,13 +238,10 @@ pub async fn run(
     let app = edge::wrap(router(state), &edge_config)
         .layer(axum::middleware::from_fn(telemetry::http_metrics));
     let addr = listener.local_addr()?;
-    let internal = tokio::net::TcpListener::bind(config.metrics)
-        .await
-        .with_context(|| format!("binding {}", config.metrics))?;
     let metrics_addr = internal.local_addr()?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(internal, internal_app).await {
-            tracing::error!(error = %e, "metrics listener failed");
+            tracing::error!(error = %e, "internal listener failed");
         }
     });
     if let Some(path) = &config.ready_file {

@@ -146,24 +146,27 @@ fn password_error(e: PasswordError) -> ApiError {
     }
 }
 
-/// What the internal listener (`--metrics`) serves besides `/metrics` and health: the
-/// revocation feed, for game servers inside the cluster (plain HTTP, no edge).
+/// What the internal listener (`--metrics`) serves besides `/metrics` and health, for servers
+/// and operators inside the cluster (plain HTTP, no edge): the revocation feed, session
+/// introspection, the admin API and their OpenAPI document. The public router answers 404 there.
 pub fn internal_router(state: AuthState) -> Router {
     Router::new()
         .route(REVOCATIONS, get(revocations))
+        .route(INTROSPECT, post(introspect))
+        .route(ADMIN_USERS, post(admin_create_user))
+        .route(OPENAPI, get(internal_openapi_json))
         .with_state(state)
 }
 
+/// What players reach (behind the edge): login, refresh, logout, connect tokens, the JWKS and
+/// the public OpenAPI document.
 pub fn router(state: AuthState) -> Router {
     Router::new()
         .route(LOGIN, post(login))
         .route(REFRESH, post(refresh))
         .route(LOGOUT, post(logout))
         .route(CONNECT_TOKEN, post(connect_token))
-        .route(INTROSPECT, post(introspect))
-        .route(REVOCATIONS, get(revocations))
         .route(JWKS, get(jwks))
-        .route(ADMIN_USERS, post(admin_create_user))
         .route(OPENAPI, get(openapi_json))
         .with_state(state)
 }
@@ -638,16 +641,31 @@ impl utoipa::Modify for SecurityAddon {
     }
 }
 
-/// The OpenAPI 3 document, generated from the handlers' annotations and the types they use.
+/// The public OpenAPI 3 document, generated from the handlers' annotations and the types they
+/// use.
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "croft auth", description = "Login, sessions and tokens"),
-    paths(login, refresh, logout, connect_token, introspect, revocations, jwks, admin_create_user),
-    components(schemas(LoginRequest, RefreshRequest, SessionTokens, ConnectTokenResponse, IntrospectRequest, IntrospectResponse, RevocationFeed, RevokedTag, CreateUserRequest, CreatedUser, ErrorBody, ErrorDetail)),
+    paths(login, refresh, logout, connect_token, jwks),
+    components(schemas(LoginRequest, RefreshRequest, SessionTokens, ConnectTokenResponse, ErrorBody, ErrorDetail)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;
 
+/// The internal listener's OpenAPI 3 document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "croft auth (internal)", description = "Revocations, introspection and the admin API"),
+    paths(introspect, revocations, admin_create_user),
+    components(schemas(IntrospectRequest, IntrospectResponse, RevocationFeed, RevokedTag, CreateUserRequest, CreatedUser, ErrorBody, ErrorDetail)),
+    modifiers(&SecurityAddon)
+)]
+pub struct InternalApiDoc;
+
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(<ApiDoc as utoipa::OpenApi>::openapi())
+}
+
+async fn internal_openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(<InternalApiDoc as utoipa::OpenApi>::openapi())
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use auth::Passwords;
-use auth::service::{AuthState, router};
+use auth::service::{AuthState, internal_router, router};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use contracts::auth::v1::SessionTokens;
@@ -34,6 +34,12 @@ fn state(store: Store) -> AuthState {
     ));
     state.admin_token = Some("admin-credential-for-tests-0123456789".into());
     state
+}
+
+/// The public router with the internal one behind it: what a test reaches when it may use
+/// both listeners (the public answers first; what it does not route goes to the internal one).
+fn both(st: AuthState) -> axum::Router {
+    router(st.clone()).fallback_service(internal_router(st))
 }
 
 async fn call(
@@ -82,7 +88,7 @@ async fn login_refresh_reuse_logout_and_tokens() {
         let alice = store.create_user("Alice", &hash).await.unwrap();
         let bob = store.create_user("bob", &hash).await.unwrap();
         store.set_disabled(bob.id, true).await.unwrap();
-        let app = router(st.clone());
+        let app = both(st.clone());
 
         // Wrong password and unknown user: the same 401.
         let (s1, e1) = login(&app, "alice", "wrong horse!").await;
@@ -375,7 +381,7 @@ async fn concurrent_guesses_get_no_more_tries_than_sequential_ones() {
 #[tokio::test]
 async fn the_admin_endpoint_needs_its_credential() {
     for (engine, store) in store::testing::both().await {
-        let app = router(state(store.clone()));
+        let app = both(state(store.clone()));
         let body = serde_json::json!({"username": "ivy", "password": "correct horse"});
         let (s, _) = call(&app, "POST", "/v1/admin/users", None, Some(body.clone())).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{engine}");
@@ -416,7 +422,7 @@ async fn the_admin_endpoint_needs_its_credential() {
     let mut st = state(store);
     st.admin_token = None;
     let (s, _) = call(
-        &router(st),
+        &both(st),
         "POST",
         "/v1/admin/users",
         Some("anything-anything-anything"),
@@ -424,6 +430,43 @@ async fn the_admin_endpoint_needs_its_credential() {
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// The routes only the internal listener serves.
+const INTERNAL: &[&str] = &[
+    "/v1/auth/introspect",
+    "/v1/auth/revocations",
+    "/v1/admin/users",
+];
+
+#[tokio::test]
+async fn internal_endpoints_answer_only_on_the_internal_listener() {
+    let store = store::testing::sqlite().await;
+    let st = state(store);
+    let public = router(st.clone());
+    let internal = internal_router(st);
+    let admin = Some("admin-credential-for-tests-0123456789");
+    for path in INTERNAL {
+        for method in ["GET", "POST"] {
+            let (s, _) = call(&public, method, path, admin, Some(serde_json::json!({}))).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "public {method} {path}");
+        }
+    }
+    // The internal listener serves them, and documents exactly them.
+    let (s, _) = call(&internal, "GET", "/v1/auth/revocations?since=0", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, doc) = call(&internal, "GET", "/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let mut documented: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    documented.sort_unstable();
+    let mut expected = INTERNAL.to_vec();
+    expected.sort_unstable();
+    assert_eq!(documented, expected);
 }
 
 #[tokio::test]
@@ -454,17 +497,21 @@ async fn the_openapi_document_matches_the_routes_and_the_bodies() {
             "{method} {path}: {s}"
         );
     }
-    // ... and every route of the service is documented.
+    // ... and every public route is documented, and no internal one.
     for route in [
         "/v1/auth/login",
         "/v1/auth/refresh",
         "/v1/auth/logout",
         "/v1/auth/connect-token",
-        "/v1/auth/introspect",
         "/.well-known/jwks.json",
-        "/v1/admin/users",
     ] {
         assert!(paths.contains_key(route), "{route} is not in /openapi.json");
+    }
+    for route in INTERNAL {
+        assert!(
+            !paths.contains_key(*route),
+            "{route} is in the public /openapi.json"
+        );
     }
     // A real login answer has exactly the documented properties, all the required ones.
     let schema = &doc["components"]["schemas"]["SessionTokens"];
@@ -542,7 +589,7 @@ async fn connect_tokens_spread_logins_over_the_connection_servers_and_revocation
     st.connection_servers = servers.clone();
     let hash = st.passwords.hash("spread the load".into()).await.unwrap();
     store.create_user("sam", &hash).await.unwrap();
-    let app = auth::service::router(st);
+    let app = both(st);
     let mut firsts = Vec::new();
     let mut sessions = Vec::new();
     for _ in 0..3 {

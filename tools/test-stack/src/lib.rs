@@ -140,10 +140,10 @@ impl Stack {
             .to_string()
     }
 
-    /// Creates an account through the auth service's admin API.
+    /// Creates an account through the auth service's admin API (on its internal listener).
     pub fn add_user(&self, name: &str, password: &str) {
         let resp = reqwest::blocking::Client::new()
-            .post(format!("{}/v1/admin/users", self.url("auth")))
+            .post(format!("{}/v1/admin/users", self.url("auth_internal")))
             .bearer_auth(self.secret("admin.token"))
             .json(&serde_json::json!({ "username": name, "password": password }))
             .send()
