@@ -53,14 +53,17 @@ impl Lobby {
         };
         match to {
             ChatTarget::User(target) => {
-                let sent = target != user
+                // Friends, or opponents in the same match; anyone else gets the answer an
+                // offline or unknown user gets, so direct chat is no presence oracle.
+                let allowed = target != user && self.may_message(user, target);
+                let sent = allowed
                     && (self.send(target, &msg)
                         || (self.remote.contains_key(&target) && self.bus.is_some()));
                 if !sent {
                     self.error(
                         user,
                         ErrorCode::UnknownUser,
-                        format!("user {target} is not online"),
+                        format!("user {target} is not online or not your friend"),
                     );
                     return;
                 }
@@ -82,6 +85,20 @@ impl Lobby {
                 }
             }
         }
+    }
+
+    /// Whether `user` may send `target` direct messages: they are friends, or both are in the
+    /// same match on this server.
+    fn may_message(&self, user: UserId, target: UserId) -> bool {
+        let Some(s) = self.sessions.get(&user) else {
+            return false;
+        };
+        s.friends.contains(&target)
+            || s.match_id.is_some_and(|m| {
+                self.sessions
+                    .get(&target)
+                    .is_some_and(|t| t.match_id == Some(m))
+            })
     }
 
     /// Chat another connection server relayed (`age_ms` since it was sent).

@@ -299,10 +299,60 @@ fn presence_from_another_server_reaches_local_followers() {
 }
 
 #[test]
-fn chat_is_limited_per_ten_seconds_of_game_time() {
+fn direct_chat_reaches_friends_and_opponents_only() {
     let mut h = Harness::new(limits());
     h.login(1, "ann", &[]);
     h.login(2, "bob", &[]);
+    h.sent();
+    let hi = LobbyClientMessage::Chat {
+        to: ChatTarget::User(2),
+        text: "hi".into(),
+    };
+    // A stranger online gets the same answer as nobody: no presence oracle, no cold messages.
+    let refused = |user: UserId| {
+        vec![LobbyServerMessage::Error {
+            code: ErrorCode::UnknownUser,
+            message: format!("user {user} is not online or not your friend"),
+        }]
+    };
+    h.say(1, hi.clone());
+    assert_eq!(h.sent_to(1), refused(2));
+    h.say(
+        1,
+        LobbyClientMessage::Chat {
+            to: ChatTarget::User(99),
+            text: "hi".into(),
+        },
+    );
+    assert_eq!(h.sent_to(1), refused(99));
+    assert!(h.sent_to(2).is_empty());
+    // Opponents in the same match may talk.
+    for user in [1, 2] {
+        h.lobby().sessions.get_mut(&user).unwrap().match_id = Some(5);
+    }
+    h.say(1, hi.clone());
+    assert!(matches!(
+        h.sent_to(2).as_slice(),
+        [LobbyServerMessage::Chat { from: 1, .. }]
+    ));
+    // And friends, wherever they are.
+    for user in [1, 2] {
+        h.lobby().sessions.get_mut(&user).unwrap().match_id = None;
+    }
+    h.lobby().sessions.get_mut(&1).unwrap().friends.insert(2);
+    h.wait(Duration::from_secs(10)); // past the chat limit of 3 per 10 s
+    h.say(1, hi);
+    assert!(matches!(
+        h.sent_to(2).as_slice(),
+        [LobbyServerMessage::Chat { from: 1, .. }]
+    ));
+}
+
+#[test]
+fn chat_is_limited_per_ten_seconds_of_game_time() {
+    let mut h = Harness::new(limits());
+    h.login(1, "ann", &[(2, "bob")]);
+    h.login(2, "bob", &[(1, "ann")]);
     h.sent();
     let chat = |text: &str| LobbyClientMessage::Chat {
         to: ChatTarget::User(2),
