@@ -57,6 +57,9 @@ pub struct KubeConfig {
     /// Attempts for an API call answered 409, 429 or 5xx.
     pub attempts: u32,
     pub backoff: Duration,
+    /// How long a list of ready pods is reused (plain mode): farm, hub and match requests that
+    /// arrive together share one list instead of each asking the API server.
+    pub pod_list_ttl: Duration,
 }
 
 impl KubeConfig {
@@ -69,9 +72,13 @@ impl KubeConfig {
             max_failed_polls: 3,
             attempts: 3,
             backoff: Duration::from_millis(200),
+            pod_list_ttl: Duration::from_secs(2),
         }
     }
 }
+
+/// Ready pods (name, control URL) and when they were listed.
+type PodList = (std::time::Instant, Vec<(String, String)>);
 
 /// The annotation that names a pod's control port.
 pub const CONTROL_PORT_ANNOTATION: &str = "croft.dev/control-port";
@@ -118,6 +125,9 @@ pub struct KubeAllocator {
     config: KubeConfig,
     instances: InstanceClient,
     state: Mutex<State>,
+    /// The last list of ready pods and when it was taken; locked while a list is in flight, so
+    /// concurrent callers wait for that one.
+    pods: Mutex<Option<PodList>>,
 }
 
 fn gsa_resource() -> ApiResource {
@@ -149,6 +159,7 @@ impl KubeAllocator {
             config,
             instances,
             state: Mutex::new(State::default()),
+            pods: Mutex::new(None),
         })
     }
 
@@ -246,15 +257,16 @@ impl KubeAllocator {
     /// Instances a farm or the common area can go to, `prefer` first: ready pods, or under
     /// Agones the game servers this allocator placed matches on (allocating one if it has
     /// none). (name, control URL).
-    async fn hosts(
-        &self,
-        state: &mut State,
-        prefer: Option<&String>,
-    ) -> Result<Vec<(String, String)>, AllocError> {
+    /// Where a farm or hub place may go, `prefer` first. Takes the state lock only to read and
+    /// record instances, never across a call to the API server or an instance.
+    async fn hosts(&self, prefer: Option<&String>) -> Result<Vec<(String, String)>, AllocError> {
         let mut hosts = match self.config.mode.clone() {
             KubeMode::Plain { selector, .. } => self.ready_pods(&selector).await?,
             KubeMode::Agones { fleet } => {
-                let mut known: Vec<(String, String)> = state
+                let mut known: Vec<(String, String)> = self
+                    .state
+                    .lock()
+                    .await
                     .instances
                     .iter()
                     .filter(|(_, t)| !t.draining && !t.control.is_empty())
@@ -264,7 +276,9 @@ impl KubeAllocator {
                     let Some((name, control)) = self.allocate_game_server(&fleet).await? else {
                         return Err(AllocError::NoCapacity);
                     };
-                    state
+                    self.state
+                        .lock()
+                        .await
                         .instances
                         .entry(name.clone())
                         .or_insert_with(|| Tracked::new(String::new()))
@@ -279,8 +293,20 @@ impl KubeAllocator {
         Ok(hosts)
     }
 
-    /// Ready instance pods: (name, control URL).
+    /// Ready instance pods: (name, control URL), from a list at most `pod_list_ttl` old.
     async fn ready_pods(&self, selector: &str) -> Result<Vec<(String, String)>, AllocError> {
+        let mut cache = self.pods.lock().await;
+        if let Some((at, pods)) = &*cache
+            && at.elapsed() < self.config.pod_list_ttl
+        {
+            return Ok(pods.clone());
+        }
+        let pods = self.list_ready_pods(selector).await?;
+        *cache = Some((std::time::Instant::now(), pods.clone()));
+        Ok(pods)
+    }
+
+    async fn list_ready_pods(&self, selector: &str) -> Result<Vec<(String, String)>, AllocError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.config.namespace);
         let lp = ListParams::default().labels(selector);
         let list = self
@@ -534,18 +560,20 @@ impl Allocator for KubeAllocator {
     /// Kubernetes owns the instances (their own SIGTERM drains them); this only stops placing.
     fn open_farm(&self, user: u64) -> BoxFuture<'_, Result<Endpoint, AllocError>> {
         Box::pin(async move {
-            let mut state = self.state.lock().await;
-            if state.closed {
-                return Err(AllocError::NoCapacity);
-            }
-            let home = state.farm_homes.get(&user).cloned();
-            let hosts = self.hosts(&mut state, home.as_ref()).await?;
+            let home = {
+                let state = self.state.lock().await;
+                if state.closed {
+                    return Err(AllocError::NoCapacity);
+                }
+                state.farm_homes.get(&user).cloned()
+            };
+            let hosts = self.hosts(home.as_ref()).await?;
             let instances = &self.instances;
             let (name, addr) = first_answer(hosts, "farm", |control| async move {
                 open_farm_on(instances, &control, user).await
             })
             .await?;
-            state.farm_homes.insert(user, name);
+            self.state.lock().await.farm_homes.insert(user, name);
             Ok(addr)
         })
     }
@@ -556,20 +584,22 @@ impl Allocator for KubeAllocator {
         name: String,
     ) -> BoxFuture<'_, Result<(u32, Endpoint), AllocError>> {
         Box::pin(async move {
-            let mut state = self.state.lock().await;
-            if state.closed {
-                return Err(AllocError::NoCapacity);
-            }
             // Everyone meets on one instance: the one that hosts the hub, while it answers.
-            let home = state.hub_home.clone();
-            let hosts = self.hosts(&mut state, home.as_ref()).await?;
+            let home = {
+                let state = self.state.lock().await;
+                if state.closed {
+                    return Err(AllocError::NoCapacity);
+                }
+                state.hub_home.clone()
+            };
+            let hosts = self.hosts(home.as_ref()).await?;
             let instances = &self.instances;
             let (instance, kept) = first_answer(hosts, "hub place", |control| {
                 let name = name.clone();
                 async move { keep_hub_place_on(instances, &control, user, &name).await }
             })
             .await?;
-            state.hub_home = Some(instance);
+            self.state.lock().await.hub_home = Some(instance);
             Ok(kept)
         })
     }

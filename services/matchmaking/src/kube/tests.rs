@@ -358,6 +358,7 @@ async fn plain_mode_places_on_a_ready_pod_and_scales_the_deployment_when_all_are
         "control-token".into(),
     );
     config.backoff = Duration::from_millis(1);
+    config.pod_list_ttl = Duration::ZERO;
     let alloc = Arc::new(KubeAllocator::new(client, config).unwrap());
 
     let a = alloc.clone();
@@ -509,6 +510,16 @@ fn plain() -> KubeConfig {
         "control-token".into(),
     );
     config.backoff = Duration::from_millis(1);
+    // Each call lists the pods afresh, so tests can change them between calls.
+    config.pod_list_ttl = Duration::ZERO;
+    config
+}
+
+/// [`plain`] with the pod list kept for the default time.
+fn plain_cached() -> KubeConfig {
+    let mut config = plain();
+    config.pod_list_ttl = KubeConfig::new("x", config.mode.clone(), String::new()).pod_list_ttl;
+    assert!(config.pod_list_ttl >= Duration::from_secs(1));
     config
 }
 
@@ -606,4 +617,39 @@ async fn under_agones_a_farm_opens_on_an_allocated_game_server() {
     // Known now: the next farm goes there without another allocation.
     alloc.open_farm(8).await.unwrap();
     assert_eq!(stub.farms.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn fifty_farm_and_hub_requests_at_once_list_the_pods_once() {
+    let stub = stub_instance().await;
+    let (client, mut handle) = mock_client();
+    let alloc = Arc::new(KubeAllocator::new(client, plain_cached()).unwrap());
+    let mut calls = tokio::task::JoinSet::new();
+    for user in 1..=50u64 {
+        let a = alloc.clone();
+        calls.spawn(async move {
+            if user % 2 == 0 {
+                a.open_farm(user).await.map(|_| ())
+            } else {
+                a.open_hub(user, "ann".into()).await.map(|_| ())
+            }
+        });
+    }
+    let (method, path, _, _, send) = next(&mut handle).await;
+    assert_eq!(
+        (method.as_str(), path.as_str()),
+        ("GET", "/api/v1/namespaces/croft-games/pods")
+    );
+    answer(
+        send,
+        200,
+        pod_list(vec![pod("croft-instance-0", "127.0.0.1", true, stub.port)]),
+    );
+    // No second list while the first is fresh, however many requests came at once.
+    let again = tokio::time::timeout(Duration::from_millis(500), handle.next_request()).await;
+    assert!(again.is_err(), "the pods were listed again");
+    for result in calls.join_all().await {
+        result.unwrap();
+    }
+    assert_eq!(stub.farms.lock().unwrap().len(), 25);
 }
