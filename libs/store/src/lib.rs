@@ -8,11 +8,13 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
 pub mod game;
+pub mod leases;
 pub mod sessions;
 pub mod social;
 pub mod testing;
 
 pub use game::{Craft, CraftError, CraftOutput, DeckRow, ItemChange};
+pub use leases::FarmLease;
 pub use sessions::{NewRefresh, RefreshOutcome};
 pub use social::{Friend, FriendError, FriendState, RequestOutcome, Revoked};
 
