@@ -16,9 +16,10 @@ use crate::farm::{FarmOutbox, FarmOutput, FarmPlugin, FarmSystems, Farms};
 use crate::hub::{HubOutbox, HubOutput, HubPlugin, HubSystems, Hubs};
 use crate::net::{self, NetServer, NetSystems};
 use crate::persist::RecordSink;
-use crate::places::Place;
 use crate::places::matches::{Absences, expire_absences};
+use crate::places::{Place, Refusal};
 use crate::{Control, agones, bus};
+use shared_sim::protocol::ErrorCode;
 
 /// Players of an ended match are disconnected this long after the end (time for the final
 /// events to be delivered and acknowledged).
@@ -203,8 +204,13 @@ fn apply_control_commands(world: &mut World) {
                 }
             }
             ControlCommand::OpenFarm(loaded) => {
-                tracing::info!(user = loaded.user, "farm open");
+                tracing::info!(user = loaded.user, epoch = loaded.epoch, "farm open");
                 world.resource_mut::<Farms>().open(*loaded, now);
+            }
+            ControlCommand::LoseFarm(user) => {
+                world.resource_scope(|world, mut farms: Mut<Farms>| {
+                    farms.lose(user, &mut world.resource_mut::<FarmOutbox>());
+                });
             }
             ControlCommand::KeepHub { hub_id, user, name } => {
                 world.resource_mut::<Hubs>().expect(hub_id, user, name, now);
@@ -277,6 +283,19 @@ fn route_outboxes(
                 net.send_if(user, on_farm, &message);
             }
             FarmOutput::Closed(user) => control.shared.close_farm(user),
+            FarmOutput::Lost(user) => {
+                control.shared.close_farm(user);
+                if net.sessions.get(&user).is_some_and(|s| on_farm(&s.place)) {
+                    net.kick(
+                        user,
+                        Refusal::new(
+                            ErrorCode::Unavailable,
+                            "your farm moved to another server; enter it again",
+                            "farm_lost",
+                        ),
+                    );
+                }
+            }
         }
     }
     let in_hub = |p: &Place| matches!(p, Place::Hub(_));

@@ -104,6 +104,10 @@ pub struct InstanceConfig {
     /// Chat messages a player may send in the common area per 10 seconds.
     #[arg(long, env = "CROFT_HUB_CHAT_PER_10S", default_value_t = crate::hub::DEFAULT_CHAT_PER_10S)]
     pub hub_chat_per_10s: u32,
+    /// Milliseconds a farm's lease lasts unless renewed (every third of it): how long a farm
+    /// stays closed to other instances after this one stopped without giving it up.
+    #[arg(long, env = "CROFT_FARM_LEASE_MS", default_value_t = 15_000)]
+    pub farm_lease_ms: u64,
     /// Farms this process hosts at most.
     #[arg(long, env = "CROFT_INSTANCE_MAX_FARMS", default_value_t = 100)]
     pub max_farms: usize,

@@ -33,6 +33,8 @@ pub enum ControlCommand {
     },
     /// Host a farm loaded from the store.
     OpenFarm(Box<crate::farm::LoadedFarm>),
+    /// The farm's lease went to another instance: stop hosting it.
+    LoseFarm(UserId),
     /// A place in hub shard `hub_id` is kept for `user`.
     KeepHub {
         hub_id: u32,
@@ -58,9 +60,13 @@ pub struct ControlShared {
     /// Recently ended matches, numbered, for the allocator to collect (`GET /v1/matches`).
     ended: Mutex<(u64, std::collections::VecDeque<EndedMatch>)>,
     token: String,
-    /// Farms open or opening here.
-    farms: Mutex<std::collections::HashSet<UserId>>,
+    /// Farms open or opening here, with the epoch of their lease once it is taken.
+    farms: Mutex<HashMap<UserId, Option<i64>>>,
     pub max_farms: usize,
+    /// This process's name on farm leases (unique per run, so a restart is a new holder).
+    pub holder: String,
+    /// How long a farm lease lasts unless renewed; renewed every third of it.
+    pub farm_lease: std::time::Duration,
     /// Where farms are loaded from (`None`: no farms on this server).
     pub store: Option<store::Store>,
     /// Places kept in the common-area shards.
@@ -94,6 +100,8 @@ impl ControlShared {
             token,
             farms: Mutex::new(Default::default()),
             max_farms: 0,
+            holder: format!("instance-{}-{:016x}", std::process::id(), rand_u64()),
+            farm_lease: std::time::Duration::from_secs(15),
             store: None,
             hub_book: Mutex::new(Default::default()),
             hub_capacity: shared_sim::hub::DEFAULT_CAPACITY,
@@ -112,7 +120,15 @@ impl ControlShared {
         self.farms.lock().map(|f| f.len()).unwrap_or(0)
     }
 
-    /// The tick closed `user`'s farm.
+    /// The farms whose leases this process holds: (user, epoch).
+    pub fn farm_leases(&self) -> Vec<(UserId, i64)> {
+        self.farms
+            .lock()
+            .map(|f| f.iter().filter_map(|(u, e)| Some((*u, (*e)?))).collect())
+            .unwrap_or_default()
+    }
+
+    /// The tick closed `user`'s farm (or lost it).
     pub fn close_farm(&self, user: UserId) {
         if let Ok(mut f) = self.farms.lock() {
             f.remove(&user);
@@ -439,15 +455,41 @@ async fn open_farm(
         if shared.draining.load(Ordering::SeqCst) {
             return Err(unavailable("draining", "this instance is shutting down"));
         }
-        if farms.contains(&req.user_id) {
+        if farms.contains_key(&req.user_id) {
             return Ok((StatusCode::OK, answer));
         }
         if farms.len() >= shared.max_farms {
             return Err(unavailable("full", "no free farm slot"));
         }
-        farms.insert(req.user_id);
+        farms.insert(req.user_id, None);
     }
-    let loaded = match crate::farm::load(&store, shared.data(), req.user_id).await {
+    // One host at a time: the lease, or the farm stays where it is.
+    let ttl = shared.farm_lease.as_millis() as i64;
+    let epoch = match store
+        .acquire_farm_lease(req.user_id as i64, &shared.holder, store::now_ms(), ttl)
+        .await
+    {
+        Ok(Some(epoch)) => epoch,
+        Ok(None) => {
+            shared.close_farm(req.user_id);
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "farm_elsewhere",
+                "the farm is open on another instance",
+            ));
+        }
+        Err(e) => {
+            shared.close_farm(req.user_id);
+            tracing::warn!(user = req.user_id, error = %e, "farm lease not taken");
+            return Err(unavailable("unavailable", "the farm could not be loaded"));
+        }
+    };
+    if let Ok(mut farms) = shared.farms.lock()
+        && let Some(slot) = farms.get_mut(&req.user_id)
+    {
+        *slot = Some(epoch);
+    }
+    let loaded = match crate::farm::load(&store, shared.data(), req.user_id, epoch).await {
         Ok(l) => l,
         Err(e) => {
             shared.close_farm(req.user_id);
@@ -514,4 +556,49 @@ async fn keep_hub_place(
         server_addr: shared.shard_addrs[(hub_id as usize) % shared.shard_addrs.len()],
         ws_url: shared.ws_url.clone(),
     }))
+}
+
+/// A random number for names that must differ between runs.
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}
+
+/// Renews this process's farm leases every third of their length until the runtime stops;
+/// a farm whose lease was lost is taken off the tick ([`ControlCommand::LoseFarm`]).
+pub async fn renew_farm_leases(
+    shared: Arc<ControlShared>,
+    commands: UnboundedSender<ControlCommand>,
+) {
+    let Some(store) = shared.store.clone() else {
+        return;
+    };
+    let ttl = shared.farm_lease;
+    let mut every = tokio::time::interval(ttl / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for (user, epoch) in shared.farm_leases() {
+            let renewed = store
+                .renew_farm_lease(
+                    user as i64,
+                    &shared.holder,
+                    epoch,
+                    store::now_ms(),
+                    ttl.as_millis() as i64,
+                )
+                .await;
+            match renewed {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(user, epoch, "farm lease lost");
+                    let _ = commands.send(ControlCommand::LoseFarm(user));
+                }
+                // The database is down: keep the farm; a new holder can only take it after
+                // the lease expires, and then the fenced writes tell us.
+                Err(e) => tracing::warn!(user, error = %e, "farm lease not renewed"),
+            }
+        }
+    }
 }

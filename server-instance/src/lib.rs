@@ -122,8 +122,9 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
     let (farm_writes, farm_done) = match store {
         Some(store) => {
             control_shared = control_shared.with_farms(store.clone(), config.max_farms);
+            control_shared.farm_lease = Duration::from_millis(config.farm_lease_ms.max(300));
             let (wt, wr, dt, dr) = farm::Farms::channels();
-            runtime.spawn(farm::writer(store, wr, dt));
+            runtime.spawn(farm::writer(store, control_shared.holder.clone(), wr, dt));
             (Some(wt), dr)
         }
         None => (None, std::sync::mpsc::channel().1),
@@ -137,6 +138,7 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
     )
     .context("starting the card data watch")?;
     let (tx, rx) = unbounded_channel();
+    runtime.spawn(control::renew_farm_leases(shared.clone(), tx.clone()));
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.http))
         .with_context(|| format!("binding control HTTP {}", config.http))?;

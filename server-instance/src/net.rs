@@ -183,6 +183,14 @@ impl NetServer {
         metrics::counter!("croft_instance_messages_sent_total").increment(1);
     }
 
+    /// Sends `user` an error and disconnects them (their session ends here; the caller has
+    /// already dealt with their place).
+    pub fn kick(&mut self, user: UserId, refusal: Refusal) {
+        if let Some(session) = self.sessions.remove(&user) {
+            self.refuse(session.shard, user, refusal);
+        }
+    }
+
     /// Sends an error, then disconnects the client once the message is flushed. Session
     /// bookkeeping is the caller's: a client id may hold a session on another shard.
     fn refuse(&mut self, shard: usize, client: ClientId, refusal: Refusal) {

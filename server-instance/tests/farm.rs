@@ -113,7 +113,8 @@ fn a_farm_is_played_saved_and_survives_a_kill() {
     let json = serde_json::to_string(&old).unwrap();
     rt.block_on(store.save_farm(user, &json, 1)).unwrap();
 
-    let db = ["--database", url.as_str()];
+    // A short farm lease: the killed instance below holds the farm only that long.
+    let db = ["--database", url.as_str(), "--farm-lease-ms", "1000"];
     let mut inst = Instance::start(&db);
     // Opening twice: the second answer is the same farm.
     assert_eq!(open(&inst, user).status(), 201);
@@ -211,6 +212,20 @@ fn a_farm_is_played_saved_and_survives_a_kill() {
     let _ = inst.wait_exit(Duration::from_secs(5));
     drop(conn);
     let inst = Instance::start(&db);
+    // The killed instance never gave the farm up: it stays closed until its lease expires.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = open(&inst, user);
+        if r.status().is_success() {
+            break;
+        }
+        assert_eq!(r.status(), 409, "{:?}", r.text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never expired"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let mut conn = connect(&inst, user);
     let (plots, items, _) = state(&mut conn);
     assert!(
@@ -294,4 +309,71 @@ fn without_a_database_no_farm_is_opened() {
         r.json::<serde_json::Value>().unwrap()["error"]["code"],
         "no_farms"
     );
+}
+
+#[test]
+fn a_farm_is_hosted_by_one_instance_at_a_time_and_a_paused_host_cannot_write() {
+    let rt = runtime();
+    let (dir, url, store) = database(&rt, "lease");
+    let user = rt.block_on(store.create_user("twin", "$h")).unwrap().id;
+    let data = common::game_data();
+    let wheat = data.crops.iter().position(|c| c.id == "wheat").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut farm = Farm::new(data.rules.farm_plots, now);
+    farm.plots[3] = Plot::Ripe {
+        crop: data.crops[wheat].id.clone(),
+        neglect: 0,
+    };
+    rt.block_on(store.save_farm(user, &serde_json::to_string(&farm).unwrap(), 4))
+        .unwrap();
+    let lease = ["--database", url.as_str(), "--farm-lease-ms", "1500"];
+    let a = Instance::start(&lease);
+    let b = Instance::start(&lease);
+    let mut on_a = connect(&a, user);
+    state(&mut on_a);
+    // While A hosts the farm, B does not open it.
+    let r = open(&b, user);
+    assert_eq!(r.status(), 409);
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["error"]["code"],
+        "farm_elsewhere"
+    );
+    // A stops (a long GC pause, a frozen VM) past its lease: B takes the farm and harvests.
+    a.signal("STOP");
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut on_b = connect(&b, user);
+    state(&mut on_b);
+    assert_eq!(act(&mut on_b, 1, FarmAction::Harvest { plot: 3 }), None);
+    a.signal("CONT");
+    // A wakes up still showing the ripe plot; its harvest must not reach the store.
+    on_a.send(&ClientMessage::FarmAction {
+        seq: 7,
+        action: FarmAction::Harvest { plot: 3 },
+    });
+    let _ = on_a.flush();
+    let answer = wait_for(&mut on_a, Duration::from_secs(5), |m| {
+        matches!(
+            m,
+            ServerMessage::FarmActionResult { seq: 7, .. } | ServerMessage::Error { .. }
+        )
+    });
+    assert!(
+        !matches!(
+            answer,
+            Some(ServerMessage::FarmActionResult { error: None, .. })
+        ),
+        "the paused host's harvest went through: {answer:?}"
+    );
+    let yield_amount = data.crops[wheat].yield_amount;
+    assert_eq!(
+        rt.block_on(store.inventory(user)).unwrap(),
+        vec![("wheat".to_string(), yield_amount)],
+        "harvested once"
+    );
+    let lease = rt.block_on(store.farm_lease(user)).unwrap().unwrap();
+    assert_eq!(lease.epoch, 2, "A had the first lease, B the second");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -380,7 +380,49 @@ impl Store {
         state: &str,
         version: i64,
     ) -> Result<bool, StoreError> {
+        let outcome = self.farm_write(user, changes, state, version, None).await?;
+        Ok(outcome == FarmWrite::Written)
+    }
+
+    /// [`Store::farm_action`] (or, without `changes`, [`Store::save_farm`]) by the holder of
+    /// the farm's lease at `epoch`: [`FarmWrite::Fenced`] and nothing written when the lease
+    /// has a newer epoch (another instance took the farm).
+    pub async fn farm_write_fenced(
+        &self,
+        user: UserId,
+        changes: &[ItemChange],
+        state: &str,
+        version: i64,
+        epoch: i64,
+    ) -> Result<FarmWrite, StoreError> {
+        self.farm_write(user, changes, state, version, Some(epoch))
+            .await
+    }
+
+    async fn farm_write(
+        &self,
+        user: UserId,
+        changes: &[ItemChange],
+        state: &str,
+        version: i64,
+        epoch: Option<i64>,
+    ) -> Result<FarmWrite, StoreError> {
         let mut tx = self.pool().begin().await?;
+        if let Some(epoch) = epoch {
+            // A write to the lease row: it holds the row (Postgres) or the database (SQLite)
+            // until the commit, so a new holder cannot take the farm in between.
+            let held = sqlx::query(
+                "UPDATE farm_leases SET epoch = epoch WHERE user_id = $1 AND epoch = $2",
+            )
+            .bind(user)
+            .bind(epoch)
+            .execute(&mut *tx)
+            .await?;
+            if held.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Ok(FarmWrite::Fenced);
+            }
+        }
         for change in changes {
             let ok = match change {
                 ItemChange::Take(item, n) => take_tx(&mut tx, user, item, *n).await?,
@@ -392,16 +434,26 @@ impl Store {
             };
             if !ok {
                 tx.rollback().await?;
-                return Ok(false);
+                return Ok(FarmWrite::Refused);
             }
         }
         if !save_farm_tx(&mut tx, user, state, version).await? {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(FarmWrite::Refused);
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(FarmWrite::Written)
     }
+}
+
+/// What came of a farm write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FarmWrite {
+    Written,
+    /// An item was missing or did not fit, or a newer snapshot is stored: nothing written.
+    Refused,
+    /// The writer no longer holds the farm's lease: nothing written.
+    Fenced,
 }
 
 async fn save_farm_tx(

@@ -13,7 +13,7 @@ pub mod sessions;
 pub mod social;
 pub mod testing;
 
-pub use game::{Craft, CraftError, CraftOutput, DeckRow, ItemChange};
+pub use game::{Craft, CraftError, CraftOutput, DeckRow, FarmWrite, ItemChange};
 pub use leases::FarmLease;
 pub use sessions::{NewRefresh, RefreshOutcome};
 pub use social::{Friend, FriendError, FriendState, RequestOutcome, Revoked};

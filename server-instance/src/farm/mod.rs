@@ -82,6 +82,9 @@ pub enum FarmOutput {
     },
     /// The farm was written and is no longer hosted here.
     Closed(UserId),
+    /// Another instance holds the farm now: it is no longer hosted here, and its player must
+    /// go (their next connection opens it where it is).
+    Lost(UserId),
 }
 
 #[derive(Resource, Default, Debug)]
@@ -103,6 +106,8 @@ struct Pending {
 struct Hosted {
     farm: Farm,
     version: i64,
+    /// This instance's lease epoch on the farm.
+    epoch: i64,
     items: HashMap<String, u32>,
     data: Arc<GameData>,
     connected: bool,
@@ -167,6 +172,7 @@ impl Farms {
         self.hosted.entry(loaded.user).or_insert_with(|| Hosted {
             farm: loaded.farm,
             version: loaded.version,
+            epoch: loaded.epoch,
             items: loaded.items,
             data: loaded.data,
             connected: false,
@@ -177,6 +183,15 @@ impl Farms {
             saving: false,
         });
         metrics::gauge!("croft_instance_farms").set(self.hosted.len() as f64);
+    }
+
+    /// Stops hosting `user`'s farm at once, unsaved changes and all: another instance holds
+    /// its lease now, and only that one may write it.
+    pub fn lose(&mut self, user: UserId, outbox: &mut FarmOutbox) {
+        if self.hosted.remove(&user).is_some() {
+            tracing::warn!(user, "farm lost to another instance");
+            outbox.0.push(FarmOutput::Lost(user));
+        }
     }
 
     /// Whether every farm change is written (the drain waits for it).
@@ -283,6 +298,7 @@ fn farm_system(
                 user: *user,
                 farm: h.farm.clone(),
                 version: h.version,
+                epoch: h.epoch,
             });
         }
     }
@@ -299,7 +315,12 @@ fn farm_system(
         .map(|(u, _)| *u)
         .collect();
     for user in closing {
-        farms.hosted.remove(&user);
+        if let Some(h) = farms.hosted.remove(&user) {
+            farms.write(FarmWrite::Release {
+                user,
+                epoch: h.epoch,
+            });
+        }
         outbox.0.push(FarmOutput::Closed(user));
         tracing::info!(user, "farm closed");
     }
@@ -310,6 +331,14 @@ fn farm_system(
 /// farm takes its new state) or was refused.
 fn written(farms: &mut Farms, d: WriteDone, now: Duration, outbox: &mut FarmOutbox) {
     match d {
+        WriteDone::Lost { user, seq } => {
+            let connected = farms.hosted.get(&user).is_some_and(|h| h.connected);
+            if let (Some(seq), true) = (seq, connected) {
+                let error = Some(FarmError::Unavailable);
+                outbox.send(user, ServerMessage::FarmActionResult { seq, error });
+            }
+            farms.lose(user, outbox);
+        }
         WriteDone::Snapshot { user, ok } => {
             if let Some(h) = farms.hosted.get_mut(&user) {
                 h.saving = false;
@@ -423,6 +452,7 @@ fn act(farms: &mut Farms, user: UserId, seq: u32, action: &FarmAction, outbox: &
         changes: changes.clone(),
         farm: next.clone(),
         version: h.version,
+        epoch: h.epoch,
     };
     h.pending = Some(Pending {
         seq,

@@ -26,13 +26,17 @@ pub struct LoadedFarm {
     pub version: i64,
     pub items: HashMap<String, u32>,
     pub data: Arc<GameData>,
+    /// The epoch of this instance's lease on the farm, carried by every write.
+    pub epoch: i64,
 }
 
-/// Loads `user`'s farm (a new one if they have none) and inventory, advanced to now.
+/// Loads `user`'s farm (a new one if they have none) and inventory, advanced to now, for the
+/// holder of its lease at `epoch`.
 pub async fn load(
     store: &store::Store,
     data: Arc<GameData>,
     user: UserId,
+    epoch: i64,
 ) -> Result<LoadedFarm, store::StoreError> {
     let now = farm_tick_now();
     let (mut farm, version) = match store.farm(user as i64).await? {
@@ -63,17 +67,21 @@ pub async fn load(
         version,
         items,
         data,
+        epoch,
     })
 }
 
 /// What the writer task does, in order. The farm goes as it is: the writer encodes it, so
 /// the tick only clones a few plots.
 #[derive(Debug)]
+/// Every write carries the epoch of the lease it was made under; the store refuses it when
+/// another instance has taken the farm since.
 pub enum FarmWrite {
     Snapshot {
         user: UserId,
         farm: Farm,
         version: i64,
+        epoch: i64,
     },
     Action {
         user: UserId,
@@ -81,7 +89,10 @@ pub enum FarmWrite {
         changes: Vec<ItemChange>,
         farm: Farm,
         version: i64,
+        epoch: i64,
     },
+    /// The farm is closed and written: give its lease up.
+    Release { user: UserId, epoch: i64 },
 }
 
 fn encode(farm: &Farm) -> Result<String, store::StoreError> {
@@ -101,11 +112,27 @@ pub enum WriteDone {
         seq: u32,
         outcome: Result<bool, String>,
     },
+    /// Another instance holds the farm now: nothing was written, and this one must let it go.
+    Lost {
+        user: UserId,
+        seq: Option<u32>,
+    },
 }
 
-/// Runs the writes in order until the sender is dropped.
+fn lost(user: UserId, seq: Option<u32>) -> WriteDone {
+    tracing::warn!(
+        user,
+        "farm write fenced: another instance holds the farm now"
+    );
+    metrics::counter!("croft_instance_farm_writes_fenced_total").increment(1);
+    WriteDone::Lost { user, seq }
+}
+
+/// Runs the writes in order until the sender is dropped; `holder` is this instance's name on
+/// farm leases.
 pub async fn writer(
     store: store::Store,
+    holder: String,
     mut writes: UnboundedReceiver<FarmWrite>,
     done: std::sync::mpsc::Sender<WriteDone>,
 ) {
@@ -115,18 +142,24 @@ pub async fn writer(
                 user,
                 farm,
                 version,
+                epoch,
             } => {
                 let r = match encode(&farm) {
-                    Ok(state) => store.save_farm(user as i64, &state, version).await,
+                    Ok(state) => {
+                        store
+                            .farm_write_fenced(user as i64, &[], &state, version, epoch)
+                            .await
+                    }
                     Err(e) => Err(e),
                 };
-                if let Err(e) = &r {
-                    tracing::warn!(user, error = %e, "farm snapshot not written");
-                    metrics::counter!("croft_instance_farm_write_errors_total").increment(1);
-                }
-                WriteDone::Snapshot {
-                    user,
-                    ok: r.is_ok(),
+                match r {
+                    Ok(store::FarmWrite::Fenced) => lost(user, None),
+                    Ok(_) => WriteDone::Snapshot { user, ok: true },
+                    Err(e) => {
+                        tracing::warn!(user, error = %e, "farm snapshot not written");
+                        metrics::counter!("croft_instance_farm_write_errors_total").increment(1);
+                        WriteDone::Snapshot { user, ok: false }
+                    }
                 }
             }
             FarmWrite::Action {
@@ -135,11 +168,12 @@ pub async fn writer(
                 changes,
                 farm,
                 version,
+                epoch,
             } => {
                 let r = match encode(&farm) {
                     Ok(state) => {
                         store
-                            .farm_action(user as i64, &changes, &state, version)
+                            .farm_write_fenced(user as i64, &changes, &state, version, epoch)
                             .await
                     }
                     Err(e) => Err(e),
@@ -148,11 +182,22 @@ pub async fn writer(
                     tracing::warn!(user, error = %e, "farm action not written");
                     metrics::counter!("croft_instance_farm_write_errors_total").increment(1);
                 }
-                WriteDone::Action {
-                    user,
-                    seq,
-                    outcome: r.map_err(|e| e.to_string()),
+                match r {
+                    Ok(store::FarmWrite::Fenced) => lost(user, Some(seq)),
+                    r => WriteDone::Action {
+                        user,
+                        seq,
+                        outcome: r
+                            .map(|w| w == store::FarmWrite::Written)
+                            .map_err(|e| e.to_string()),
+                    },
                 }
+            }
+            FarmWrite::Release { user, epoch } => {
+                if let Err(e) = store.release_farm_lease(user as i64, &holder, epoch).await {
+                    tracing::warn!(user, error = %e, "farm lease not released (it expires)");
+                }
+                continue;
             }
         };
         if done.send(result).is_err() {

@@ -43,6 +43,7 @@ impl Harness {
             version: 3,
             items: HashMap::from([("wheat_seed".to_string(), seeds)]),
             data,
+            epoch: 1,
         };
         app.world_mut()
             .resource_mut::<Farms>()
@@ -99,7 +100,7 @@ impl Harness {
                     assert_eq!(user, USER);
                     Some(message)
                 }
-                FarmOutput::Closed(_) => None,
+                FarmOutput::Closed(_) | FarmOutput::Lost(_) => None,
             })
             .collect()
     }
@@ -147,6 +148,7 @@ fn a_planting_is_answered_only_once_the_store_committed_it() {
         changes,
         version,
         farm,
+        epoch: 1,
     }) = h.writes.try_recv()
     else {
         panic!("the planting went to the writer");
@@ -247,6 +249,14 @@ fn watering_is_saved_within_a_second_and_a_farm_left_alone_closes() {
         .unwrap();
     h.app.update();
     assert_eq!(h.outputs(), vec![FarmOutput::Closed(USER)]);
+    // Its lease is given up after the last write, in the writer's order.
+    assert!(matches!(
+        h.writes.try_recv(),
+        Ok(FarmWrite::Release {
+            user: USER,
+            epoch: 1
+        })
+    ));
     let farms = h.app.world().resource::<Farms>();
     assert!(!farms.hosts(USER));
     assert!(farms.all_saved());
@@ -266,4 +276,34 @@ fn a_farm_closes_only_after_its_player_was_gone_for_a_while() {
     assert!(!h.outputs().contains(&FarmOutput::Closed(USER)));
     h.wait(FRAME * 3);
     assert!(h.outputs().contains(&FarmOutput::Closed(USER)));
+}
+
+#[test]
+fn a_write_fenced_by_a_newer_lease_gives_the_farm_up() {
+    let mut h = Harness::new(1, true);
+    h.messages();
+    h.act(1, plant(0));
+    assert!(h.writes.try_recv().is_ok());
+    // Another instance took the farm: the store refused the write for its epoch.
+    h.done
+        .send(WriteDone::Lost {
+            user: USER,
+            seq: Some(1),
+        })
+        .unwrap();
+    h.app.update();
+    let out = h.outputs();
+    assert!(out.contains(&FarmOutput::ToPlayer {
+        user: USER,
+        message: ServerMessage::FarmActionResult {
+            seq: 1,
+            error: Some(FarmError::Unavailable)
+        }
+    }));
+    assert!(out.contains(&FarmOutput::Lost(USER)));
+    let farms = h.app.world().resource::<Farms>();
+    assert!(!farms.hosts(USER));
+    assert!(farms.all_saved(), "nothing of a lost farm is waited for");
+    // No release: the lease is not ours any more.
+    assert!(h.writes.try_recv().is_err());
 }

@@ -256,6 +256,7 @@ fn farm_and_hub_tokens_open_the_place_kept_for_them() {
             version: 0,
             items: Default::default(),
             data,
+            epoch: 1,
         },
         Duration::ZERO,
     );
