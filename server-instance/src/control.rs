@@ -493,6 +493,9 @@ async fn open_farm(
         Ok(l) => l,
         Err(e) => {
             shared.close_farm(req.user_id);
+            let _ = store
+                .release_farm_lease(req.user_id as i64, &shared.holder, epoch)
+                .await;
             tracing::warn!(user = req.user_id, error = %e, "farm not loaded");
             return Err(unavailable("unavailable", "the farm could not be loaded"));
         }
@@ -503,6 +506,9 @@ async fn open_farm(
         .is_err()
     {
         shared.close_farm(req.user_id);
+        let _ = store
+            .release_farm_lease(req.user_id as i64, &shared.holder, epoch)
+            .await;
         return Err(unavailable("stopping", "the server is stopping"));
     }
     Ok((StatusCode::CREATED, answer))

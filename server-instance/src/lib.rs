@@ -192,6 +192,20 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
     });
     let exit = app.run();
     drop(app);
+    // Every farm is written (the drain waited for it): give their leases up, so other
+    // instances may open them at once.
+    if let Some(store) = &shared.store {
+        runtime.block_on(async {
+            for (user, epoch) in shared.farm_leases() {
+                if let Err(e) = store
+                    .release_farm_lease(user as i64, &shared.holder, epoch)
+                    .await
+                {
+                    tracing::warn!(user, error = %e, "farm lease not released (it expires)");
+                }
+            }
+        });
+    }
     if let Some(lifecycle) = lifecycle {
         lifecycle.finish(&runtime, Duration::from_secs(5));
     }

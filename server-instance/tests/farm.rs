@@ -377,3 +377,24 @@ fn a_farm_is_hosted_by_one_instance_at_a_time_and_a_paused_host_cannot_write() {
     assert_eq!(lease.epoch, 2, "A had the first lease, B the second");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_drained_instance_gives_its_farms_up_at_once() {
+    let rt = runtime();
+    let (dir, url, store) = database(&rt, "drained");
+    let user = rt.block_on(store.create_user("mover", "$h")).unwrap().id;
+    // The default lease (15 s): only a release lets B open the farm within this test.
+    let db = ["--database", url.as_str()];
+    let mut a = Instance::start(&db);
+    let b = Instance::start(&db);
+    let mut on_a = connect(&a, user);
+    state(&mut on_a);
+    assert_eq!(open(&b, user).status(), 409);
+    a.signal("TERM");
+    assert!(a.wait_exit(Duration::from_secs(10)).is_some(), "A drained");
+    let r = open(&b, user);
+    assert!(r.status().is_success(), "{:?}", r.text());
+    let lease = rt.block_on(store.farm_lease(user)).unwrap().unwrap();
+    assert_eq!(lease.epoch, 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
