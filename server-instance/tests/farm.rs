@@ -12,7 +12,24 @@ use shared_sim::farm::{Farm, FarmAction, FarmError, Plot};
 use shared_sim::protocol::{ClientMessage, ErrorCode, ServerMessage};
 use store::{PoolSettings, Store};
 
-fn state(conn: &mut Connection) -> (Vec<Plot>, Vec<(String, u32)>, u64) {
+type FarmView = (Vec<Plot>, Vec<(String, u32)>, u64);
+
+thread_local! {
+    /// Farm states that arrived while a test waited for an action's result (the server sends
+    /// an applied action's state before its result), by connection.
+    static SEEN: std::cell::RefCell<std::collections::HashMap<usize, FarmView>> =
+        Default::default();
+}
+
+fn key(conn: &Connection) -> usize {
+    conn as *const Connection as usize
+}
+
+/// The farm state: one seen while waiting for a result, else the next to arrive.
+fn state(conn: &mut Connection) -> FarmView {
+    if let Some(seen) = SEEN.with(|s| s.borrow_mut().remove(&key(conn))) {
+        return seen;
+    }
     match wait_for(conn, Duration::from_secs(5), |m| {
         matches!(m, ServerMessage::FarmState { .. })
     }) {
@@ -24,11 +41,16 @@ fn state(conn: &mut Connection) -> (Vec<Plot>, Vec<(String, u32)>, u64) {
 fn act(conn: &mut Connection, seq: u32, action: FarmAction) -> Option<FarmError> {
     conn.send(&ClientMessage::FarmAction { seq, action });
     let _ = conn.flush();
-    match wait_for(
-        conn,
-        Duration::from_secs(5),
-        |m| matches!(m, ServerMessage::FarmActionResult { seq: s, .. } if *s == seq),
-    ) {
+    let k = key(conn);
+    match wait_for(conn, Duration::from_secs(5), |m| match m {
+        ServerMessage::FarmState { plots, items, tick } => {
+            let view = (plots.clone(), items.clone(), *tick);
+            SEEN.with(|s| s.borrow_mut().insert(k, view));
+            false
+        }
+        ServerMessage::FarmActionResult { seq: s, .. } => *s == seq,
+        _ => false,
+    }) {
         Some(ServerMessage::FarmActionResult { error, .. }) => error,
         other => panic!("no result for {seq}: {other:?}"),
     }
@@ -61,6 +83,24 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// Stores a farm for `user` (version 4) whose plot 3 holds ripe wheat: wheat's crop index.
+fn ripe_wheat_on_plot_3(rt: &tokio::runtime::Runtime, store: &Store, user: i64) -> usize {
+    let data = common::game_data();
+    let wheat = data.crops.iter().position(|c| c.id == "wheat").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut farm = Farm::new(data.rules.farm_plots, now);
+    farm.plots[3] = Plot::Ripe {
+        crop: data.crops[wheat].id.clone(),
+        neglect: 0,
+    };
+    rt.block_on(store.save_farm(user, &serde_json::to_string(&farm).unwrap(), 4))
+        .unwrap();
+    wheat
 }
 
 /// A fresh, migrated SQLite database in its own folder: (folder, URL, store).
@@ -263,19 +303,7 @@ fn a_ripe_crop_is_harvested_into_the_database() {
     let (dir, url, store) = database(&rt, "harvest");
     let user = rt.block_on(store.create_user("reaper", "$h")).unwrap().id;
     let data = common::game_data();
-    let wheat = data.crops.iter().position(|c| c.id == "wheat").unwrap();
-    let wheat_id = data.crops[wheat].id.clone();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut farm = Farm::new(data.rules.farm_plots, now);
-    farm.plots[3] = Plot::Ripe {
-        crop: wheat_id,
-        neglect: 0,
-    };
-    rt.block_on(store.save_farm(user, &serde_json::to_string(&farm).unwrap(), 4))
-        .unwrap();
+    let wheat = ripe_wheat_on_plot_3(&rt, &store, user);
     let inst = Instance::start(&["--database", url.as_str()]);
     let mut conn = connect(&inst, user);
     state(&mut conn);
@@ -317,18 +345,7 @@ fn a_farm_is_hosted_by_one_instance_at_a_time_and_a_paused_host_cannot_write() {
     let (dir, url, store) = database(&rt, "lease");
     let user = rt.block_on(store.create_user("twin", "$h")).unwrap().id;
     let data = common::game_data();
-    let wheat = data.crops.iter().position(|c| c.id == "wheat").unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut farm = Farm::new(data.rules.farm_plots, now);
-    farm.plots[3] = Plot::Ripe {
-        crop: data.crops[wheat].id.clone(),
-        neglect: 0,
-    };
-    rt.block_on(store.save_farm(user, &serde_json::to_string(&farm).unwrap(), 4))
-        .unwrap();
+    let wheat = ripe_wheat_on_plot_3(&rt, &store, user);
     let lease = ["--database", url.as_str(), "--farm-lease-ms", "1500"];
     let a = Instance::start(&lease);
     let b = Instance::start(&lease);

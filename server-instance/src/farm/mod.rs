@@ -386,8 +386,10 @@ fn written(farms: &mut Farms, d: WriteDone, now: Duration, outbox: &mut FarmOutb
                 Err(_) => Some(FarmError::Unavailable),
             };
             if h.connected {
-                outbox.send(user, ServerMessage::FarmActionResult { seq, error });
+                // The state first: a client that hears the result already has the plots it
+                // chooses its next action on (messages are reliable and ordered).
                 outbox.send(user, state_of(h));
+                outbox.send(user, ServerMessage::FarmActionResult { seq, error });
             }
         }
     }
@@ -441,8 +443,8 @@ fn act(farms: &mut Farms, user: UserId, seq: u32, action: &FarmAction, outbox: &
     if changes.is_empty() {
         h.farm = next;
         h.dirty = true;
-        outbox.send(user, ServerMessage::FarmActionResult { seq, error: None });
         outbox.send(user, state_of(h));
+        outbox.send(user, ServerMessage::FarmActionResult { seq, error: None });
         return;
     }
     h.version += 1;
@@ -459,16 +461,15 @@ fn act(farms: &mut Farms, user: UserId, seq: u32, action: &FarmAction, outbox: &
         farm: next,
         changes,
     });
-    // Unsaved watering goes with this write (it holds the whole farm).
-    h.dirty = false;
-    let sent = farms
+    if farms
         .writes
         .as_ref()
-        .is_some_and(|tx| tx.send(write).is_ok());
-    if !sent {
-        if let Some(h) = farms.hosted.get_mut(&user) {
-            h.pending = None;
-        }
+        .is_some_and(|tx| tx.send(write).is_ok())
+    {
+        // Unsaved watering goes with this write (it holds the whole farm).
+        h.dirty = false;
+    } else {
+        h.pending = None;
         refuse(outbox, FarmError::Unavailable);
     }
 }

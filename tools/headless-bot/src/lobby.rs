@@ -97,8 +97,6 @@ struct FarmVisit {
     session: croft_client::FarmSession,
     /// The action waiting for its result.
     awaiting: Option<(u32, shared_sim::farm::FarmAction)>,
-    /// A result came but not yet the farm state that follows it: the plots are stale.
-    stale: bool,
     /// Actions sent this visit.
     sent: u32,
     started: Instant,
@@ -317,7 +315,6 @@ impl LobbyBot {
                         self.farm = Some(FarmVisit {
                             session,
                             awaiting: None,
-                            stale: false,
                             sent: 0,
                             started: Instant::now(),
                         })

@@ -90,23 +90,17 @@ impl LobbyBot {
             }
         };
         for e in events {
-            match e {
-                FarmEvent::Result { seq, error } => {
-                    if let Some((s, action)) = f.awaiting.take() {
-                        if s == seq && error.is_none() {
-                            self.farmed.push(action);
-                            // The new plots come right after: choose the next action on them.
-                            f.stale = true;
-                        } else if s != seq {
-                            f.awaiting = Some((s, action));
-                        }
-                    }
+            if let FarmEvent::Result { seq, error } = e
+                && let Some((s, action)) = f.awaiting.take()
+            {
+                if s == seq && error.is_none() {
+                    self.farmed.push(action);
+                } else if s != seq {
+                    f.awaiting = Some((s, action));
                 }
-                FarmEvent::State => f.stale = false,
-                _ => {}
             }
         }
-        if f.awaiting.is_some() || f.stale {
+        if f.awaiting.is_some() {
             return;
         }
         let Some(plots) = &f.session.plots else {
