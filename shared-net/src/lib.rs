@@ -1,7 +1,10 @@
 //! One secure netcode socket feeding one renet server, with a per-client flush policy.
 
+pub mod rate;
 pub mod ws;
 pub mod ws_token;
+
+pub use rate::RateWindow;
 
 use std::collections::HashSet;
 use std::io;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use renet::{Bytes, ClientId};
+use shared_net::RateWindow;
 use shared_sim::protocol::{ErrorCode, LobbyServerMessage, Presence, USER_DATA_BYTES};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
@@ -100,31 +101,6 @@ pub struct Limits {
     pub idle_flush_frames: u64,
 }
 
-/// A rate window: how many events since it opened (times are the app's real time).
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    opened: Duration,
-    count: u32,
-}
-
-impl Window {
-    fn new(now: Duration) -> Self {
-        Self {
-            opened: now,
-            count: 0,
-        }
-    }
-
-    /// Counts one event; false when it is over `limit` in this `span`.
-    fn allow(&mut self, limit: u32, span: Duration, now: Duration) -> bool {
-        if now.saturating_sub(self.opened) >= span {
-            *self = Self::new(now);
-        }
-        self.count += 1;
-        self.count <= limit
-    }
-}
-
 #[derive(Debug)]
 pub struct Session {
     pub shard: usize,
@@ -135,8 +111,8 @@ pub struct Session {
     /// Accepted friends.
     pub friends: HashSet<UserId>,
     pub match_id: Option<u64>,
-    chat_window: Window,
-    msg_window: Window,
+    chat_window: RateWindow,
+    msg_window: RateWindow,
     bad_messages: u32,
 }
 

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use renet::{ClientId, ServerEvent};
-use shared_net::Shard;
+use shared_net::{RateWindow, Shard};
 use shared_sim::protocol::{
     Channel, ErrorCode, Presence, TokenKind, TokenUserData, USER_DATA_BYTES,
 };
 
-use super::{Lobby, NetEvent, Outgoing, Session, Window};
+use super::{Lobby, NetEvent, Outgoing, Session};
 use crate::bridge::{Job, UserId};
 
 /// The sockets: one renet server per shard, and what the flush policy tracks.
@@ -154,8 +154,8 @@ fn admit(
             presence: Presence::Online,
             friends: HashSet::new(),
             match_id: None,
-            chat_window: Window::new(now),
-            msg_window: Window::new(now),
+            chat_window: RateWindow::new(now),
+            msg_window: RateWindow::new(now),
             bad_messages: 0,
         },
     );

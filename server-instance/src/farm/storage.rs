@@ -119,6 +119,31 @@ pub enum WriteDone {
     },
 }
 
+/// Encodes `farm` and writes it (with `changes`) under the lease at `epoch`; errors are logged
+/// and counted here.
+async fn write(
+    store: &store::Store,
+    user: UserId,
+    changes: &[ItemChange],
+    farm: &Farm,
+    version: i64,
+    epoch: i64,
+) -> Result<store::FarmWrite, store::StoreError> {
+    let r = match encode(farm) {
+        Ok(state) => {
+            store
+                .farm_write_fenced(user as i64, changes, &state, version, epoch)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &r {
+        tracing::warn!(user, error = %e, "farm not written");
+        metrics::counter!("croft_instance_farm_write_errors_total").increment(1);
+    }
+    r
+}
+
 fn lost(user: UserId, seq: Option<u32>) -> WriteDone {
     tracing::warn!(
         user,
@@ -143,25 +168,13 @@ pub async fn writer(
                 farm,
                 version,
                 epoch,
-            } => {
-                let r = match encode(&farm) {
-                    Ok(state) => {
-                        store
-                            .farm_write_fenced(user as i64, &[], &state, version, epoch)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
-                match r {
-                    Ok(store::FarmWrite::Fenced) => lost(user, None),
-                    Ok(_) => WriteDone::Snapshot { user, ok: true },
-                    Err(e) => {
-                        tracing::warn!(user, error = %e, "farm snapshot not written");
-                        metrics::counter!("croft_instance_farm_write_errors_total").increment(1);
-                        WriteDone::Snapshot { user, ok: false }
-                    }
-                }
-            }
+            } => match write(&store, user, &[], &farm, version, epoch).await {
+                Ok(store::FarmWrite::Fenced) => lost(user, None),
+                r => WriteDone::Snapshot {
+                    user,
+                    ok: r.is_ok(),
+                },
+            },
             FarmWrite::Action {
                 user,
                 seq,
@@ -169,30 +182,16 @@ pub async fn writer(
                 farm,
                 version,
                 epoch,
-            } => {
-                let r = match encode(&farm) {
-                    Ok(state) => {
-                        store
-                            .farm_write_fenced(user as i64, &changes, &state, version, epoch)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = &r {
-                    tracing::warn!(user, error = %e, "farm action not written");
-                    metrics::counter!("croft_instance_farm_write_errors_total").increment(1);
-                }
-                match r {
-                    Ok(store::FarmWrite::Fenced) => lost(user, Some(seq)),
-                    r => WriteDone::Action {
-                        user,
-                        seq,
-                        outcome: r
-                            .map(|w| w == store::FarmWrite::Written)
-                            .map_err(|e| e.to_string()),
-                    },
-                }
-            }
+            } => match write(&store, user, &changes, &farm, version, epoch).await {
+                Ok(store::FarmWrite::Fenced) => lost(user, Some(seq)),
+                r => WriteDone::Action {
+                    user,
+                    seq,
+                    outcome: r
+                        .map(|w| w == store::FarmWrite::Written)
+                        .map_err(|e| e.to_string()),
+                },
+            },
             FarmWrite::Release { user, epoch } => {
                 if let Err(e) = store.release_farm_lease(user as i64, &holder, epoch).await {
                     tracing::warn!(user, error = %e, "farm lease not released (it expires)");

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bevy::prelude::*;
+use shared_net::RateWindow;
 use shared_sim::hub::{self, HubPlayer};
 use shared_sim::plugin::UserId;
 use shared_sim::protocol::{ErrorCode, MAX_CHAT_CHARS, ServerMessage};
@@ -120,21 +121,8 @@ struct Member {
     /// `MIN_MOVE_INTERVAL_MS` apart are all measured from there, so moves sent together share
     /// one interval's walking instead of each being credited with a whole one.
     anchor: ((i32, i32), Duration),
-    /// Chat messages since `chat_since`, counted per 10 seconds.
-    chat_since: Duration,
-    chat_count: u32,
-}
-
-impl Member {
-    /// Counts one chat message at `now`: false when it is over `limit` in these 10 seconds.
-    fn may_chat(&mut self, limit: u32, now: Duration) -> bool {
-        if now.saturating_sub(self.chat_since) >= CHAT_WINDOW {
-            self.chat_since = now;
-            self.chat_count = 0;
-        }
-        self.chat_count += 1;
-        self.chat_count <= limit
-    }
+    /// Chat messages counted per 10 seconds.
+    chat: RateWindow,
 }
 
 const CHAT_WINDOW: Duration = Duration::from_secs(10);
@@ -215,8 +203,7 @@ fn hub_system(
                     name,
                     pos: hub::SPAWN,
                     anchor: (hub::SPAWN, now),
-                    chat_since: now,
-                    chat_count: 0,
+                    chat: RateWindow::new(now),
                 };
                 let you = player(user, &member);
                 let players = shard.members.iter().map(|(u, m)| player(*u, m)).collect();
@@ -277,7 +264,7 @@ fn hub_system(
                 let Some(m) = shard.members.get_mut(&user) else {
                     continue;
                 };
-                if !m.may_chat(limit, now) {
+                if !m.chat.allow(limit, CHAT_WINDOW, now) {
                     metrics::counter!("croft_instance_hub_chat_rate_limited_total").increment(1);
                     let message = format!("at most {limit} chat messages per 10 seconds");
                     let code = ErrorCode::RateLimited;
