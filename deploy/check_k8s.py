@@ -28,11 +28,17 @@ overlay, object and field it concerns, and the status is 1.
     root filesystem (writable paths are size-limited emptyDirs) and all capabilities dropped;
     has CPU and memory requests and limits; long-running ones have startup/liveness probes on
     /healthz and readiness probes on /readyz on a declared port; images carry a tag; API
-    tokens are mounted only where a RoleBinding grants the ServiceAccount something.
+    tokens are mounted only where a RoleBinding grants the ServiceAccount something. Images not
+    built by deploy/Dockerfile (THIRD_PARTY_IMAGES: Redis) are pinned to an exact x.y.z tag or a
+    digest, have liveness and readiness probes of any kind, and set no CROFT_* variables; a
+    StatefulSet's volumeClaimTemplates are its only writable volumes besides emptyDirs.
 Cross-checks with the rest of the repository:
   * every CROFT_* variable a container sets is accepted by that binary's clap config in the
     Rust sources, or listed as pending in deploy/rust-pending.yaml (and no pending entry exists
-    in the sources yet); the listen addresses bind 0.0.0.0 on the ports probes and Services use;
+    in the sources yet), so CROFT_REDIS_URL is accepted where matchmaking reads it and nowhere
+    else yet; the settings these checks interpret (CROFT_REDIS_URL, CROFT_ALLOCATOR, the
+    listen addresses) are still flags of their binaries; the listen addresses bind 0.0.0.0 on
+    the ports probes and Services use;
   * every metric in the alerts, the dashboard and the HPA is exported by the Rust code
     (counter!/gauge!/histogram!, process_* from telemetry) or pending;
   * Secrets referenced are the documented external ones (named in deploy/README.md) or
@@ -42,6 +48,13 @@ Cross-checks with the rest of the repository:
   * exposure: only the auth edge (TCP) and the connection/instance netcode sockets (UDP) are
     reachable from outside; every namespace denies ingress by default; only labelled
     services reach Postgres and Kafka;
+  * replication: auth and matchmaking (REPLICATED) run >= 2 replicas, each with a
+    PodDisruptionBudget selecting its pods that still allows a disruption; matchmaking with
+    >= 2 replicas sets CROFT_REDIS_URL and uses the Agones or Kubernetes allocator;
+  * Redis (no password): NetworkPolicies isolate its pods and admit only workloads named in
+    REDIS_CLIENTS (matchmaking, auth, connection), by app.kubernetes.io/name, from its own
+    namespace; every pod whose CROFT_REDIS_URL names it is admitted on its port and allowed
+    there by its own egress policies;
   * the connection servers' replicas, per-pod Services, public IPs and the address list auth
     puts in connect tokens agree; KafkaTopics equal docs/events/*.schema.json; image names are
     Dockerfile targets; instance drain fits the termination grace period.
@@ -61,6 +74,7 @@ except ImportError:  # pragma: no cover
 
 from k8scheck.common import (
     BINARIES, DEPLOY, K8S, K8S_VERSION, OVERLAYS, P, RenderError, oid, parse_image, pod_templates,
+    third_party,
 )
 from k8scheck.render import (
     build, check_listing, diff, key_of, kubectl_build, kubectl_kustomize_available,
@@ -68,11 +82,11 @@ from k8scheck.render import (
 from k8scheck.crds import check_crds, check_schemas
 from k8scheck.workloads import check_workloads
 from k8scheck.rust import (
-    check_pending_list, check_rust, load_pending, rust_metrics, rust_struct_envs,
+    check_checked_env, check_pending_list, check_rust, load_pending, rust_metrics, rust_struct_envs,
 )
 from k8scheck.relations import (
-    check_connection_public, check_external_secrets_documented, check_relations,
-    check_secrets_and_configmaps, check_topics, check_urls,
+    check_connection_public, check_external_secrets_documented, check_redis_access, check_relations,
+    check_replicas, check_secrets_and_configmaps, check_topics, check_urls,
 )
 
 
@@ -85,9 +99,12 @@ def check_images(objs: list[dict]) -> None:
     targets = dockerfile_targets()
     for owner, tpl, _ in pod_templates(objs):
         for c in (tpl.get("spec") or {}).get("containers") or []:
+            if third_party(c):
+                continue  # pinned exactly (check_workloads)
             base = parse_image(c.get("image", ""))[0].rsplit("/", 1)[-1]
             if base not in targets:
-                P.add(f"{oid(owner)}: image {c.get('image')} is not built by deploy/Dockerfile (targets {sorted(targets)})")
+                P.add(f"{oid(owner)}: image {c.get('image')} is not built by deploy/Dockerfile (targets {sorted(targets)}) "
+                      "and is not one of THIRD_PARTY_IMAGES (k8scheck/common.py)")
 
 
 # =============================================================================================
@@ -100,6 +117,7 @@ def main() -> int:
     metrics = rust_metrics()
     struct_envs = {b: rust_struct_envs(path, struct) for (b, path, struct) in BINARIES.values()}
     check_pending_list(pending, metrics, struct_envs)
+    check_checked_env(struct_envs)
     use_kubectl = kubectl_kustomize_available()
     used_secrets: set = set()
     summary = []
@@ -132,6 +150,8 @@ def main() -> int:
         check_rust(objs, overlay, pending, metrics, struct_envs)
         check_secrets_and_configmaps(objs, used_secrets)
         check_relations(objs)
+        check_replicas(objs)
+        check_redis_access(objs)
         check_urls(objs)
         check_connection_public(objs)
         check_topics(objs)

@@ -72,6 +72,23 @@ TELEMETRY_ADDR = {
 }
 MAX_CLIENTS_PER_SOCKET = 1024
 
+# Images that deploy/Dockerfile does not build, by full name (no tag): what each runs. They
+# must be pinned to an exact version (x.y.z tag) or a digest, set no CROFT_* variables, and are
+# probed by exec/tcpSocket instead of /healthz and /readyz.
+THIRD_PARTY_IMAGES = {"docker.io/library/redis": "redis"}
+# Redis, the control plane's shared state: the setting that names it, its port, and the
+# workloads (app.kubernetes.io/name) its NetworkPolicy may admit: matchmaking keeps its state
+# there; auth (rate limits) and connection (presence) are next.
+REDIS_URL_ENV = "CROFT_REDIS_URL"
+REDIS_PORT = 6379
+REDIS_CLIENTS = {"matchmaking", "auth", "connection"}
+# Workloads (app.kubernetes.io/name in namespace croft) that run at least two replicas and
+# need a PodDisruptionBudget that lets a node drain proceed.
+REPLICATED = {"auth", "matchmaking"}
+# Allocators that work with several matchmaking replicas (the local one starts instance
+# processes inside each replica's pod).
+SHARED_ALLOCATORS = {"agones", "kubernetes"}
+
 
 # =============================================================================================
 # Problems
@@ -229,6 +246,11 @@ def env_map(c: dict) -> dict[str, str]:
         else:
             out[e["name"]] = "<valueFrom>"
     return out
+
+
+def third_party(c: dict) -> str | None:
+    """What a container runs when its image is a THIRD_PARTY_IMAGES one, else None."""
+    return THIRD_PARTY_IMAGES.get(parse_image(c.get("image", ""))[0])
 
 
 def binary_of(c: dict) -> str | None:

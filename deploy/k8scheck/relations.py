@@ -11,8 +11,9 @@ import re
 
 from .common import (
     CLUSTER_SCOPED, DEPLOY, EXTERNAL_NAMESPACES, EXTERNAL_SECRETS, MAX_CLIENTS_PER_SOCKET,
-    NAMESPACES, OPERATOR_POD_LABELS, OPERATOR_SECRETS, P, ROOT, container_ports, env_map, find,
-    labels_match, ns_of, oid, pod_templates, pods_in, selector_keys,
+    NAMESPACES, OPERATOR_POD_LABELS, OPERATOR_SECRETS, P, REDIS_CLIENTS, REDIS_PORT, REDIS_URL_ENV,
+    REPLICATED, ROOT, SHARED_ALLOCATORS, binary_of, container_ports, env_map, find, labels_match,
+    ns_of, oid, pod_templates, pods_in, selector_keys, third_party,
 )
 
 
@@ -181,9 +182,6 @@ def check_relations(objs: list[dict]) -> None:
             if not any(p.get("kind") == "PodDisruptionBudget" and ns_of(p) == ns_of(o)
                        and labels_match(p["spec"].get("selector"), labels) for p in objs):
                 P.add(f"{oid(o)}: {o['spec']['replicas']} replicas but no PodDisruptionBudget")
-    auth = find(objs, "Deployment", "auth", "croft")
-    if auth and auth["spec"].get("replicas", 1) < 2:
-        P.add(f"{oid(auth)}: auth needs >= 2 replicas")
     # Network policies
     for ns in NAMESPACES:
         if not any(o.get("kind") == "NetworkPolicy" and ns_of(o) == ns and o["spec"].get("podSelector") == {}
@@ -262,6 +260,162 @@ def check_relations(objs: list[dict]) -> None:
             for peer in peers or []:
                 if (peer.get("podSelector") or {}).get("matchLabels") != {"croft.dev/kafka-client": "true"}:
                     P.add(f"{oid(k)}: listener {li.get('name')} peer {peer} is not the croft.dev/kafka-client label")
+
+
+def pod_labels(tpl: dict) -> dict:
+    return (tpl.get("metadata") or {}).get("labels") or {}
+
+
+def check_replicas(objs: list[dict]) -> None:
+    """auth and matchmaking run at least two replicas, each workload with a PodDisruptionBudget
+    that still lets a node drain go on; several matchmaking replicas need the shared state in
+    Redis and an allocator that is not the in-pod one."""
+    for name in sorted(REPLICATED):
+        owners = [(o, t) for o, t, _ in pods_in(objs, "croft")
+                  if o.get("kind") in ("Deployment", "StatefulSet") and pod_labels(t).get("app.kubernetes.io/name") == name]
+        if not owners:
+            P.add(f"no Deployment or StatefulSet runs {name} in namespace croft")
+        for o, t in owners:
+            n = o["spec"].get("replicas", 1)
+            if n < 2:
+                P.add(f"{oid(o)}: {n} replica(s); {name} must run at least 2 (REPLICATED in k8scheck/common.py)")
+            pdbs = [p for p in objs if p.get("kind") == "PodDisruptionBudget" and ns_of(p) == ns_of(o)
+                    and labels_match(p["spec"].get("selector"), pod_labels(t))]
+            if not pdbs:
+                P.add(f"{oid(o)}: no PodDisruptionBudget selects its pods (a node drain may evict every {name} replica at once)")
+            for p in pdbs:
+                lo, hi = p["spec"].get("minAvailable"), p["spec"].get("maxUnavailable")
+                if (isinstance(lo, int) and lo >= n) or lo == "100%" or hi in (0, "0%"):
+                    P.add(f"{oid(p)}: allows no disruption of {oid(o)}'s {n} replica(s): every node drain would block")
+    for o, t, _ in pod_templates(objs):
+        for c in (t.get("spec") or {}).get("containers") or []:
+            if binary_of(c) != "matchmaking":
+                continue
+            n = (o.get("spec") or {}).get("replicas", 1)
+            env = env_map(c)
+            if n >= 2 and not env.get(REDIS_URL_ENV):
+                P.add(f"{oid(o)}: {n} replicas without {REDIS_URL_ENV}: each would keep its own queue, matches and "
+                      "mailboxes in memory (a split queue, lost match updates); point it at Redis")
+            allocator = env.get("CROFT_ALLOCATOR", "local")
+            if n >= 2 and allocator not in SHARED_ALLOCATORS:
+                P.add(f"{oid(o)}: {n} replicas with the {allocator} allocator, which starts instance processes in "
+                      f"each replica's pod; use one of {sorted(SHARED_ALLOCATORS)} (an instances-* component)")
+
+
+def named_workloads(selector: dict | None) -> set[str] | None:
+    """The app.kubernetes.io/name values a pod selector is limited to, or None if it names none."""
+    selector = selector or {}
+    names = None
+    value = (selector.get("matchLabels") or {}).get("app.kubernetes.io/name")
+    if value is not None:
+        names = {value}
+    for e in selector.get("matchExpressions") or []:
+        if e.get("key") == "app.kubernetes.io/name" and e.get("operator") == "In":
+            values = set(e.get("values") or [])
+            names = values if names is None else names & values
+    return names
+
+
+def peer_allows(rule: dict, key: str, own_ns: str, peer_ns: str, peer_labels: dict, port: int, port_name: str) -> bool:
+    """Whether an ingress (key `from`) or egress (key `to`) rule of a policy in own_ns lets the
+    pod peer_labels in peer_ns through on TCP port (named port_name on the receiving pod)."""
+    peers = rule.get(key)
+    ok = not peers
+    for peer in peers or []:
+        if "ipBlock" in peer:
+            continue
+        ns = own_ns
+        if "namespaceSelector" in peer:
+            ns = (peer["namespaceSelector"].get("matchLabels") or {}).get("kubernetes.io/metadata.name", peer_ns)
+        if ns == peer_ns and labels_match(peer.get("podSelector"), peer_labels):
+            ok = True
+    ports = rule.get("ports")
+    return ok and (not ports or any(
+        pt.get("protocol", "TCP") == "TCP" and (
+            pt.get("port") is None or pt.get("port") == port_name
+            or (isinstance(pt.get("port"), int) and pt["port"] <= port <= pt.get("endPort", pt["port"])))
+        for pt in ports))
+
+
+def redis_behind(objs: list[dict], url: str) -> tuple[list[tuple[dict, dict]], int, str] | None:
+    """The Redis pod templates an in-cluster URL (redis://SERVICE.NAMESPACE.svc:PORT) reaches, with
+    their container port and its name; None for an address outside the render."""
+    m = re.match(r"rediss?://(?:[^@/]*@)?([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?(?::(\d+))?", url)
+    svc = find(objs, "Service", m.group(1), m.group(2)) if m else None
+    if not svc:
+        return None  # outside the cluster (a managed Redis), or a missing Service (check_urls)
+    port = int(m.group(3) or REDIS_PORT)
+    target = next((p.get("targetPort", port) for p in svc["spec"].get("ports") or [] if p.get("port") == port), port)
+    sel = {"matchLabels": svc["spec"].get("selector") or {}}
+    pods = [(o, t) for o, t, _ in pods_in(objs, ns_of(svc)) if labels_match(sel, pod_labels(t))
+            and any(third_party(c) == "redis" for c in (t.get("spec") or {}).get("containers") or [])]
+    for o, t in pods:
+        for cp in container_ports(t, o):
+            if target in (cp.get("name"), cp.get("containerPort")):
+                return pods, cp["containerPort"], cp.get("name") or ""
+    return pods, port, ""
+
+
+def check_redis_access(objs: list[dict]) -> None:
+    """Redis has no password: NetworkPolicies must isolate it, admit only the workloads in
+    REDIS_CLIENTS (by name, from its own namespace), and let every pod that uses it (sets
+    CROFT_REDIS_URL to it) through, in and out."""
+    policies = [o for o in objs if o.get("kind") == "NetworkPolicy"]
+
+    def selecting(ns: str, labels: dict, direction: str) -> list[dict]:
+        out = []
+        for np in policies:
+            types = np["spec"].get("policyTypes") or (["Ingress"] + (["Egress"] if "egress" in np["spec"] else []))
+            if ns_of(np) == ns and direction in types and labels_match(np["spec"].get("podSelector"), labels):
+                out.append(np)
+        return out
+
+    redis = [(o, t) for o, t, _ in pod_templates(objs)
+             if any(third_party(c) == "redis" for c in (t.get("spec") or {}).get("containers") or [])]
+    for o, t in redis:
+        ns, labels = ns_of(o), pod_labels(t)
+        guards = selecting(ns, labels, "Ingress")
+        admitted: set[str] = set()
+        for np in guards:
+            for rule in np["spec"].get("ingress") or []:
+                if not rule.get("from"):
+                    P.add(f"{oid(np)}: an ingress rule without `from` opens Redis ({oid(o)}) to every pod and address")
+                    continue
+                for peer in rule["from"]:
+                    if "ipBlock" in peer or "namespaceSelector" in peer:
+                        P.add(f"{oid(np)}: Redis peer {peer}: only pods of namespace {ns}, named by app.kubernetes.io/name")
+                        continue
+                    names = named_workloads(peer.get("podSelector"))
+                    if names is None:
+                        P.add(f"{oid(np)}: Redis peer {peer.get('podSelector')} does not name workloads "
+                              "(app.kubernetes.io/name in matchLabels or an In expression)")
+                        continue
+                    if names - REDIS_CLIENTS:
+                        P.add(f"{oid(np)}: admits {sorted(names - REDIS_CLIENTS)} to Redis; only {sorted(REDIS_CLIENTS)} "
+                              "may reach it (REDIS_CLIENTS in k8scheck/common.py)")
+                    admitted |= names & REDIS_CLIENTS
+        if not guards or not admitted:
+            P.add(f"{oid(o)}: no NetworkPolicy restricts Redis ingress to the workloads {sorted(REDIS_CLIENTS)}")
+    # Every pod that uses an in-cluster Redis gets there: admitted by Redis, allowed out by its own policies.
+    for o, t, _ in pod_templates(objs):
+        url = next((env_map(c).get(REDIS_URL_ENV) for c in (t.get("spec") or {}).get("containers") or []
+                    if env_map(c).get(REDIS_URL_ENV)), None)
+        target = redis_behind(objs, url) if url else None
+        if not target:
+            continue
+        pods, port, port_name = target
+        if not pods:
+            P.add(f"{oid(o)}: {REDIS_URL_ENV}={url} names a Service with no Redis pods behind it")
+        for ro, rt in pods:
+            rns, rlabels, ons, olabels = ns_of(ro), pod_labels(rt), ns_of(o), pod_labels(t)
+            if not any(peer_allows(rule, "from", rns, ons, olabels, port, port_name)
+                       for np in selecting(rns, rlabels, "Ingress") for rule in np["spec"].get("ingress") or []):
+                P.add(f"{oid(o)}: uses Redis ({REDIS_URL_ENV}) but no NetworkPolicy admits it to {oid(ro)} on TCP {port}")
+            out = selecting(ons, olabels, "Egress")
+            if out and not any(peer_allows(rule, "to", ons, rns, rlabels, port, port_name)
+                               for np in out for rule in np["spec"].get("egress") or []):
+                P.add(f"{oid(o)}: uses Redis ({REDIS_URL_ENV}) but its egress policies "
+                      f"({', '.join(np['metadata']['name'] for np in out)}) do not allow {oid(ro)} on TCP {port}")
 
 
 def check_urls(objs: list[dict]) -> None:

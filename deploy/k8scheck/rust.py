@@ -10,8 +10,8 @@ import re
 import yaml
 
 from .common import (
-    DEPLOY, EXTERNAL_METRICS, EXTRA_ENV, MAX_CLIENTS_PER_SOCKET, P, ROOT, TELEMETRY_ADDR, binary_of,
-    container_ports, env_map, find, oid, parse_image, pod_templates, rel,
+    DEPLOY, EXTERNAL_METRICS, EXTRA_ENV, MAX_CLIENTS_PER_SOCKET, P, REDIS_URL_ENV, ROOT, TELEMETRY_ADDR,
+    binary_of, container_ports, env_map, find, oid, parse_image, pod_templates, rel, third_party,
 )
 
 
@@ -92,6 +92,11 @@ def check_rust(objs: list[dict], overlay: str, pending: dict, metrics: dict[str,
     for owner, tpl, _ in pod_templates(objs):
         for c in (tpl.get("spec") or {}).get("containers") or []:
             cw = f"{oid(owner)} container {c.get('name')}"
+            if third_party(c):
+                for name in env_map(c):
+                    if name.startswith("CROFT_"):
+                        P.add(f"{cw}: env {name}: {third_party(c)} is not a croft binary")
+                continue
             base = parse_image(c.get("image", ""))[0].rsplit("/", 1)[-1]
             if base == "croft":
                 args = c.get("args") or []
@@ -214,3 +219,14 @@ def check_pending_list(pending: dict, metrics: dict[str, str], struct_envs: dict
             P.add(f"metric {m['name']} is now exported by the Rust code: delete it from the pending list")
         if m.get("type") not in ("counter", "gauge", "histogram") or not m.get("why"):
             P.add(f"metric {m.get('name')}: needs type and why")
+
+
+def check_checked_env(struct_envs: dict) -> None:
+    """The settings the checks themselves interpret are still flags of those binaries; otherwise
+    a check would insist on a variable the binary ignores (a renamed flag, say)."""
+    P.context = "rust"
+    wanted: dict[str, set[str]] = {b: {env} for b, env in TELEMETRY_ADDR.items()}
+    wanted["matchmaking"] |= {REDIS_URL_ENV, "CROFT_ALLOCATOR", "CROFT_INSTANCE_MAX_MATCHES"}
+    for binary, names in sorted(wanted.items()):
+        for name in sorted(names - struct_envs.get(binary, set())):
+            P.add(f"`{binary}` has no flag with env {name}, which check_k8s.py relies on: update k8scheck")

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 
-from .common import P, container_ports, find, ns_of, oid, parse_image, pod_templates, quantity
+from .common import (
+    P, container_ports, find, ns_of, oid, parse_image, pod_templates, quantity, third_party,
+)
+
+PROBE_HANDLERS = ("httpGet", "exec", "tcpSocket", "grpc")
 
 
 def check_workloads(objs: list[dict]) -> int:
@@ -37,6 +41,16 @@ def check_workloads(objs: list[dict]) -> int:
         if psc.get("runAsUser") == 0 or psc.get("runAsGroup") == 0:
             P.add(f"{who}: runs as uid/gid 0")
         volumes = {v.get("name"): v for v in spec.get("volumes") or []}
+        # A StatefulSet's volumeClaimTemplates: persistent, writable, one claim per pod.
+        claims = {}
+        if owner.get("kind") == "StatefulSet":
+            for t in owner["spec"].get("volumeClaimTemplates") or []:
+                name = (t.get("metadata") or {}).get("name")
+                claims[name] = t
+                if not (((t.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage"):
+                    P.add(f"{who}: volumeClaimTemplate {name} requests no storage")
+                if name in volumes:
+                    P.add(f"{who}: volumeClaimTemplate {name} is also a pod volume")
         containers = (spec.get("containers") or []) + (spec.get("initContainers") or [])
         if not spec.get("containers"):
             P.add(f"{who}: no containers")
@@ -46,6 +60,8 @@ def check_workloads(objs: list[dict]) -> int:
             _, tag, digest = parse_image(image)
             if (not tag and not digest) or tag == "latest":
                 P.add(f"{cw}: image {image!r} is not pinned to a tag or digest")
+            elif third_party(c) and not digest and not re.fullmatch(r"\d+\.\d+\.\d+(?:-[A-Za-z0-9.]+)?", tag or ""):
+                P.add(f"{cw}: image {image!r}: pin a third-party image to an exact version (x.y.z) or a digest")
             sc = c.get("securityContext") or {}
             if not (psc.get("runAsNonRoot") is True or sc.get("runAsNonRoot") is True):
                 P.add(f"{cw}: runAsNonRoot is not true")
@@ -75,7 +91,21 @@ def check_workloads(objs: list[dict]) -> int:
                 pass
             ports = {p.get("name"): p for p in container_ports({"spec": {"containers": [c]}})}
             probes = {k: c.get(k) for k in ("startupProbe", "livenessProbe", "readinessProbe")}
-            if cat != "job":
+            if cat != "job" and third_party(c):
+                # Not croft's HTTP runtime: any probe handler, on a declared port if it names one.
+                for k in ("livenessProbe", "readinessProbe"):
+                    if not probes.get(k):
+                        P.add(f"{cw}: no {k}")
+                for k, pr in probes.items():
+                    handlers = [h for h in PROBE_HANDLERS if h in (pr or {})]
+                    if pr and len(handlers) != 1:
+                        P.add(f"{cw}: {k} needs exactly one of {list(PROBE_HANDLERS)}")
+                    port = ((pr or {}).get("tcpSocket") or (pr or {}).get("httpGet") or {}).get("port")
+                    if isinstance(port, str) and port not in ports:
+                        P.add(f"{cw}: {k} port {port!r} is not a declared container port")
+                    if isinstance(port, int) and port not in {p.get("containerPort") for p in ports.values()}:
+                        P.add(f"{cw}: {k} port {port} is not a declared container port")
+            elif cat != "job":
                 for k, want in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
                     pr = probes.get(k)
                     if not pr:
@@ -98,6 +128,8 @@ def check_workloads(objs: list[dict]) -> int:
                 defined.append(e["name"])
             for m in c.get("volumeMounts") or []:
                 v = volumes.get(m.get("name"))
+                if v is None and m.get("name") in claims:
+                    continue  # a persistent volume of its own, writable by design
                 if v is None:
                     P.add(f"{cw}: volumeMount {m.get('name')} has no volume")
                     continue

@@ -185,7 +185,7 @@ fn apply_control_commands(world: &mut World) {
                         metrics::counter!("croft_instance_matches_started_total").increment(1);
                         world
                             .resource::<bus::EventBus>()
-                            .emit(events::Event::GameStarted {
+                            .started(events::Event::GameStarted {
                                 match_id: spec.match_id,
                                 players: spec.players.to_vec(),
                             });
@@ -349,24 +349,23 @@ fn match_ended(record: &shared_sim::plugin::MatchRecord, control: &Control, bus:
         "match ended"
     );
     control.shared.release(record.match_id);
-    bus.emit(events::Event::GameEnded {
+    let event = events::Event::GameEnded {
         match_id: record.match_id,
         players: record.players.to_vec(),
         winner,
         reason: reason.clone(),
         turns: record.turns,
-    });
-    control
-        .shared
-        .push_ended(contracts::instance::v1::EndedMatch {
-            seq: 0,
-            match_id: record.match_id,
-            players: record.players,
-            winner,
-            reason,
-            turns: record.turns,
-            data_version: record.data_version,
-        });
+    };
+    let ended = contracts::instance::v1::EndedMatch {
+        seq: 0,
+        match_id: record.match_id,
+        players: record.players,
+        winner,
+        reason,
+        turns: record.turns,
+        data_version: record.data_version,
+    };
+    bus.ended(ended, event, &control.shared);
 }
 
 fn drain_system(

@@ -1,5 +1,6 @@
-//! Game events (`game_started`, `game_ended`) leave the tick through a bounded channel to a
-//! background thread that produces them to Kafka.
+//! Game events (`game_started`, `game_ended`) leave the tick: with a database, through the
+//! results writer into the outbox (with the result, in one transaction); without one, through a
+//! bounded channel to a background thread that produces them to Kafka.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
@@ -18,9 +19,65 @@ pub struct EventBus {
     /// The event and when it happened; the envelope (id, JSON) is made on the producer
     /// thread, so the tick pays only for the queue.
     tx: Option<SyncSender<(events::Event, i64)>>,
+    /// The results writer, when the instance has a database.
+    results: Option<tokio::sync::mpsc::UnboundedSender<crate::results::ResultWrite>>,
 }
 
 impl EventBus {
+    /// Game events go into the outbox through the results writer from now on.
+    pub fn with_results(
+        mut self,
+        results: tokio::sync::mpsc::UnboundedSender<crate::results::ResultWrite>,
+    ) -> Self {
+        self.results = Some(results);
+        self
+    }
+
+    /// A match started: its `game_started`.
+    pub fn started(&self, event: events::Event) {
+        match &self.results {
+            Some(w) => {
+                if w.send(crate::results::ResultWrite::Started(
+                    event.outbox("instance"),
+                ))
+                .is_err()
+                {
+                    metrics::counter!("croft_instance_events_dropped_total").increment(1);
+                }
+            }
+            None => self.emit(event),
+        }
+    }
+
+    /// A match ended: its result and `game_ended`, and the ended-matches feed (after the
+    /// result is written, when there is a database).
+    pub fn ended(
+        &self,
+        ended: contracts::instance::v1::EndedMatch,
+        event: events::Event,
+        shared: &crate::control::ControlShared,
+    ) {
+        match &self.results {
+            Some(w) => {
+                let write = crate::results::ResultWrite::Ended {
+                    ended,
+                    event: event.outbox("instance"),
+                };
+                if let Err(e) = w.send(write) {
+                    // The writer is gone (shutting down): the feed still hears of it.
+                    metrics::counter!("croft_instance_events_dropped_total").increment(1);
+                    if let crate::results::ResultWrite::Ended { ended, .. } = e.0 {
+                        shared.push_ended(ended);
+                    }
+                }
+            }
+            None => {
+                self.emit(event);
+                shared.push_ended(ended);
+            }
+        }
+    }
+
     /// Queues an event for the background producer; never blocks.
     pub fn emit(&self, event: events::Event) {
         let Some(tx) = &self.tx else {
@@ -59,7 +116,13 @@ pub fn start(
         .name("event-producer".into())
         .spawn(move || produce_loop(producer, rx, prefix))
         .map_err(|e| rdkafka::error::KafkaError::ClientCreation(format!("event thread: {e}")))?;
-    Ok((EventBus { tx: Some(tx) }, thread))
+    Ok((
+        EventBus {
+            tx: Some(tx),
+            results: None,
+        },
+        thread,
+    ))
 }
 
 fn produce_loop(

@@ -11,6 +11,7 @@ pub mod hub;
 pub mod net;
 pub mod persist;
 pub mod places;
+pub mod results;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,6 +176,15 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         }
         None => (bus::EventBus::default(), None),
     };
+    // With a database, results and game events go through the outbox (see results.rs).
+    let (bus, results_writer) = match &shared.store {
+        Some(store) => {
+            let (tx, rx) = results::channel();
+            let writer = runtime.spawn(results::writer(store.clone(), shared.clone(), rx));
+            (bus.with_results(tx), Some(writer))
+        }
+        None => (bus, None),
+    };
     let mut app = build_app(&config, net, shared.clone(), rx, writer.sink.clone());
     app.insert_resource(farm::Farms::new(farm_writes, farm_done));
     app.insert_resource(bus);
@@ -192,6 +202,17 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
     });
     let exit = app.run();
     drop(app);
+    // The app (and with it the results writer's sender) is gone: the writer finishes its queue.
+    if let Some(writer) = results_writer {
+        let finished =
+            runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), writer).await });
+        if finished.is_err() {
+            metrics::counter!("croft_instance_results_unwritten_total").increment(1);
+            tracing::error!(
+                "results not all written in 10 s (the database is away): the rest are lost with this process"
+            );
+        }
+    }
     // Every farm is written (the drain waited for it): give their leases up, so other
     // instances may open them at once.
     if let Some(store) = &shared.store {

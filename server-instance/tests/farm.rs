@@ -6,11 +6,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Instance, wait_for};
+use common::{Instance, database, runtime, wait_for};
 use headless_bot::Connection;
 use shared_sim::farm::{Farm, FarmAction, FarmError, Plot};
 use shared_sim::protocol::{ClientMessage, ErrorCode, ServerMessage};
-use store::{PoolSettings, Store};
+use store::Store;
 
 type FarmView = (Vec<Plot>, Vec<(String, u32)>, u64);
 
@@ -78,13 +78,6 @@ fn connect(inst: &Instance, user: i64) -> Connection {
     Connection::connect(token).unwrap()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Stores a farm for `user` (version 4) whose plot 3 holds ripe wheat: wheat's crop index.
 fn ripe_wheat_on_plot_3(rt: &tokio::runtime::Runtime, store: &Store, user: i64) -> usize {
     let data = common::game_data();
@@ -101,22 +94,6 @@ fn ripe_wheat_on_plot_3(rt: &tokio::runtime::Runtime, store: &Store, user: i64) 
     rt.block_on(store.save_farm(user, &serde_json::to_string(&farm).unwrap(), 4))
         .unwrap();
     wheat
-}
-
-/// A fresh, migrated SQLite database in its own folder: (folder, URL, store).
-fn database(rt: &tokio::runtime::Runtime, name: &str) -> (std::path::PathBuf, String, Store) {
-    let dir = std::env::temp_dir().join(format!("croft-farm-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}", dir.join("farm.db").display());
-    let store = rt.block_on(async {
-        let s = Store::connect(&url, &PoolSettings::default())
-            .await
-            .unwrap();
-        s.migrate().await.unwrap();
-        s
-    });
-    (dir, url, store)
 }
 
 #[test]

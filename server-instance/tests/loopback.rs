@@ -90,6 +90,53 @@ fn two_bots_play_a_match_to_the_end_and_it_is_logged_and_replayable() {
     assert_eq!(replayed.turn, record.turns);
 }
 
+/// With a database the instance records each result with its `game_ended` (and the match's
+/// `game_started`) in the outbox, and its ended-matches feed reports a match only once the
+/// result is there, so matchmaking never frees players of a match whose result could be lost.
+#[test]
+fn results_and_game_events_are_in_the_database_before_the_feed_reports_the_end() {
+    let rt = common::runtime();
+    let (dir, url, store) = common::database(&rt, "results");
+    let inst = Instance::start(&["--database", url.as_str()]);
+    let mm = inst.matchmaker(7);
+    let mut players = players_for(&inst, &mm, [41, 42], FAST);
+    run_until_done(
+        &mut players,
+        &mm,
+        Duration::from_secs(120),
+        Duration::from_millis(2),
+    );
+    assert_eq!(Summary::of(&players).finished, 2);
+    let client = contracts::instance::InstanceClient::new(
+        reqwest::Client::new(),
+        inst.control_token.as_str(),
+    );
+    let control = inst.control_url();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ended = loop {
+        let report = rt.block_on(client.matches(&control, 0)).unwrap();
+        if let Some(e) = report.ended.into_iter().find(|e| e.match_id == 7) {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "the feed never reported the end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Reported, so already durable: no waiting here.
+    let reason = rt.block_on(store.match_reason(7)).unwrap();
+    assert_eq!(reason.as_deref(), Some(ended.reason.as_str()));
+    let events = rt.block_on(store.unsent_events(10)).unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| &e.event.event_type[..])
+            .collect::<Vec<_>>(),
+        ["game_started", "game_ended"]
+    );
+    assert!(events.iter().all(|e| e.event.key == "7"), "{events:?}");
+    drop(inst);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn abuse_is_refused_and_the_honest_match_still_finishes() {
     let inst = Instance::start(&["--bad-message-budget", "3"]);

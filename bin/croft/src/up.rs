@@ -380,11 +380,12 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
             "matchmaking": format!("http://{mm_addr}"),
             "connection_udp": conn_ready[0].udp,
             "connection_http": format!("http://{}", conn_ready[0].http),
-            "connections": conn_ready.iter().map(|c| serde_json::json!({
+            "connections": conn_ready.iter().zip(&connections).map(|(c, g)| serde_json::json!({
                 "server_id": c.server_id,
                 "udp": c.udp,
                 "ws": c.ws,
                 "http": format!("http://{}", c.http),
+                "pid": g.0.id(),
             })).collect::<Vec<_>>(),
             "kafka": brokers,
             "data_dir": dir,
@@ -433,11 +434,7 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
             )
         })
         .await?;
-        let status = mm.matchmaking.clone();
-        let (queued, in_match) = {
-            let q = status.queue.lock().unwrap_or_else(|e| e.into_inner());
-            (q.queued(), q.matches_running())
-        };
+        let (queued, in_match) = mm.matchmaking.control.counts().await.unwrap_or_default();
         println!("matchmaking after the bots: {queued} queued, {in_match} matches open");
         report(played, args)
     };

@@ -474,33 +474,49 @@ impl Store {
     // ----------------------------------------------------------------------------------------
 
     /// Records a finished match; recording the same match twice is a conflict.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn record_match(
-        &self,
-        match_id: i64,
-        players: [i64; 2],
-        winner: Option<i64>,
-        reason: &str,
-        turns: i32,
-        data_version: &str,
-        record_json: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO match_results (match_id, player_a, player_b, winner, reason, turns, data_version, record, ended_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(match_id)
-        .bind(players[0])
-        .bind(players[1])
-        .bind(winner)
-        .bind(reason)
-        .bind(turns)
-        .bind(data_version)
-        .bind(record_json)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+    pub async fn record_match(&self, result: &MatchResult) -> Result<(), StoreError> {
+        insert_match_result(&self.pool, result, false).await?;
         Ok(())
+    }
+
+    /// Records a finished match and its event in one transaction, once: `false` (and no
+    /// event) when the match was recorded already.
+    pub async fn record_match_with_event(
+        &self,
+        result: &MatchResult,
+        event: &OutboxEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if !insert_match_result(&mut *tx, result, true).await? {
+            return Ok(false);
+        }
+        insert_event_tx(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Which of `match_ids` are recorded, with their end reasons.
+    pub async fn recorded_matches(
+        &self,
+        match_ids: &[i64],
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in match_ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT match_id, reason FROM match_results WHERE match_id IN ({})",
+                marks.join(", ")
+            );
+            // Only numbered placeholders are formatted in; the ids are bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                out.push((row.try_get("match_id")?, row.try_get("reason")?));
+            }
+        }
+        Ok(out)
     }
 
     /// The recorded end reason of a match, if it was recorded.
@@ -528,6 +544,51 @@ impl Store {
             .await?;
         Ok(row.try_get("n")?)
     }
+}
+
+/// A finished match as recorded in `match_results`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchResult {
+    pub match_id: i64,
+    pub players: [i64; 2],
+    /// `None`: a draw or an aborted match.
+    pub winner: Option<i64>,
+    pub reason: String,
+    pub turns: i32,
+    pub data_version: String,
+    /// The whole record as JSON.
+    pub record: String,
+}
+
+/// Inserts a result: `Ok(false)` when it exists and `once` is set, a conflict otherwise.
+async fn insert_match_result<'c, E>(
+    executor: E,
+    r: &MatchResult,
+    once: bool,
+) -> Result<bool, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let sql = if once {
+        "INSERT INTO match_results (match_id, player_a, player_b, winner, reason, turns, data_version, record, ended_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (match_id) DO NOTHING"
+    } else {
+        "INSERT INTO match_results (match_id, player_a, player_b, winner, reason, turns, data_version, record, ended_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    };
+    let done = sqlx::query(sql)
+        .bind(r.match_id)
+        .bind(r.players[0])
+        .bind(r.players[1])
+        .bind(r.winner)
+        .bind(&r.reason)
+        .bind(r.turns)
+        .bind(&r.data_version)
+        .bind(&r.record)
+        .bind(now_ms())
+        .execute(executor)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 async fn insert_user_tx(

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use store::{OutboxEvent, PoolSettings, Store, StoreError};
+use store::{MatchResult, OutboxEvent, PoolSettings, Store, StoreError};
 
 async fn both() -> Vec<(&'static str, Store)> {
     store::testing::both().await
@@ -110,18 +110,86 @@ async fn a_failed_transaction_leaves_neither_user_nor_event() {
     }
 }
 
+fn result(match_id: i64, reason: &str) -> MatchResult {
+    MatchResult {
+        match_id,
+        players: [1, 2],
+        winner: (reason == "HeroDied").then_some(1),
+        reason: reason.into(),
+        turns: 12,
+        data_version: "abc".into(),
+        record: "{}".into(),
+    }
+}
+
+fn ended_event(id: &str) -> OutboxEvent {
+    OutboxEvent {
+        event_id: id.into(),
+        event_type: "game_ended".into(),
+        key: "7".into(),
+        payload: "{}".into(),
+    }
+}
+
 #[tokio::test]
 async fn match_results_are_recorded_once() {
     for (engine, store) in both().await {
-        store
-            .record_match(7, [1, 2], Some(1), "HeroDied", 12, "abc", "{}")
-            .await
-            .unwrap();
-        let again = store
-            .record_match(7, [1, 2], None, "Aborted", 1, "abc", "{}")
-            .await;
+        store.record_match(&result(7, "HeroDied")).await.unwrap();
+        let again = store.record_match(&result(7, "Aborted")).await;
         assert!(matches!(again, Err(StoreError::Conflict(_))), "{engine}");
         assert_eq!(store.match_count().await.unwrap(), 1);
+    }
+}
+
+/// The instance's path: the result and its `game_ended` in one transaction, once however often
+/// it is retried, and nothing of either when the match was recorded already.
+#[tokio::test]
+async fn a_result_and_its_event_are_written_together_once() {
+    for (engine, store) in both().await {
+        assert!(
+            store
+                .record_match_with_event(&result(8, "HeroDied"), &ended_event("e8"))
+                .await
+                .unwrap(),
+            "{engine}"
+        );
+        assert!(
+            !store
+                .record_match_with_event(&result(8, "HeroDied"), &ended_event("e8-retry"))
+                .await
+                .unwrap(),
+            "{engine}"
+        );
+        let events = store.unsent_events(10).await.unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .map(|e| &e.event.event_id[..])
+                .collect::<Vec<_>>(),
+            ["e8"],
+            "{engine}"
+        );
+        // Recorded by someone else first (matchmaking's abort): no event from the instance.
+        store.record_match(&result(9, "Aborted")).await.unwrap();
+        assert!(
+            !store
+                .record_match_with_event(&result(9, "HeroDied"), &ended_event("e9"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.unsent_events(10).await.unwrap().len(), 1, "{engine}");
+        assert_eq!(
+            store.match_reason(9).await.unwrap().as_deref(),
+            Some("Aborted")
+        );
+        let mut found = store.recorded_matches(&[7, 8, 9, 10]).await.unwrap();
+        found.sort();
+        assert_eq!(
+            found,
+            vec![(8, "HeroDied".to_string()), (9, "Aborted".to_string())],
+            "{engine}"
+        );
+        assert_eq!(store.recorded_matches(&[]).await.unwrap(), vec![]);
     }
 }
 

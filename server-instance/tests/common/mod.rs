@@ -202,3 +202,29 @@ pub fn wait_for(
     }
     None
 }
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A fresh, migrated SQLite database in its own folder: (folder, URL, store).
+pub fn database(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+) -> (std::path::PathBuf, String, store::Store) {
+    let dir = std::env::temp_dir().join(format!("croft-instance-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("instance.db").display());
+    let store = rt.block_on(async {
+        let s = store::Store::connect(&url, &store::PoolSettings::default())
+            .await
+            .unwrap();
+        s.migrate().await.unwrap();
+        s
+    });
+    (dir, url, store)
+}

@@ -19,8 +19,8 @@ use crate::queue::{MatchId, UserId};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Where a match was placed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a match was placed (kept in the control store while the match runs).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Placement {
     pub instance: String,
     /// The UDP address the players' connect tokens name.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::allocator::{Allocator, LocalAllocator, LocalConfig};
-use crate::queue::{Queue, QueueConfig};
+use crate::queue::QueueConfig;
 use crate::service::{Matchmaking, router, spawn_loops};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -18,6 +18,18 @@ pub struct MatchmakingConfig {
     pub http: SocketAddr,
     #[command(flatten)]
     pub db: store::DatabaseArgs,
+    /// Redis holding the queue, the matches being placed and run, the connection servers'
+    /// mailboxes and the leader lease, shared by every replica (`redis://host:port/db`).
+    /// Without it this replica keeps them in memory and must be the only one.
+    #[arg(long, env = "CROFT_REDIS_URL")]
+    pub redis: Option<String>,
+    /// Prefix of matchmaking's Redis keys (one hash tag keeps them in one Cluster slot).
+    #[arg(long, env = "CROFT_REDIS_PREFIX", default_value = "{croft}:mm:")]
+    pub redis_prefix: String,
+    /// How long the leader's lease lasts without renewal (renewed every pass, 10 per second):
+    /// a killed leader's successor places matches after at most this long.
+    #[arg(long, env = "CROFT_LEADER_LEASE_MS", default_value_t = 2000)]
+    pub leader_lease_ms: u64,
     /// The netcode private key, to mint instance connect tokens (else env CROFT_NETCODE_KEY).
     #[arg(long, env = "CROFT_NETCODE_KEY_FILE")]
     pub netcode_key_file: Option<PathBuf>,
@@ -64,7 +76,7 @@ pub struct MatchmakingConfig {
     #[arg(long, env = "CROFT_KAFKA_TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
     /// Run the outbox relay here: publish the outbox (every service's events) to --kafka.
-    /// Run it in exactly one process per database.
+    /// Among replicas it runs on the leader only; other processes must not run one.
     #[arg(long, env = "CROFT_OUTBOX_RELAY", requires = "kafka")]
     pub outbox_relay: bool,
     /// Where instance servers come from: `local` (child processes of this one), `agones`
@@ -178,7 +190,17 @@ pub struct Running {
 
 /// Starts the warm pool and the loops over `store`.
 pub async fn start(config: &MatchmakingConfig, store: store::Store) -> anyhow::Result<Running> {
-    let queue = Queue::new(config.queue()?);
+    let queue = config.queue()?;
+    let control = match &config.redis {
+        Some(url) => control_store::ControlStore::redis(url, &config.redis_prefix)
+            .context("the Redis URL (--redis)")?,
+        None => control_store::ControlStore::local(),
+    };
+    if let Err(e) = control.ping().await {
+        // Not fatal: the replica serves 503s and forms nothing until Redis answers.
+        tracing::warn!(error = %e, "the control store does not answer yet");
+    }
+    tracing::info!(store = control.kind(), "matchmaking state");
     let data = shared_sim::GameData::load_dir(&config.cards)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading card data from {}", config.cards.display()))?;
@@ -236,6 +258,8 @@ pub async fn start(config: &MatchmakingConfig, store: store::Store) -> anyhow::R
     let matchmaking = Matchmaking::new(
         queue,
         store,
+        control,
+        Duration::from_millis(config.leader_lease_ms.max(100)),
         allocator.clone(),
         token::ConnectTokenIssuer::new(key),
         data_handle.clone(),
@@ -249,6 +273,40 @@ pub async fn start(config: &MatchmakingConfig, store: store::Store) -> anyhow::R
     })
 }
 
+/// Runs the outbox relay while this replica leads, so replicas over one database publish each
+/// row once (a relay stopped mid-batch leaves its rows unsent; the next one sends them, and
+/// consumers drop the rare copy by event id).
+async fn relay_on_leader(
+    mm: Arc<Matchmaking>,
+    store: store::Store,
+    config: events::relay::RelayConfig,
+) {
+    let mut task: Option<tokio::task::JoinHandle<()>> = None;
+    let mut check = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        check.tick().await;
+        match (
+            mm.is_leader(),
+            task.as_ref().is_some_and(|t| !t.is_finished()),
+        ) {
+            (true, false) => match events::relay::Relay::new(store.clone(), config.clone()) {
+                Ok(relay) => {
+                    tracing::info!("outbox relay started (leader)");
+                    task = Some(tokio::spawn(relay.run(Duration::from_millis(200))));
+                }
+                Err(e) => tracing::error!(error = %e, "cannot start the outbox relay"),
+            },
+            (false, true) => {
+                tracing::info!("outbox relay stopped (no longer leader)");
+                if let Some(t) = task.take() {
+                    t.abort();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Serves until SIGTERM or Ctrl-C, then drains the instance pool.
 pub async fn serve(config: MatchmakingConfig) -> anyhow::Result<()> {
     telemetry::init_logging("matchmaking", telemetry::LogTarget::Stdout);
@@ -258,18 +316,23 @@ pub async fn serve(config: MatchmakingConfig) -> anyhow::Result<()> {
         .open(&store::PoolSettings::default())
         .await
         .with_context(|| format!("opening the database {}", store::redact(&database)))?;
+    let running = start(&config, store.clone()).await?;
     let relay = match (&config.kafka, config.outbox_relay) {
         (Some(brokers), true) => {
             let mut relay_config = events::relay::RelayConfig::new(brokers);
             relay_config.topic_prefix = config.topic_prefix.clone();
-            let relay = events::relay::Relay::new(store.clone(), relay_config)
+            // Checked once here, so a bad configuration stops the start.
+            events::relay::Relay::new(store.clone(), relay_config.clone())
                 .context("creating the outbox relay")?;
-            tracing::info!(%brokers, "outbox relay running");
-            Some(tokio::spawn(relay.run(Duration::from_millis(200))))
+            tracing::info!(%brokers, "outbox relay runs on the leader replica");
+            Some(tokio::spawn(relay_on_leader(
+                running.matchmaking.clone(),
+                store,
+                relay_config,
+            )))
         }
         _ => None,
     };
-    let running = start(&config, store).await?;
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding {}", config.http))?;
@@ -281,6 +344,7 @@ pub async fn serve(config: MatchmakingConfig) -> anyhow::Result<()> {
         .with_graceful_shutdown(telemetry::shutdown_signal())
         .await?;
     running.loops.abort();
+    running.matchmaking.resign().await;
     running.allocator.shutdown().await;
     if let Some(relay) = relay {
         relay.abort();

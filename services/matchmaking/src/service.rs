@@ -1,9 +1,9 @@
 //! The matchmaking service: the HTTP API connection servers call, the loop that forms and places
 //! matches, and the loop that collects ended and lost matches from the allocator.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -16,131 +16,342 @@ use contracts::matchmaking::v1::{
     RejoinRequest, RejoinResponse, STATUS, Status, TICKETS, TicketRequest, TicketResponse, UPDATES,
     Update, UpdateKind, UpdatesQuery, UpdatesResponse,
 };
+use control_store::{Cancelled, ControlError, ControlStore, Enqueued, Group, Lease, Ticket};
+use serde::{Deserialize, Serialize};
 use store::Store;
 use token::ConnectTokenIssuer;
-use tokio::sync::Notify;
 
 use crate::allocator::{AllocEvent, Allocator, Placement};
-use crate::queue::{Enqueued, MatchId, Queue, QueueError, UserId};
+use crate::queue::{MatchId, Queue, QueueConfig, UserId};
 
-/// Updates for one connection server, kept until it acknowledges them (`after`).
-#[derive(Default)]
-struct Mailbox {
-    next_seq: u64,
-    items: VecDeque<Update>,
+/// What the control store keeps about a match: who formed it, when, and where it runs once
+/// placed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MatchState {
+    /// The lease epoch of the leader that formed it: a later leader finishes what an earlier
+    /// one left half placed.
+    epoch: u64,
+    formed_ms: u64,
+    placement: Option<Placement>,
 }
 
-/// A running match: where it is, and each player's connection server.
-type Placed = (Placement, Vec<(UserId, String)>);
-
-/// Most unacknowledged updates kept per connection server (one that went away stops reading).
-const MAILBOX_LIMIT: usize = 100_000;
-
 pub struct Matchmaking {
-    pub queue: Mutex<Queue>,
+    pub config: QueueConfig,
     pub store: Store,
+    /// Tickets, matches, mailboxes and the leader lease: in this process, or in Redis shared
+    /// by the replicas.
+    pub control: ControlStore,
     pub allocator: Arc<dyn Allocator>,
     pub issuer: ConnectTokenIssuer,
     /// The card data: a player's chosen deck is checked against it, and a player without
     /// one plays their starter deck.
     pub data: shared_sim::data::DataHandle,
     service_token: String,
-    mailboxes: Mutex<HashMap<String, Mailbox>>,
-    notify: Notify,
-    /// Where each running match is (for reconnect tokens), and the connection server of each
-    /// of its players (for `MatchEnded`).
-    placements: Mutex<HashMap<MatchId, Placed>>,
+    /// This replica's name in the leader lease (unique per run).
+    holder: String,
+    lease_ttl: Duration,
+    /// The lease while this replica leads formation and placement.
+    lease: Mutex<Option<Lease>>,
+    /// Matches this replica is placing now (a later tick does not start them again).
+    placing: Mutex<HashSet<MatchId>>,
+    /// Ended matches not yet recorded or closed (the database or the store was away).
+    unclosed: Mutex<Vec<AllocEvent>>,
+    /// When the leader next closes placed matches whose result is in the database.
+    next_sweep: Mutex<Instant>,
+}
+
+/// How often the leader closes placed matches whose instance recorded their result.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn body(kind: &UpdateKind) -> String {
+    serde_json::to_string(kind).unwrap_or_default()
+}
+
+fn unavailable(e: ControlError) -> ApiError {
+    tracing::warn!(error = %e, "control store");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "try again shortly",
+    )
 }
 
 impl Matchmaking {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        queue: Queue,
+        config: QueueConfig,
         store: Store,
+        control: ControlStore,
+        lease_ttl: Duration,
         allocator: Arc<dyn Allocator>,
         issuer: ConnectTokenIssuer,
         data: shared_sim::data::DataHandle,
         service_token: String,
     ) -> Arc<Self> {
+        let holder = format!(
+            "{}-{}-{:08x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "matchmaking".into()),
+            std::process::id(),
+            random_u64().unwrap_or(0) as u32
+        );
         Arc::new(Self {
-            queue: Mutex::new(queue),
+            config,
             store,
+            control,
             allocator,
             issuer,
             data,
             service_token,
-            mailboxes: Mutex::new(HashMap::new()),
-            notify: Notify::new(),
-            placements: Mutex::new(HashMap::new()),
+            holder,
+            lease_ttl,
+            lease: Mutex::new(None),
+            placing: Mutex::new(HashSet::new()),
+            unclosed: Mutex::new(Vec::new()),
+            next_sweep: Mutex::new(Instant::now()),
         })
     }
 
-    fn push(&self, server: &str, user_id: UserId, kind: UpdateKind) {
-        if let Ok(mut boxes) = self.mailboxes.lock() {
-            let mb = boxes.entry(server.to_string()).or_default();
-            mb.next_seq += 1;
-            if mb.items.len() >= MAILBOX_LIMIT {
-                mb.items.pop_front();
-                metrics::counter!("croft_matchmaking_updates_dropped_total").increment(1);
+    fn lease_slot(&self) -> MutexGuard<'_, Option<Lease>> {
+        self.lease.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn placing(&self) -> MutexGuard<'_, HashSet<MatchId>> {
+        self.placing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this replica leads now (as of its last tick).
+    pub fn is_leader(&self) -> bool {
+        self.lease_slot().is_some()
+    }
+
+    /// Takes or renews the leader lease: the lease, and whether it is new to this replica.
+    async fn lead(&self) -> Option<(Lease, bool)> {
+        let got = self.control.lead(&self.holder, self.lease_ttl).await;
+        let mut slot = self.lease_slot();
+        match got {
+            Ok(Some(lease)) => {
+                let new = slot.as_ref() != Some(&lease);
+                if new {
+                    tracing::info!(holder = %self.holder, epoch = lease.epoch, "leading match formation");
+                }
+                *slot = Some(lease.clone());
+                metrics::gauge!("croft_matchmaking_leader").set(1.0);
+                Some((lease, new))
             }
-            mb.items.push_back(Update {
-                seq: mb.next_seq,
-                user_id,
-                kind,
-            });
+            Ok(None) => {
+                if slot.take().is_some() {
+                    tracing::warn!(holder = %self.holder, "no longer leading match formation");
+                }
+                metrics::gauge!("croft_matchmaking_leader").set(0.0);
+                None
+            }
+            Err(e) => {
+                // The lease may run out meanwhile; steps taken with it are fenced then.
+                tracing::warn!(error = %e, "cannot renew the leader lease");
+                slot.clone().map(|l| (l, false))
+            }
         }
-        self.notify.notify_waiters();
     }
 
-    fn updates_after(&self, server: &str, after: u64) -> (Vec<Update>, u64) {
-        let Ok(mut boxes) = self.mailboxes.lock() else {
-            return (Vec::new(), after);
-        };
-        let mb = boxes.entry(server.to_string()).or_default();
-        while mb.items.front().is_some_and(|u| u.seq <= after) {
-            mb.items.pop_front();
+    /// Gives the leader lease up (a replica that stops), so another leads at once.
+    pub async fn resign(&self) {
+        if self.lease_slot().take().is_some()
+            && let Err(e) = self.control.resign(&self.holder).await
+        {
+            tracing::warn!(error = %e, "cannot give the leader lease up");
         }
-        (mb.items.iter().cloned().collect(), mb.next_seq)
     }
 
-    fn placements(&self) -> std::sync::MutexGuard<'_, HashMap<MatchId, Placed>> {
-        self.placements.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// One pass: expire old tickets, form matches, place them.
+    /// One pass, on the leader only: expire old tickets, form matches, place them; a replica
+    /// that just became leader first finishes the placements its predecessor left.
     pub async fn tick(self: &Arc<Self>) {
-        let now = Instant::now();
-        let (expired, groups, queued, oldest) = {
-            let mut q = self.lock_queue();
-            let expired = q.expire(now);
-            let groups = q.form(now);
-            (expired, groups, q.queued(), q.oldest_wait(now))
+        let Some((lease, new)) = self.lead().await else {
+            return;
         };
-        metrics::gauge!("croft_matchmaking_queued").set(queued as f64);
-        metrics::gauge!("croft_matchmaking_oldest_wait_seconds").set(oldest.as_secs_f64());
-        for t in expired {
-            metrics::counter!("croft_matchmaking_tickets_timed_out_total").increment(1);
-            self.push(
-                &t.server,
-                t.user_id,
-                UpdateKind::QueueLeft {
-                    reason: "timed_out".into(),
-                },
-            );
+        if new {
+            self.resume(&lease).await;
         }
-        for group in groups {
-            let this = self.clone();
-            let waits: Vec<f64> = group
-                .iter()
-                .map(|t| now.saturating_duration_since(t.enqueued_at).as_secs_f64())
-                .collect();
-            for w in waits {
-                metrics::histogram!("croft_matchmaking_queue_wait_seconds").record(w);
+        let sweep = {
+            let mut next = self.next_sweep.lock().unwrap_or_else(|e| e.into_inner());
+            let due = Instant::now() >= *next;
+            if due {
+                *next = Instant::now() + SWEEP_EVERY;
             }
-            tokio::spawn(async move { this.start_match(group).await });
+            due
+        };
+        if sweep {
+            self.sweep().await;
+        }
+        let tickets = match self.control.tickets().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the queue");
+                return;
+            }
+        };
+        let (now, now_wall) = (Instant::now(), now_ms());
+        let mut queue = Queue::new(self.config.clone());
+        for t in &tickets {
+            let waited = Duration::from_millis(now_wall.saturating_sub(t.enqueued_ms));
+            let at = now.checked_sub(waited).unwrap_or(now);
+            // Tickets are distinct users, so this cannot be refused.
+            let _ = queue.enqueue(t.user_id, t.rating, &t.server, at);
+        }
+        let expired = queue.expire(now);
+        let groups = queue.form(now);
+        metrics::gauge!("croft_matchmaking_queued").set(tickets.len() as f64);
+        metrics::gauge!("croft_matchmaking_oldest_wait_seconds")
+            .set(queue.oldest_wait(now).as_secs_f64());
+        let left = body(&UpdateKind::QueueLeft {
+            reason: "timed_out".into(),
+        });
+        for gone in expired {
+            let Some(t) = tickets.iter().find(|t| t.user_id == gone.user_id) else {
+                continue;
+            };
+            match self.control.expire(&lease, t, &left).await {
+                Ok(true) => {
+                    metrics::counter!("croft_matchmaking_tickets_timed_out_total").increment(1)
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot expire a ticket");
+                    return;
+                }
+            }
+        }
+        let state = MatchState {
+            epoch: lease.epoch,
+            formed_ms: now_wall,
+            placement: None,
+        };
+        let state = serde_json::to_string(&state).unwrap_or_default();
+        let mut formed = Vec::with_capacity(groups.len());
+        for group in groups {
+            let Ok(match_id) = random_match_id() else {
+                tracing::error!("no OS randomness for a match id");
+                return;
+            };
+            let users: Vec<UserId> = group.iter().map(|t| t.user_id).collect();
+            formed.push((match_id, users, group));
+        }
+        let batch: Vec<Group<'_>> = formed
+            .iter()
+            .map(|(match_id, users, _)| Group {
+                match_id: *match_id,
+                users,
+                state: &state,
+            })
+            .collect();
+        let taken = match self.control.form_many(&lease, &batch).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot form matches");
+                return;
+            }
+        };
+        for ((match_id, users, group), taken) in formed.into_iter().zip(taken) {
+            // Not taken: a player cancelled meanwhile; the others wait for the next pass.
+            if !taken {
+                continue;
+            }
+            for t in &group {
+                metrics::histogram!("croft_matchmaking_queue_wait_seconds")
+                    .record(now.saturating_duration_since(t.enqueued_at).as_secs_f64());
+            }
+            self.spawn_placement(lease.clone(), match_id, users);
+        }
+    }
+
+    fn spawn_placement(self: &Arc<Self>, lease: Lease, match_id: MatchId, users: Vec<UserId>) {
+        if !self.placing().insert(match_id) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.start_match(&lease, match_id, users).await;
+            this.placing().remove(&match_id);
+        });
+    }
+
+    /// Finishes the matches an earlier leader formed and did not place (it was killed or
+    /// paused while allocating): placed again under the same match id.
+    async fn resume(self: &Arc<Self>, lease: &Lease) {
+        let records = match self.control.matches().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the formed matches");
+                return;
+            }
+        };
+        for r in records {
+            let Ok(state) = serde_json::from_str::<MatchState>(&r.state) else {
+                tracing::error!(match_id = r.match_id, "unreadable match state");
+                continue;
+            };
+            if state.placement.is_none() && state.epoch < lease.epoch {
+                tracing::info!(
+                    match_id = r.match_id,
+                    "placing a match an earlier leader formed"
+                );
+                metrics::counter!("croft_matchmaking_placements_resumed_total").increment(1);
+                let users = r.players.iter().map(|(u, _)| *u).collect();
+                self.spawn_placement(lease.clone(), r.match_id, users);
+            }
+        }
+    }
+
+    /// Closes every placed match whose result is in the database: instances record their
+    /// results themselves, so a match placed by a replica that died (or whose ended report was
+    /// lost) still frees its players.
+    async fn sweep(&self) {
+        let records = match self.control.matches().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the placed matches");
+                return;
+            }
+        };
+        metrics::gauge!("croft_matchmaking_matches_open").set(records.len() as f64);
+        let placed: Vec<i64> = records
+            .iter()
+            .filter(|r| {
+                serde_json::from_str::<MatchState>(&r.state).is_ok_and(|s| s.placement.is_some())
+            })
+            .map(|r| r.match_id as i64)
+            .collect();
+        if placed.is_empty() {
+            return;
+        }
+        let recorded = match self.store.recorded_matches(&placed).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read recorded results");
+                return;
+            }
+        };
+        for (id, reason) in recorded {
+            let match_id = id as MatchId;
+            let ended = body(&UpdateKind::MatchEnded {
+                match_id,
+                aborted: reason == "Aborted",
+            });
+            match self.control.close(match_id, &ended).await {
+                Ok(true) => {
+                    metrics::counter!("croft_matchmaking_matches_closed_total", "how" => "recorded")
+                        .increment(1);
+                    tracing::info!(match_id, reason, "match closed from its recorded result");
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(match_id, error = %e, "cannot close a match"),
+            }
         }
     }
 
@@ -164,10 +375,11 @@ impl Matchmaking {
             .unwrap_or_default()
     }
 
-    async fn start_match(&self, group: Vec<crate::queue::Ticket>) {
-        let users: Vec<UserId> = group.iter().map(|t| t.user_id).collect();
-        let placed = match (random_match_id(), users.as_slice()) {
-            (Ok(match_id), [a, b]) => {
+    /// Allocates a formed match, then records where it runs and tells its players in one
+    /// step; a match that cannot be placed is released and its players told.
+    async fn start_match(&self, lease: &Lease, match_id: MatchId, users: Vec<UserId>) {
+        let placed = match users.as_slice() {
+            [a, b] => {
                 let request = CreateMatchRequest {
                     match_id,
                     players: [*a, *b],
@@ -178,39 +390,64 @@ impl Matchmaking {
                 self.allocator
                     .allocate(request)
                     .await
-                    .map(|p| (match_id, p))
                     .map_err(|e| e.to_string())
             }
-            (Err(e), _) => Err(e),
             _ => Err(format!(
                 "the card game seats two players, not {}",
                 users.len()
             )),
         };
-        let (match_id, placement) = match placed {
+        let placement = match placed {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, ?users, "cannot place a match");
-                self.lock_queue().release(&users);
-                for t in &group {
-                    self.push(
-                        &t.server,
-                        t.user_id,
-                        UpdateKind::QueueLeft {
-                            reason: "no_capacity".into(),
-                        },
-                    );
+                let left = body(&UpdateKind::QueueLeft {
+                    reason: "no_capacity".into(),
+                });
+                if let Err(e) = self.control.release(lease, match_id, &left).await {
+                    tracing::warn!(match_id, error = %e, "cannot release a match");
                 }
                 return;
             }
         };
-        self.lock_queue().assign(match_id, &users);
-        let routes = group
-            .iter()
-            .map(|t| (t.user_id, t.server.clone()))
-            .collect();
-        self.placements()
-            .insert(match_id, (placement.clone(), routes));
+        let mut mails = Vec::with_capacity(users.len());
+        for user in &users {
+            match self
+                .issuer
+                .mint_instance(placement.server_addr, *user, match_id)
+            {
+                Ok(token) => mails.push((
+                    *user,
+                    body(&UpdateKind::MatchFound {
+                        match_id,
+                        server_addr: placement.server_addr,
+                        connect_token: token::encode_token(&token),
+                        ws_url: placement.ws_url.clone(),
+                    }),
+                )),
+                Err(e) => tracing::error!(error = %e, "cannot mint an instance token"),
+            }
+        }
+        let state = MatchState {
+            epoch: lease.epoch,
+            formed_ms: now_ms(),
+            placement: Some(placement.clone()),
+        };
+        let state = serde_json::to_string(&state).unwrap_or_default();
+        match self.control.place(lease, match_id, &state, &mails).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(match_id, "the match was closed while it was placed");
+                return;
+            }
+            Err(e) => {
+                // Fenced: a newer leader places it; unavailable: the next leader resumes it.
+                // The instance's copy, never announced, ends when no player comes.
+                metrics::counter!("croft_matchmaking_placements_lost_total").increment(1);
+                tracing::warn!(match_id, error = %e, "placement not recorded");
+                return;
+            }
+        }
         let event = events::Event::MatchFound {
             match_id,
             players: users.clone(),
@@ -225,88 +462,89 @@ impl Matchmaking {
         }
         metrics::counter!("croft_matchmaking_matches_formed_total").increment(1);
         tracing::info!(match_id, ?users, instance = %placement.instance, addr = %placement.server_addr, "match found");
-        for t in &group {
-            match self
-                .issuer
-                .mint_instance(placement.server_addr, t.user_id, match_id)
-            {
-                Ok(token) => self.push(
-                    &t.server,
-                    t.user_id,
-                    UpdateKind::MatchFound {
-                        match_id,
-                        server_addr: placement.server_addr,
-                        connect_token: token::encode_token(&token),
-                        ws_url: placement.ws_url.clone(),
-                    },
-                ),
-                Err(e) => tracing::error!(error = %e, "cannot mint an instance token"),
-            }
-        }
     }
 
-    /// Collects ended and lost matches: records them and frees their players.
+    /// Collects ended and lost matches from this replica's allocator: records them and frees
+    /// their players (both idempotent, so replicas may overlap). What the database or the
+    /// control store refused is tried again on the next pass.
     pub async fn collect(&self) {
-        for event in self.allocator.poll().await {
-            let (match_id, players, aborted, winner, reason, turns, record) = match &event {
-                AllocEvent::Ended(e) => (
-                    e.match_id,
-                    e.players,
-                    false,
-                    e.winner,
-                    e.reason.clone(),
-                    e.turns,
-                    serde_json::to_string(e).unwrap_or_default(),
-                ),
-                AllocEvent::Aborted {
-                    match_id,
-                    players,
-                    instance,
-                } => (
-                    *match_id,
-                    *players,
-                    true,
-                    None,
-                    "Aborted".to_string(),
-                    0,
-                    serde_json::json!({ "instance_lost": instance }).to_string(),
-                ),
-            };
-            let data_version = match &event {
-                AllocEvent::Ended(e) => e.data_version.to_string(),
-                _ => String::new(),
-            };
-            match self
-                .store
-                .record_match(
-                    match_id as i64,
-                    [players[0] as i64, players[1] as i64],
-                    winner.map(|w| w as i64),
-                    &reason,
-                    turns as i32,
-                    &data_version,
-                    &record,
-                )
-                .await
-            {
-                Ok(()) | Err(store::StoreError::Conflict(_)) => {}
-                Err(e) => {
-                    metrics::counter!("croft_matchmaking_record_errors_total").increment(1);
-                    tracing::error!(match_id, error = %e, "cannot record a match result");
-                }
+        let mut events = std::mem::take(&mut *self.unclosed());
+        events.extend(self.allocator.poll().await);
+        let mut again = Vec::new();
+        for event in events {
+            if !self.close(&event).await {
+                again.push(event);
             }
-            self.lock_queue().match_ended(match_id);
-            let routes = self
-                .placements()
-                .remove(&match_id)
-                .map(|(_, r)| r)
-                .unwrap_or_default();
-            let reason_label = if aborted { "aborted" } else { "ended" };
-            metrics::counter!("croft_matchmaking_matches_closed_total", "how" => reason_label)
-                .increment(1);
-            tracing::info!(match_id, aborted, reason, "match closed");
-            for (p, server) in routes {
-                self.push(&server, p, UpdateKind::MatchEnded { match_id, aborted });
+        }
+        metrics::gauge!("croft_matchmaking_unclosed_matches").set(again.len() as f64);
+        self.unclosed().extend(again);
+    }
+
+    fn unclosed(&self) -> MutexGuard<'_, Vec<AllocEvent>> {
+        self.unclosed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records one ended match and frees its players: whether both are done.
+    async fn close(&self, event: &AllocEvent) -> bool {
+        let (match_id, players, aborted, winner, reason, turns, record) = match event {
+            AllocEvent::Ended(e) => (
+                e.match_id,
+                e.players,
+                false,
+                e.winner,
+                e.reason.clone(),
+                e.turns,
+                serde_json::to_string(e).unwrap_or_default(),
+            ),
+            AllocEvent::Aborted {
+                match_id,
+                players,
+                instance,
+            } => (
+                *match_id,
+                *players,
+                true,
+                None,
+                "Aborted".to_string(),
+                0,
+                serde_json::json!({ "instance_lost": instance }).to_string(),
+            ),
+        };
+        let data_version = match event {
+            AllocEvent::Ended(e) => e.data_version.to_string(),
+            _ => String::new(),
+        };
+        let result = store::MatchResult {
+            match_id: match_id as i64,
+            players: [players[0] as i64, players[1] as i64],
+            winner: winner.map(|w| w as i64),
+            reason: reason.clone(),
+            turns: turns as i32,
+            data_version,
+            record,
+        };
+        match self.store.record_match(&result).await {
+            Ok(()) | Err(store::StoreError::Conflict(_)) => {}
+            Err(e) => {
+                metrics::counter!("croft_matchmaking_record_errors_total").increment(1);
+                tracing::error!(match_id, error = %e, "cannot record a match result; retrying");
+                return false;
+            }
+        }
+        let ended = body(&UpdateKind::MatchEnded { match_id, aborted });
+        match self.control.close(match_id, &ended).await {
+            Ok(true) => {
+                let how = if aborted { "aborted" } else { "ended" };
+                metrics::counter!("croft_matchmaking_matches_closed_total", "how" => how)
+                    .increment(1);
+                tracing::info!(match_id, aborted, reason, "match closed");
+                true
+            }
+            Ok(false) => true,
+            Err(e) => {
+                metrics::counter!("croft_matchmaking_close_errors_total").increment(1);
+                tracing::error!(match_id, error = %e, "cannot close a match; retrying");
+                false
             }
         }
     }
@@ -405,25 +643,28 @@ async fn create_ticket(
             ));
         }
     };
-    let result = mm
-        .lock_queue()
-        .enqueue(req.user_id, rating, &req.server, Instant::now());
-    match result {
-        Ok(Enqueued::New) => {
+    let ticket = Ticket {
+        user_id: req.user_id,
+        rating,
+        enqueued_ms: now_ms(),
+        server: req.server,
+    };
+    match mm.control.enqueue(&ticket).await.map_err(unavailable)? {
+        Enqueued::New => {
             metrics::counter!("croft_matchmaking_tickets_total").increment(1);
             Ok(Json(TicketResponse {
                 status: "queued".into(),
             }))
         }
-        Ok(Enqueued::Existing) => Ok(Json(TicketResponse {
+        Enqueued::Existing => Ok(Json(TicketResponse {
             status: "already_queued".into(),
         })),
-        Err(QueueError::InMatch(m)) => Err(ApiError::new(
+        Enqueued::InMatch(m) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "in_match",
             format!("already in match {m}"),
         )),
-        Err(QueueError::Forming) => Err(ApiError::new(
+        Enqueued::Forming(_) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "forming",
             "a match is being set up",
@@ -437,22 +678,19 @@ async fn cancel_ticket(
     Path(user_id): Path<UserId>,
 ) -> Result<StatusCode, ApiError> {
     check_auth(&mm, &headers)?;
-    let mut q = mm.lock_queue();
-    if q.cancel(user_id).is_some() {
-        return Ok(StatusCode::NO_CONTENT);
-    }
-    if q.is_forming(user_id) {
-        return Err(ApiError::new(
+    match mm.control.cancel(user_id).await.map_err(unavailable)? {
+        Cancelled::Cancelled => Ok(StatusCode::NO_CONTENT),
+        Cancelled::Forming => Err(ApiError::new(
             StatusCode::CONFLICT,
             "forming",
             "too late to cancel: a match is being set up",
-        ));
+        )),
+        Cancelled::NotQueued => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_queued",
+            "no ticket for this user",
+        )),
     }
-    Err(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_queued",
-        "no ticket for this user",
-    ))
 }
 
 async fn updates(
@@ -463,13 +701,32 @@ async fn updates(
     check_auth(&mm, &headers)?;
     let Query(q) = query?;
     let deadline = Instant::now() + Duration::from_millis(q.wait_ms.min(30_000));
+    let mut watch = mm.control.mail_watch();
     loop {
-        let notified = mm.notify.notified();
-        let (updates, last_seq) = mm.updates_after(&q.server, q.after);
-        if !updates.is_empty() || Instant::now() >= deadline {
+        let (mail, last_seq) = mm
+            .control
+            .mail_after(&q.server, q.after)
+            .await
+            .map_err(unavailable)?;
+        let now = Instant::now();
+        if !mail.is_empty() || now >= deadline {
+            let updates = mail
+                .into_iter()
+                .filter_map(|m| match serde_json::from_str(&m.body) {
+                    Ok(kind) => Some(Update {
+                        seq: m.seq,
+                        user_id: m.user_id,
+                        kind,
+                    }),
+                    Err(e) => {
+                        tracing::error!(seq = m.seq, error = %e, "unreadable update skipped");
+                        None
+                    }
+                })
+                .collect();
             return Ok(Json(UpdatesResponse { updates, last_seq }));
         }
-        let _ = tokio::time::timeout_at(deadline.into(), notified).await;
+        watch.wait(deadline - now).await;
     }
 }
 
@@ -481,20 +738,16 @@ async fn rejoin(
     check_auth(&mm, &headers)?;
     let req = json_body(body)?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_in_match", "not in a match");
-    let match_id = mm
-        .lock_queue()
-        .match_of(req.user_id)
+    let (match_id, state) = mm
+        .control
+        .rejoin(req.user_id, &req.server)
+        .await
+        .map_err(unavailable)?
         .ok_or_else(not_found)?;
-    let placement = {
-        let mut placements = mm.placements();
-        let (placement, routes) = placements.get_mut(&match_id).ok_or_else(not_found)?;
-        for (user, server) in routes.iter_mut() {
-            if *user == req.user_id {
-                *server = req.server.clone();
-            }
-        }
-        placement.clone()
-    };
+    let placement = serde_json::from_str::<MatchState>(&state)
+        .ok()
+        .and_then(|s| s.placement)
+        .ok_or_else(not_found)?;
     let token = mm
         .issuer
         .mint_instance(placement.server_addr, req.user_id, match_id)
@@ -578,10 +831,7 @@ async fn status(
     headers: HeaderMap,
 ) -> Result<Json<Status>, ApiError> {
     check_auth(&mm, &headers)?;
-    let (queued, matches_running) = {
-        let q = mm.lock_queue();
-        (q.queued(), q.matches_running())
-    };
+    let (queued, matches_running) = mm.control.counts().await.map_err(unavailable)?;
     Ok(Json(Status {
         queued,
         matches_running,
