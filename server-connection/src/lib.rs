@@ -179,7 +179,12 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         let mut consumer = events::bus::ConsumerConfig::new(
             brokers,
             &format!("{}croft-connection-{server_id}", config.topic_prefix),
-            &["presence_changed", "chat_message", "notification"],
+            &[
+                "presence_changed",
+                "chat_message",
+                "notification",
+                "connection_alive",
+            ],
         );
         consumer.topic_prefix = config.topic_prefix.clone();
         consumer.skip_producer = Some(me.clone());
@@ -193,10 +198,14 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "the bus consumer stopped");
             }
         }));
+        let mut boot = [0u8; 8];
+        getrandom::fill(&mut boot).context("no OS randomness")?;
         bus = Some(lobby::LobbyBus {
             producer,
             me,
             counters,
+            // Below 2^53, so JSON readers in any language keep it exact.
+            boot: u64::from_le_bytes(boot) >> 11,
         });
     }
     let hz = config.hz.max(1);

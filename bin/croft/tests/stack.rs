@@ -667,6 +667,52 @@ fn presence_chat_and_notifications_cross_between_two_connection_servers() {
         error_code(&dan.wait(|m| error_code(m).is_some())),
         Some(ErrorCode::UnknownUser)
     );
+
+    // eve is back on the other server, and that server is killed: it says no goodbye, and
+    // its heartbeats stop. dan sees her offline within 10 s.
+    let mut eve = login(&stack, "eve");
+    for _ in 0..6 {
+        if eve.conn.server_addr() != dan.conn.server_addr() {
+            break;
+        }
+        eve.conn.disconnect();
+        eve = login(&stack, "eve");
+    }
+    assert_ne!(eve.conn.server_addr(), dan.conn.server_addr());
+    dan.wait_for(bus, |m| {
+        matches!(m, LobbyServerMessage::FriendPresence { user_id, presence: Presence::Online } if *user_id == eve_id)
+    });
+    // Whatever her tries on dan's server said has arrived by now; only news counts from here.
+    pump_all(&mut [&mut dan, &mut eve], Duration::from_millis(1500));
+    dan.inbox.clear();
+    let eve_addr = eve.conn.server_addr().to_string();
+    let eve_server = servers
+        .iter()
+        .find(|s| {
+            s["udp"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a.as_str() == Some(eve_addr.as_str()))
+        })
+        .expect("eve's server is listed");
+    let pid = eve_server["pid"].as_u64().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let killed = Instant::now();
+    dan.wait_for(Duration::from_secs(10), |m| {
+        matches!(m, LobbyServerMessage::FriendPresence { user_id, presence: Presence::Offline } if *user_id == eve_id)
+    });
+    println!(
+        "a killed connection server's player shown offline after {:.1} s",
+        killed.elapsed().as_secs_f64()
+    );
+    drop(eve);
 }
 
 fn pump_and_take(clients: &mut [&mut Client], d: Duration) -> Vec<LobbyServerMessage> {

@@ -62,7 +62,9 @@ impl Plugin for LobbyPlugin {
                 )
                     .chain()
                     .in_set(LobbySet::Receive),
-                replies::apply_replies.in_set(LobbySet::Apply),
+                (replies::apply_replies, presence::keep_peers)
+                    .chain()
+                    .in_set(LobbySet::Apply),
                 (
                     transport::read_messages.run_if(has_net),
                     messages::handle_messages,
@@ -81,6 +83,8 @@ pub struct LobbyBus {
     pub producer: events::bus::BusProducer,
     pub me: String,
     pub counters: Arc<events::bus::ConsumerCounters>,
+    /// This process's heartbeat identity (random per start).
+    pub boot: u64,
 }
 
 impl LobbyBus {
@@ -165,6 +169,13 @@ pub struct Lobby {
     /// Players online on other connection servers, as their events told: presence and the
     /// producer (server) it came from.
     pub remote: HashMap<UserId, (Presence, String)>,
+    /// The other connection servers heard from: their last heartbeat and process.
+    peers: HashMap<String, presence::Peer>,
+    /// Players of servers whose heartbeats stopped, kept to show them again if the same
+    /// process is heard from again (a partition rather than a death).
+    lost: HashMap<String, (u64, Vec<(UserId, Presence)>)>,
+    /// When this server next sends its heartbeat.
+    next_beat: Duration,
     /// For each player, the local players who count them as an accepted friend.
     followers: HashMap<UserId, HashSet<UserId>>,
     /// From the transport: connections and disconnections, then messages of loaded players.
@@ -192,6 +203,9 @@ impl Lobby {
             status,
             bus: None,
             remote: HashMap::new(),
+            peers: HashMap::new(),
+            lost: HashMap::new(),
+            next_beat: Duration::ZERO,
             followers: HashMap::new(),
             arrivals: Vec::new(),
             inbox: Vec::new(),

@@ -2,6 +2,9 @@
 //! (here and on other connection servers, through the bus), and the friend list updates.
 
 use std::collections::HashSet;
+use std::time::Duration;
+
+use bevy::prelude::*;
 
 use shared_sim::protocol::{FriendEntry, FriendState, LobbyServerMessage, Presence};
 
@@ -35,7 +38,141 @@ fn accepted(friends: &[store::Friend]) -> HashSet<UserId> {
         .collect()
 }
 
+/// How often a connection server says it is alive on the bus.
+pub const BEAT: Duration = Duration::from_secs(2);
+/// Silence after which another server's players are shown offline (the issue allows 10 s).
+pub const PEER_SILENCE: Duration = Duration::from_secs(8);
+/// How long the players of a silent server are kept, to show them again if it comes back.
+const LOST_KEPT: Duration = Duration::from_secs(300);
+
+/// Another connection server as its events tell: when it was last heard from, and its process.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    last: Duration,
+    boot: Option<u64>,
+    lost_at: Option<Duration>,
+}
+
+/// Sends this server's heartbeat and takes the players of silent servers offline.
+pub fn keep_peers(time: Res<Time<Real>>, mut lobby: ResMut<Lobby>) {
+    lobby.keep_peers(time.elapsed());
+}
+
 impl Lobby {
+    fn keep_peers(&mut self, now: Duration) {
+        if now >= self.next_beat
+            && let Some(bus) = &self.bus
+        {
+            let server = bus.me.strip_prefix("connection:").unwrap_or(&bus.me);
+            bus.emit(events::Event::ConnectionAlive {
+                server: server.to_string(),
+                boot: bus.boot,
+                online: self.sessions.len() as u64,
+            });
+            self.next_beat = now + BEAT;
+        }
+        let silent: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.lost_at.is_none() && now.saturating_sub(p.last) > PEER_SILENCE)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in silent {
+            self.peer_silent(&name, now);
+        }
+        self.lost.retain(|name, _| {
+            self.peers
+                .get(name)
+                .and_then(|p| p.lost_at)
+                .is_some_and(|at| now.saturating_sub(at) < LOST_KEPT)
+        });
+    }
+
+    /// Another server was heard from (`boot` when it was a heartbeat) at `at`.
+    pub(super) fn heard_from(&mut self, producer: &str, boot: Option<u64>, at: Duration) {
+        let peer = self.peers.entry(producer.to_string()).or_insert(Peer {
+            last: at,
+            boot,
+            lost_at: None,
+        });
+        peer.last = peer.last.max(at);
+        let restarted = boot.is_some() && peer.boot.is_some() && boot != peer.boot;
+        if boot.is_some() {
+            peer.boot = boot;
+        }
+        if restarted {
+            // Its players from before the restart are gone; it announces the new ones.
+            tracing::info!(server = producer, "connection server restarted");
+            self.take_offline(producer);
+            self.lost.remove(producer);
+            if let Some(p) = self.peers.get_mut(producer) {
+                p.lost_at = None;
+            }
+            return;
+        }
+        let Some(lost_at) = peer.lost_at else {
+            return;
+        };
+        if at <= lost_at {
+            return;
+        }
+        peer.lost_at = None;
+        // The same process again (a partition healed): its players are back. A new process
+        // announces its players itself.
+        if let Some((was, users)) = self.lost.remove(producer)
+            && !restarted
+            && boot.is_none_or(|b| b == was)
+        {
+            tracing::info!(
+                server = producer,
+                players = users.len(),
+                "connection server heard from again"
+            );
+            for (user, presence) in users {
+                if !self.remote.contains_key(&user) {
+                    self.on_remote_presence(user, presence_name(presence), producer.to_string());
+                }
+            }
+        }
+    }
+
+    /// A server fell silent: its players are shown offline here.
+    fn peer_silent(&mut self, name: &str, now: Duration) {
+        let Some(peer) = self.peers.get_mut(name) else {
+            return;
+        };
+        peer.lost_at = Some(now);
+        let boot = peer.boot.unwrap_or(0);
+        metrics::counter!("croft_connection_peers_lost_total").increment(1);
+        let users = self.take_offline(name);
+        tracing::warn!(
+            server = name,
+            players = users.len(),
+            "connection server silent: its players are shown offline"
+        );
+        self.lost.insert(name.to_string(), (boot, users));
+    }
+
+    /// Forgets what server `name` reported and tells the players' friends here.
+    fn take_offline(&mut self, name: &str) -> Vec<(UserId, Presence)> {
+        let users: Vec<(UserId, Presence)> = self
+            .remote
+            .iter()
+            .filter(|(_, (_, from))| from == name)
+            .map(|(u, (p, _))| (*u, *p))
+            .collect();
+        for (user, _) in &users {
+            let before = self.presence_of(*user);
+            self.remote.remove(user);
+            let after = self.presence_of(*user);
+            if after != before && self.local_presence(*user) == Presence::Offline {
+                let followers = self.followers.get(user).cloned().unwrap_or_default();
+                self.tell_friends(*user, &followers, after);
+            }
+        }
+        users
+    }
+
     /// Replaces a session's accepted friends, keeping `followers` in step.
     fn set_friends(&mut self, user: UserId, friends: HashSet<UserId>) {
         let Some(s) = self.sessions.get_mut(&user) else {

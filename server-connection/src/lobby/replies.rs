@@ -72,7 +72,7 @@ impl Lobby {
             }
             Reply::Revoked(tags) => self.on_revoked(tags, now),
             Reply::Broadcast(text) => self.notify_all(text, None),
-            Reply::Bus(env) => self.on_bus(env),
+            Reply::Bus(env) => self.on_bus(env, now),
         }
     }
 
@@ -99,11 +99,16 @@ impl Lobby {
     }
 
     /// An event from another server (or the outbox) arrived over the bus.
-    fn on_bus(&mut self, env: events::Envelope) {
+    fn on_bus(&mut self, env: events::Envelope, now: Duration) {
         let age_ms = store::now_ms() - env.occurred_at_ms;
+        let sent = now.saturating_sub(Duration::from_millis(age_ms.max(0) as u64));
         match env.event {
             events::Event::PresenceChanged { user_id, presence } => {
+                self.heard_from(&env.producer, None, sent);
                 self.on_remote_presence(user_id, &presence, env.producer)
+            }
+            events::Event::ConnectionAlive { boot, .. } => {
+                self.heard_from(&env.producer, Some(boot), sent)
             }
             events::Event::ChatMessage {
                 from_user_id,

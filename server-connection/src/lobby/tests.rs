@@ -298,6 +298,71 @@ fn presence_from_another_server_reaches_local_followers() {
     assert_eq!(presence_seen(&h.sent_to(1), 7), [Presence::Offline]);
 }
 
+fn alive(producer: &str, boot: u64) -> Reply {
+    Reply::Bus(
+        events::Event::ConnectionAlive {
+            server: producer.trim_start_matches("connection:").into(),
+            boot,
+            online: 1,
+        }
+        .envelope(producer),
+    )
+}
+
+fn zed_online_on(producer: &str) -> Reply {
+    Reply::Bus(
+        events::Event::PresenceChanged {
+            user_id: 7,
+            presence: "online".into(),
+        }
+        .envelope(producer),
+    )
+}
+
+#[test]
+fn players_of_a_silent_server_go_offline_and_come_back_after_a_partition() {
+    let mut h = Harness::new(limits());
+    h.login(1, "ann", &[(7, "zed")]);
+    h.sent();
+    h.reply(alive("connection:b", 11));
+    h.reply(zed_online_on("connection:b"));
+    assert_eq!(presence_seen(&h.sent_to(1), 7), [Presence::Online]);
+    // Heartbeats keep zed online.
+    for _ in 0..3 {
+        h.wait(super::presence::BEAT);
+        h.reply(alive("connection:b", 11));
+    }
+    assert!(presence_seen(&h.sent_to(1), 7).is_empty());
+    // Server b falls silent: within 10 s ann sees zed offline.
+    h.wait(Duration::from_secs(9));
+    assert_eq!(presence_seen(&h.sent_to(1), 7), [Presence::Offline]);
+    assert_eq!(h.lobby().presence_of(7), Presence::Offline);
+    // The same process is heard from again (a partition healed): zed is back.
+    h.reply(alive("connection:b", 11));
+    assert_eq!(presence_seen(&h.sent_to(1), 7), [Presence::Online]);
+}
+
+#[test]
+fn a_restarted_server_s_old_players_are_offline_at_once() {
+    let mut h = Harness::new(limits());
+    h.login(1, "ann", &[(7, "zed")]);
+    h.sent();
+    h.reply(alive("connection:b", 11));
+    h.reply(zed_online_on("connection:b"));
+    assert_eq!(presence_seen(&h.sent_to(1), 7), [Presence::Online]);
+    // b restarted under the same name: the players it had are gone.
+    h.reply(alive("connection:b", 12));
+    assert_eq!(presence_seen(&h.sent_to(1), 7), [Presence::Offline]);
+    // After a silence, a new process does not bring back the old one's players.
+    h.reply(zed_online_on("connection:b"));
+    h.sent();
+    h.wait(Duration::from_secs(9));
+    assert_eq!(presence_seen(&h.sent_to(1), 7), [Presence::Offline]);
+    h.reply(alive("connection:b", 13));
+    assert!(presence_seen(&h.sent_to(1), 7).is_empty());
+    assert_eq!(h.lobby().presence_of(7), Presence::Offline);
+}
+
 #[test]
 fn direct_chat_reaches_friends_and_opponents_only() {
     let mut h = Harness::new(limits());

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Every event type, which is also its topic name (after a prefix).
-pub const EVENT_TYPES: [&str; 10] = [
+pub const EVENT_TYPES: [&str; 11] = [
     "user_login",
     "user_logout",
     "match_found",
@@ -21,6 +21,7 @@ pub const EVENT_TYPES: [&str; 10] = [
     "notification",
     "presence_changed",
     "chat_message",
+    "connection_alive",
 ];
 
 /// What happened. The tag is the event type, which is also the topic name (after a prefix).
@@ -82,6 +83,15 @@ pub enum Event {
         to_user_id: Option<u64>,
         text: String,
     },
+    /// A connection server's heartbeat (every 2 s): the others take the players it reported
+    /// offline when its heartbeats stop.
+    ConnectionAlive {
+        server: String,
+        /// Random per process: a server restarted under the same name is a new one.
+        boot: u64,
+        /// Players connected to it.
+        online: u64,
+    },
 }
 
 impl Event {
@@ -98,6 +108,7 @@ impl Event {
             Event::Notification { .. } => "notification",
             Event::PresenceChanged { .. } => "presence_changed",
             Event::ChatMessage { .. } => "chat_message",
+            Event::ConnectionAlive { .. } => "connection_alive",
         }
     }
 
@@ -118,6 +129,7 @@ impl Event {
                 Some(u) => u.to_string(),
                 None => "common".to_string(),
             },
+            Event::ConnectionAlive { server, .. } => server.clone(),
         }
     }
 
@@ -248,6 +260,11 @@ mod tests {
                 from_name: "ada".into(),
                 to_user_id: None,
                 text: "hello all".into(),
+            },
+            Event::ConnectionAlive {
+                server: "conn-1".into(),
+                boot: 7_336_115_207_210_631,
+                online: 42,
             },
         ]
     }
