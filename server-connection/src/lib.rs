@@ -184,6 +184,7 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
                 "chat_message",
                 "notification",
                 "connection_alive",
+                "friend_changed",
             ],
         );
         consumer.topic_prefix = config.topic_prefix.clone();

@@ -521,6 +521,22 @@ fn presence_chat_and_notifications_cross_between_two_connection_servers() {
     dan.wait_for(bus, |m| {
         matches!(m, LobbyServerMessage::FriendPresence { user_id, presence: Presence::Online } if *user_id == eve_id)
     });
+    // Friend changes reach the other server's player at once: dan removes eve, asks again,
+    // eve accepts.
+    dan.send(&LobbyClientMessage::FriendRemove { user_id: eve_id });
+    eve.wait_for(bus, |m| {
+        matches!(m, LobbyServerMessage::FriendUpdate { user_id, accepted: false } if *user_id == dan_id)
+    });
+    dan.send(&LobbyClientMessage::FriendRequest {
+        username: "eve".into(),
+    });
+    eve.wait_for(bus, |m| {
+        matches!(m, LobbyServerMessage::FriendRequestReceived { user_id, username } if *user_id == dan_id && username == "dan")
+    });
+    eve.send(&LobbyClientMessage::FriendAccept { user_id: dan_id });
+    dan.wait_for(bus, |m| {
+        matches!(m, LobbyServerMessage::FriendUpdate { user_id, accepted: true } if *user_id == eve_id)
+    });
     // Direct chat both ways, and the common channel.
     dan.send(&LobbyClientMessage::Chat {
         to: ChatTarget::User(eve_id),

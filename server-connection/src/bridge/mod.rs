@@ -98,6 +98,10 @@ pub enum Reply {
     FriendRemoved {
         users: [UserId; 2],
     },
+    /// The first declined the second's request.
+    FriendDeclined {
+        users: [UserId; 2],
+    },
     Queued {
         user: UserId,
     },

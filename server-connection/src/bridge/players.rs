@@ -106,8 +106,8 @@ impl Bridge {
             }
             Job::FriendDecline { user, other } => {
                 match self.store.decline_friend(user as i64, other as i64).await {
-                    Ok(()) => self.reply(Reply::FriendsChanged {
-                        users: vec![user, other],
+                    Ok(()) => self.reply(Reply::FriendDeclined {
+                        users: [user, other],
                     }),
                     Err(e) => self.friend_error(user, e),
                 }

@@ -37,28 +37,27 @@ impl Lobby {
                 }
             }
             Reply::Friends { user, friends } => self.on_friends(user, &friends),
-            Reply::FriendsChanged { users } => {
-                for u in users {
-                    if self.sessions.contains_key(&u) {
-                        self.job(Job::Friends { user: u });
-                    }
-                }
-            }
+            Reply::FriendsChanged { users } => self.reload_friends(&users),
             Reply::FriendRequestReceived {
                 to,
                 from,
                 from_name,
             } => {
-                self.send(
-                    to,
-                    &LobbyServerMessage::FriendRequestReceived {
-                        user_id: from,
-                        username: from_name,
-                    },
-                );
+                self.publish_friend_change("requested", from, &from_name, to);
+                self.on_friend_request(to, from, from_name);
             }
-            Reply::FriendAccepted { users } => self.on_friendship(users, true),
-            Reply::FriendRemoved { users } => self.on_friendship(users, false),
+            Reply::FriendAccepted { users } => {
+                self.publish_friend_change("accepted", users[0], "", users[1]);
+                self.on_friendship(users, true);
+            }
+            Reply::FriendRemoved { users } => {
+                self.publish_friend_change("removed", users[0], "", users[1]);
+                self.on_friendship(users, false);
+            }
+            Reply::FriendDeclined { users } => {
+                self.publish_friend_change("declined", users[0], "", users[1]);
+                self.reload_friends(&users);
+            }
             Reply::Queued { user } => self.on_queue(user, true),
             Reply::Cancelled { user } => self.on_queue(user, false),
             Reply::Matchmaking(update) => self.on_update(update),
@@ -73,6 +72,37 @@ impl Lobby {
             Reply::Revoked(tags) => self.on_revoked(tags, now),
             Reply::Broadcast(text) => self.notify_all(text, None),
             Reply::Bus(env) => self.on_bus(env, now),
+        }
+    }
+
+    /// Reloads the friend lists of those of `users` connected here.
+    fn reload_friends(&mut self, users: &[UserId]) {
+        for u in users {
+            if self.sessions.contains_key(u) {
+                self.job(Job::Friends { user: *u });
+            }
+        }
+    }
+
+    fn on_friend_request(&mut self, to: UserId, from: UserId, from_name: String) {
+        self.send(
+            to,
+            &LobbyServerMessage::FriendRequestReceived {
+                user_id: from,
+                username: from_name,
+            },
+        );
+    }
+
+    /// Tells the other connection servers (their players may be the other party).
+    fn publish_friend_change(&self, change: &str, from: UserId, from_name: &str, to: UserId) {
+        if let Some(bus) = &self.bus {
+            bus.emit(events::Event::FriendChanged {
+                change: change.into(),
+                from_user_id: from,
+                from_name: from_name.into(),
+                to_user_id: to,
+            });
         }
     }
 
@@ -106,6 +136,21 @@ impl Lobby {
             events::Event::PresenceChanged { user_id, presence } => {
                 self.heard_from(&env.producer, None, sent);
                 self.on_remote_presence(user_id, &presence, env.producer)
+            }
+            events::Event::FriendChanged {
+                change,
+                from_user_id,
+                from_name,
+                to_user_id,
+            } => {
+                let users = [from_user_id, to_user_id];
+                match change.as_str() {
+                    "requested" => self.on_friend_request(to_user_id, from_user_id, from_name),
+                    "accepted" => self.on_friendship(users, true),
+                    "removed" => self.on_friendship(users, false),
+                    _ => {}
+                }
+                self.reload_friends(&users);
             }
             events::Event::ConnectionAlive { boot, .. } => {
                 self.heard_from(&env.producer, Some(boot), sent)

@@ -363,6 +363,61 @@ fn a_restarted_server_s_old_players_are_offline_at_once() {
     assert_eq!(h.lobby().presence_of(7), Presence::Offline);
 }
 
+fn friend_changed(change: &str, from: UserId, to: UserId) -> Reply {
+    Reply::Bus(
+        events::Event::FriendChanged {
+            change: change.into(),
+            from_user_id: from,
+            from_name: "zed".into(),
+            to_user_id: to,
+        }
+        .envelope("connection:b"),
+    )
+}
+
+#[test]
+fn friend_changes_made_on_another_server_reach_the_player_here_at_once() {
+    let mut h = Harness::new(limits());
+    h.login(1, "ann", &[]);
+    h.sent();
+    h.jobs();
+    h.reply(zed_online_on("connection:b"));
+    // Zed (on server b) asks ann: she hears it now, and her list reloads.
+    h.reply(friend_changed("requested", 7, 1));
+    assert_eq!(
+        h.sent_to(1),
+        [LobbyServerMessage::FriendRequestReceived {
+            user_id: 7,
+            username: "zed".into()
+        }]
+    );
+    assert!(matches!(h.jobs().as_slice(), [Job::Friends { user: 1 }]));
+    // Zed accepts ann's request: she sees the new friend and his presence.
+    h.reply(friend_changed("accepted", 7, 1));
+    let sent = h.sent_to(1);
+    assert!(
+        sent.contains(&LobbyServerMessage::FriendUpdate {
+            user_id: 7,
+            accepted: true
+        }),
+        "{sent:?}"
+    );
+    assert_eq!(presence_seen(&sent, 7), [Presence::Online]);
+    assert!(h.lobby().sessions[&1].friends.contains(&7));
+    // And removes her.
+    h.reply(friend_changed("removed", 7, 1));
+    assert!(h.sent_to(1).contains(&LobbyServerMessage::FriendUpdate {
+        user_id: 7,
+        accepted: false
+    }));
+    assert!(!h.lobby().sessions[&1].friends.contains(&7));
+    // Changes between players who are not here change nothing here.
+    h.jobs();
+    h.reply(friend_changed("accepted", 7, 8));
+    assert!(h.sent_to(1).is_empty());
+    assert!(h.jobs().is_empty());
+}
+
 #[test]
 fn direct_chat_reaches_friends_and_opponents_only() {
     let mut h = Harness::new(limits());

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Every event type, which is also its topic name (after a prefix).
-pub const EVENT_TYPES: [&str; 11] = [
+pub const EVENT_TYPES: [&str; 12] = [
     "user_login",
     "user_logout",
     "match_found",
@@ -22,6 +22,7 @@ pub const EVENT_TYPES: [&str; 11] = [
     "presence_changed",
     "chat_message",
     "connection_alive",
+    "friend_changed",
 ];
 
 /// What happened. The tag is the event type, which is also the topic name (after a prefix).
@@ -83,6 +84,15 @@ pub enum Event {
         to_user_id: Option<u64>,
         text: String,
     },
+    /// A friendship changed on one connection server (`requested`, `accepted`, `declined` or
+    /// `removed`, by `from_user_id`): the others tell their players at once.
+    FriendChanged {
+        change: String,
+        from_user_id: u64,
+        /// The name of `from_user_id` (shown with a request).
+        from_name: String,
+        to_user_id: u64,
+    },
     /// A connection server's heartbeat (every 2 s): the others take the players it reported
     /// offline when its heartbeats stop.
     ConnectionAlive {
@@ -109,6 +119,7 @@ impl Event {
             Event::PresenceChanged { .. } => "presence_changed",
             Event::ChatMessage { .. } => "chat_message",
             Event::ConnectionAlive { .. } => "connection_alive",
+            Event::FriendChanged { .. } => "friend_changed",
         }
     }
 
@@ -130,6 +141,7 @@ impl Event {
                 None => "common".to_string(),
             },
             Event::ConnectionAlive { server, .. } => server.clone(),
+            Event::FriendChanged { to_user_id, .. } => to_user_id.to_string(),
         }
     }
 
@@ -260,6 +272,12 @@ mod tests {
                 from_name: "ada".into(),
                 to_user_id: None,
                 text: "hello all".into(),
+            },
+            Event::FriendChanged {
+                change: "requested".into(),
+                from_user_id: 5,
+                from_name: "ada".into(),
+                to_user_id: 6,
             },
             Event::ConnectionAlive {
                 server: "conn-1".into(),
