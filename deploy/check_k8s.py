@@ -55,6 +55,12 @@ Cross-checks with the rest of the repository:
     REDIS_CLIENTS (matchmaking, auth, connection), by app.kubernetes.io/name, from its own
     namespace; every pod whose CROFT_REDIS_URL names it is admitted on its port and allowed
     there by its own egress policies;
+  * service calls: every pod whose CROFT_AUTH_URL or CROFT_MATCHMAKING_URL (SERVICE_URL_ENVS)
+    names an in-cluster Service is admitted by the policies of the pods behind it on that port
+    and allowed there by its own egress policies; those ports admit only such callers and
+    Prometheus (namespace monitoring), so auth's internal listener (the revocation feed for
+    connection and instance servers) is closed to everything else; connection and instance
+    servers (REVOCATION_FOLLOWERS) set CROFT_AUTH_URL;
   * the connection servers' replicas, per-pod Services, public IPs and the address list auth
     puts in connect tokens agree; KafkaTopics equal docs/events/*.schema.json; image names are
     Dockerfile targets; instance drain fits the termination grace period.
@@ -86,7 +92,7 @@ from k8scheck.rust import (
 )
 from k8scheck.relations import (
     check_connection_public, check_external_secrets_documented, check_redis_access, check_relations,
-    check_replicas, check_secrets_and_configmaps, check_topics, check_urls,
+    check_replicas, check_secrets_and_configmaps, check_service_access, check_topics, check_urls,
 )
 
 
@@ -152,6 +158,7 @@ def main() -> int:
         check_relations(objs)
         check_replicas(objs)
         check_redis_access(objs)
+        check_service_access(objs)
         check_urls(objs)
         check_connection_public(objs)
         check_topics(objs)

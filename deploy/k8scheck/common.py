@@ -82,6 +82,15 @@ THIRD_PARTY_IMAGES = {"docker.io/library/redis": "redis"}
 REDIS_URL_ENV = "CROFT_REDIS_URL"
 REDIS_PORT = 6379
 REDIS_CLIENTS = {"matchmaking", "auth", "connection"}
+# Settings that name another croft service by in-cluster URL (http://SERVICE.NAMESPACE.svc:PORT):
+# every pod that sets one must be admitted by the NetworkPolicies of the pods behind it on that
+# port and let out to them by its own, and that port admits nothing else but Prometheus
+# (SCRAPER_NAMESPACES): auth's internal listener (the revocation feed) stays closed.
+SERVICE_URL_ENVS = {"CROFT_AUTH_URL", "CROFT_MATCHMAKING_URL"}
+SCRAPER_NAMESPACES = {"monitoring"}
+# The binaries that follow auth's revocation feed and must be given its address (connection's
+# default is localhost; an instance without one never drops a revoked session).
+REVOCATION_FOLLOWERS = {"connection", "instance"}
 # Workloads (app.kubernetes.io/name in namespace croft) that run at least two replicas and
 # need a PodDisruptionBudget that lets a node drain proceed.
 REPLICATED = {"auth", "matchmaking"}

@@ -12,8 +12,8 @@ import re
 from .common import (
     CLUSTER_SCOPED, DEPLOY, EXTERNAL_NAMESPACES, EXTERNAL_SECRETS, MAX_CLIENTS_PER_SOCKET,
     NAMESPACES, OPERATOR_POD_LABELS, OPERATOR_SECRETS, P, REDIS_CLIENTS, REDIS_PORT, REDIS_URL_ENV,
-    REPLICATED, ROOT, SHARED_ALLOCATORS, binary_of, container_ports, env_map, find, labels_match,
-    ns_of, oid, pod_templates, pods_in, selector_keys, third_party,
+    REPLICATED, ROOT, SCRAPER_NAMESPACES, SERVICE_URL_ENVS, SHARED_ALLOCATORS, binary_of, container_ports,
+    env_map, find, labels_match, ns_of, oid, pod_templates, pods_in, selector_keys, third_party,
 )
 
 
@@ -329,12 +329,29 @@ def peer_allows(rule: dict, key: str, own_ns: str, peer_ns: str, peer_labels: di
             ns = (peer["namespaceSelector"].get("matchLabels") or {}).get("kubernetes.io/metadata.name", peer_ns)
         if ns == peer_ns and labels_match(peer.get("podSelector"), peer_labels):
             ok = True
+    return ok and rule_covers(rule, port, port_name)
+
+
+def rule_covers(rule: dict, port: int, port_name: str) -> bool:
+    """Whether a policy rule's ports include TCP port (named port_name on the receiving pod)."""
     ports = rule.get("ports")
-    return ok and (not ports or any(
+    return not ports or any(
         pt.get("protocol", "TCP") == "TCP" and (
             pt.get("port") is None or pt.get("port") == port_name
             or (isinstance(pt.get("port"), int) and pt["port"] <= port <= pt.get("endPort", pt["port"])))
-        for pt in ports))
+        for pt in ports)
+
+
+def policies_selecting(objs: list[dict], ns: str, labels: dict, direction: str) -> list[dict]:
+    """The NetworkPolicies of namespace ns that govern direction (Ingress or Egress) of the pod labels."""
+    out = []
+    for np in objs:
+        if np.get("kind") != "NetworkPolicy":
+            continue
+        types = np["spec"].get("policyTypes") or (["Ingress"] + (["Egress"] if "egress" in np["spec"] else []))
+        if ns_of(np) == ns and direction in types and labels_match(np["spec"].get("podSelector"), labels):
+            out.append(np)
+    return out
 
 
 def redis_behind(objs: list[dict], url: str) -> tuple[list[tuple[dict, dict]], int, str] | None:
@@ -360,21 +377,11 @@ def check_redis_access(objs: list[dict]) -> None:
     """Redis has no password: NetworkPolicies must isolate it, admit only the workloads in
     REDIS_CLIENTS (by name, from its own namespace), and let every pod that uses it (sets
     CROFT_REDIS_URL to it) through, in and out."""
-    policies = [o for o in objs if o.get("kind") == "NetworkPolicy"]
-
-    def selecting(ns: str, labels: dict, direction: str) -> list[dict]:
-        out = []
-        for np in policies:
-            types = np["spec"].get("policyTypes") or (["Ingress"] + (["Egress"] if "egress" in np["spec"] else []))
-            if ns_of(np) == ns and direction in types and labels_match(np["spec"].get("podSelector"), labels):
-                out.append(np)
-        return out
-
     redis = [(o, t) for o, t, _ in pod_templates(objs)
              if any(third_party(c) == "redis" for c in (t.get("spec") or {}).get("containers") or [])]
     for o, t in redis:
         ns, labels = ns_of(o), pod_labels(t)
-        guards = selecting(ns, labels, "Ingress")
+        guards = policies_selecting(objs, ns, labels, "Ingress")
         admitted: set[str] = set()
         for np in guards:
             for rule in np["spec"].get("ingress") or []:
@@ -409,13 +416,95 @@ def check_redis_access(objs: list[dict]) -> None:
         for ro, rt in pods:
             rns, rlabels, ons, olabels = ns_of(ro), pod_labels(rt), ns_of(o), pod_labels(t)
             if not any(peer_allows(rule, "from", rns, ons, olabels, port, port_name)
-                       for np in selecting(rns, rlabels, "Ingress") for rule in np["spec"].get("ingress") or []):
+                       for np in policies_selecting(objs, rns, rlabels, "Ingress") for rule in np["spec"].get("ingress") or []):
                 P.add(f"{oid(o)}: uses Redis ({REDIS_URL_ENV}) but no NetworkPolicy admits it to {oid(ro)} on TCP {port}")
-            out = selecting(ons, olabels, "Egress")
+            out = policies_selecting(objs, ons, olabels, "Egress")
             if out and not any(peer_allows(rule, "to", ons, rns, rlabels, port, port_name)
                                for np in out for rule in np["spec"].get("egress") or []):
                 P.add(f"{oid(o)}: uses Redis ({REDIS_URL_ENV}) but its egress policies "
                       f"({', '.join(np['metadata']['name'] for np in out)}) do not allow {oid(ro)} on TCP {port}")
+
+
+def service_behind(objs: list[dict], url: str) -> list[tuple[dict, dict, int, str]] | None:
+    """The pod templates an in-cluster URL (http://SERVICE.NAMESPACE.svc:PORT) reaches, each with
+    its container port and that port's name; None for an address outside the render."""
+    m = re.match(r"(https?)://([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?(?::(\d+))?(?:/|$)", url)
+    svc = find(objs, "Service", m.group(2), m.group(3)) if m else None
+    if not svc:
+        return None  # outside the cluster, or a missing Service (check_urls)
+    port = int(m.group(4) or (443 if m.group(1) == "https" else 80))
+    target = next((p.get("targetPort", port) for p in svc["spec"].get("ports") or [] if p.get("port") == port), None)
+    if target is None:
+        return None  # no such port on the Service (check_urls)
+    sel = {"matchLabels": svc["spec"].get("selector") or {}}
+    out = []
+    for o, t, _ in pods_in(objs, ns_of(svc)):
+        if not labels_match(sel, pod_labels(t)):
+            continue
+        cp = next((cp for cp in container_ports(t, o) if target in (cp.get("name"), cp.get("containerPort"))), None)
+        if cp:
+            out.append((o, t, cp["containerPort"], cp.get("name") or ""))
+    return out
+
+
+def check_service_access(objs: list[dict]) -> None:
+    """Pods that call a croft service by an in-cluster URL (SERVICE_URL_ENVS: CROFT_AUTH_URL,
+    CROFT_MATCHMAKING_URL) are admitted by the NetworkPolicies of the pods behind it on that port
+    and let out to them by their own; and each such port admits only those callers and the
+    SCRAPER_NAMESPACES (Prometheus), so auth's internal listener (the revocation feed, unauthenticated)
+    stays closed to every other pod and address."""
+    targets: dict[tuple[str, int], tuple[dict, dict, str, set[str]]] = {}
+    for o, t, _ in pod_templates(objs):
+        for c in (t.get("spec") or {}).get("containers") or []:
+            for name, url in sorted(env_map(c).items()):
+                if name not in SERVICE_URL_ENVS:
+                    continue
+                behind = service_behind(objs, url)
+                if behind is None:
+                    continue
+                if not behind:
+                    P.add(f"{oid(o)}: {name}={url} names a Service with no pods declaring its target port behind it")
+                for to, tt, port, port_name in behind:
+                    tns, tlabels, ons, olabels = ns_of(to), pod_labels(tt), ns_of(o), pod_labels(t)
+                    targets.setdefault((oid(to), port), (to, tt, port_name, set()))[3].add(oid(o))
+                    if not any(peer_allows(rule, "from", tns, ons, olabels, port, port_name)
+                               for np in policies_selecting(objs, tns, tlabels, "Ingress")
+                               for rule in np["spec"].get("ingress") or []):
+                        P.add(f"{oid(o)}: {name}={url} but no NetworkPolicy admits it to {oid(to)} on TCP {port}")
+                    out = policies_selecting(objs, ons, olabels, "Egress")
+                    if out and not any(peer_allows(rule, "to", ons, tns, tlabels, port, port_name)
+                                       for np in out for rule in np["spec"].get("egress") or []):
+                        P.add(f"{oid(o)}: {name}={url} but its egress policies "
+                              f"({', '.join(np['metadata']['name'] for np in out)}) do not allow {oid(to)} on TCP {port}")
+    # Those ports admit their callers and Prometheus, nothing else.
+    for (_, port), (to, tt, port_name, callers) in sorted(targets.items(), key=lambda kv: kv[0]):
+        tns = ns_of(to)
+        for np in policies_selecting(objs, tns, pod_labels(tt), "Ingress"):
+            for rule in np["spec"].get("ingress") or []:
+                if not rule_covers(rule, port, port_name):
+                    continue
+                if not rule.get("from"):
+                    P.add(f"{oid(np)}: an ingress rule without `from` opens {oid(to)} TCP {port} to every pod and address")
+                    continue
+                for peer in rule["from"]:
+                    if "ipBlock" in peer:
+                        P.add(f"{oid(np)}: ipBlock peer on {oid(to)} TCP {port}: only its callers and Prometheus may reach it")
+                        continue
+                    pns = tns
+                    if "namespaceSelector" in peer:
+                        pns = (peer["namespaceSelector"].get("matchLabels") or {}).get("kubernetes.io/metadata.name")
+                    if pns in SCRAPER_NAMESPACES:
+                        continue
+                    if pns not in NAMESPACES:
+                        P.add(f"{oid(np)}: admits namespace {pns or peer['namespaceSelector']} to {oid(to)} TCP {port}; "
+                              f"only pods whose {'/'.join(sorted(SERVICE_URL_ENVS))} name it and {sorted(SCRAPER_NAMESPACES)} may")
+                        continue
+                    others = sorted(oid(po) for po, pt, _ in pods_in(objs, pns)
+                                    if labels_match(peer.get("podSelector"), pod_labels(pt)) and oid(po) not in callers)
+                    if others:
+                        P.add(f"{oid(np)}: admits {others} to {oid(to)} TCP {port}, which they do not call "
+                              f"(no {'/'.join(sorted(SERVICE_URL_ENVS))} names it); only {sorted(callers)} and "
+                              f"{sorted(SCRAPER_NAMESPACES)} may reach it")
 
 
 def check_urls(objs: list[dict]) -> None:

@@ -10,8 +10,8 @@ import re
 import yaml
 
 from .common import (
-    DEPLOY, EXTERNAL_METRICS, EXTRA_ENV, MAX_CLIENTS_PER_SOCKET, P, REDIS_URL_ENV, ROOT, TELEMETRY_ADDR,
-    binary_of, container_ports, env_map, find, oid, parse_image, pod_templates, rel, third_party,
+    DEPLOY, EXTERNAL_METRICS, EXTRA_ENV, MAX_CLIENTS_PER_SOCKET, P, REDIS_URL_ENV, REVOCATION_FOLLOWERS, ROOT,
+    TELEMETRY_ADDR, binary_of, container_ports, env_map, find, oid, parse_image, pod_templates, rel, third_party,
 )
 
 
@@ -137,6 +137,9 @@ def check_rust(objs: list[dict], overlay: str, pending: dict, metrics: dict[str,
                     P.add(f"{cw}: no TLS certificate and no CROFT_ALLOW_PLAIN_HTTP: auth refuses to start")
                 if env.get("CROFT_DEV"):
                     P.add(f"{cw}: CROFT_DEV generates throwaway keys: never in a cluster")
+            if binary in REVOCATION_FOLLOWERS and not env.get("CROFT_AUTH_URL"):
+                P.add(f"{cw}: no CROFT_AUTH_URL: revoked sessions (logout, ban) would stay connected; "
+                      "point it at auth's internal listener (auth-internal)")
             if binary == "connection":
                 m = re.fullmatch(r"0\.0\.0\.0:(\d+)", env.get("CROFT_CONNECTION_UDP", ""))
                 sockets = max(1, math.ceil(int(env.get("CROFT_CONNECTION_MAX_CLIENTS", "1024")) / MAX_CLIENTS_PER_SOCKET))
@@ -227,6 +230,8 @@ def check_checked_env(struct_envs: dict) -> None:
     P.context = "rust"
     wanted: dict[str, set[str]] = {b: {env} for b, env in TELEMETRY_ADDR.items()}
     wanted["matchmaking"] |= {REDIS_URL_ENV, "CROFT_ALLOCATOR", "CROFT_INSTANCE_MAX_MATCHES"}
+    for binary in REVOCATION_FOLLOWERS:
+        wanted[binary] |= {"CROFT_AUTH_URL"}
     for binary, names in sorted(wanted.items()):
         for name in sorted(names - struct_envs.get(binary, set())):
             P.add(f"`{binary}` has no flag with env {name}, which check_k8s.py relies on: update k8scheck")

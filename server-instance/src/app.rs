@@ -218,6 +218,9 @@ fn apply_control_commands(world: &mut World) {
             ControlCommand::Drain => {
                 tracing::info!("draining: no new matches");
             }
+            ControlCommand::Revoke(tags) => {
+                world.resource_mut::<NetServer>().revoke(tags, now);
+            }
         }
     }
 }

@@ -92,6 +92,15 @@ pub struct InstanceConfig {
     #[arg(long, env = "CROFT_READY_FILE")]
     pub ready_file: Option<PathBuf>,
 
+    /// The auth service's internal listener, for its feed of revoked sessions: players whose
+    /// login session was revoked (a logout, a ban) are dropped (a match forfeited at once).
+    /// Without it no session is ever dropped here.
+    #[arg(long, env = "CROFT_AUTH_URL")]
+    pub auth_url: Option<String>,
+    /// How often the revocation feed is polled, in milliseconds.
+    #[arg(long, env = "CROFT_REVOCATION_POLL_MS", default_value_t = 1000)]
+    pub revocation_poll_ms: u64,
+
     /// The database farms are loaded from and saved to (`postgres://…` or `sqlite://PATH`);
     /// without one this server hosts matches only.
     #[arg(long, env = "CROFT_DATABASE_URL")]

@@ -42,6 +42,8 @@ pub enum ControlCommand {
         name: String,
     },
     Drain,
+    /// The auth service revoked these session tags: their players are dropped.
+    Revoke(Vec<[u8; 16]>),
 }
 
 /// State shared by the control API and the Bevy app.
@@ -604,6 +606,39 @@ pub async fn renew_farm_leases(
                 // The database is down: keep the farm; a new holder can only take it after
                 // the lease expires, and then the fenced writes tell us.
                 Err(e) => tracing::warn!(user, error = %e, "farm lease not renewed"),
+            }
+        }
+    }
+}
+
+/// Polls the auth service's feed of revoked sessions into `commands`, forever: players whose
+/// session was revoked (a logout, a ban) are dropped from their match (forfeit), farm or place
+/// in the common area.
+pub async fn follow_revocations(
+    feed: contracts::auth::AuthFeedClient,
+    commands: UnboundedSender<ControlCommand>,
+    every: std::time::Duration,
+) {
+    let mut set = token::revocation::RevocationSet::starting_at(store::now_ms(), 5 * 60 * 1000);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let query = contracts::auth::v1::RevocationsQuery {
+            since: set.since,
+            skip: set.skip,
+        };
+        match feed.revocations(&query).await {
+            Ok(page) => {
+                let fresh = set.apply(&page);
+                set.prune(store::now_ms() - 10 * 60 * 1000);
+                if !fresh.is_empty() && commands.send(ControlCommand::Revoke(fresh)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                metrics::counter!("croft_instance_revocation_poll_errors_total").increment(1);
+                tracing::debug!(error = %e, "revocation feed unavailable");
             }
         }
     }

@@ -140,6 +140,11 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
     .context("starting the card data watch")?;
     let (tx, rx) = unbounded_channel();
     runtime.spawn(control::renew_farm_leases(shared.clone(), tx.clone()));
+    if let Some(url) = &config.auth_url {
+        let feed = contracts::auth::AuthFeedClient::new(reqwest::Client::new(), url);
+        let every = Duration::from_millis(config.revocation_poll_ms.max(100));
+        runtime.spawn(control::follow_revocations(feed, tx.clone(), every));
+    }
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.http))
         .with_context(|| format!("binding control HTTP {}", config.http))?;

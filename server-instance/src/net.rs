@@ -39,6 +39,8 @@ pub struct SessionLimits {
 pub struct PlayerSession {
     pub shard: usize,
     pub place: Place,
+    /// The tag of the player's login session (zeros: none), from the connect token.
+    pub tag: [u8; 16],
     pub bad_messages: u32,
     /// The second (in simulation time) `messages` counts in.
     pub window: u64,
@@ -69,7 +71,16 @@ pub struct NetServer {
     idle_flush_ticks: u64,
     last_update: Instant,
     last_tick_update: Instant,
+    /// Revoked session tags and when they were learned: refused at admission, and dropped at
+    /// the next tick if connected (pruned after ten minutes, past any token's lifetime).
+    revoked: HashMap<[u8; 16], Duration>,
+    /// Tags revoked since the last tick, whose players are dropped then.
+    revoked_new: Vec<[u8; 16]>,
 }
+
+/// How long a revoked tag is remembered: connect tokens live a minute, so no older one can be
+/// presented again.
+const REVOKED_KEPT: Duration = Duration::from_secs(600);
 
 impl NetServer {
     /// Binds `shards` sockets from `first` (consecutive ports, or ephemeral ports for port 0).
@@ -91,7 +102,22 @@ impl NetServer {
             idle_flush_ticks: limits.idle_flush_ticks.max(1),
             last_update: Instant::now(),
             last_tick_update: Instant::now(),
+            revoked: HashMap::new(),
+            revoked_new: Vec::new(),
         })
+    }
+
+    /// The auth service revoked `tags` (learned at `now`): their players are dropped at the
+    /// next tick, and the tags refused from then on.
+    pub fn revoke(&mut self, tags: Vec<[u8; 16]>, now: Duration) {
+        self.revoked
+            .retain(|_, at| now.saturating_sub(*at) < REVOKED_KEPT);
+        for t in tags {
+            if t != [0; 16] {
+                self.revoked.insert(t, now);
+                self.revoked_new.push(t);
+            }
+        }
     }
 
     /// Disconnects `user` after `delay` if they are still bound to `match_id` then.
@@ -262,7 +288,37 @@ pub fn deliver_messages(mut net: ResMut<NetServer>, clock: Res<MatchClock>, mut 
             }
         }
     }
+    drop_revoked(&mut net, &mut places);
     read_messages(&mut net, &clock, &mut places);
+}
+
+/// Players whose session the auth service revoked leave now: a match is forfeited at once
+/// (no grace), a farm is saved and closed, a place in the common area is given up.
+fn drop_revoked(net: &mut NetServer, places: &mut Places) {
+    if net.revoked_new.is_empty() {
+        return;
+    }
+    let tags = std::mem::take(&mut net.revoked_new);
+    let hit: Vec<ClientId> = net
+        .sessions
+        .iter()
+        .filter(|(_, s)| tags.contains(&s.tag))
+        .map(|(c, _)| *c)
+        .collect();
+    for client in hit {
+        let Some(session) = net.sessions.remove(&client) else {
+            continue;
+        };
+        metrics::counter!("croft_instance_sessions_revoked_total").increment(1);
+        tracing::info!(client, "session revoked: player dropped");
+        let refusal = Refusal::new(
+            ErrorCode::SessionRevoked,
+            "this session has ended; log in again",
+            "revoked",
+        );
+        net.refuse(session.shard, client, refusal);
+        places.revoked(client, session.place);
+    }
 }
 
 fn admit(net: &mut NetServer, shard: usize, client_id: ClientId, places: &mut Places) {
@@ -291,11 +347,20 @@ fn admit(net: &mut NetServer, shard: usize, client_id: ClientId, places: &mut Pl
             return net.refuse(shard, client_id, refusal);
         }
     };
+    if net.revoked.contains_key(&token.session_id) {
+        let refusal = Refusal::new(
+            ErrorCode::SessionRevoked,
+            "this session has ended; log in again",
+            "revoked",
+        );
+        return net.refuse(shard, client_id, refusal);
+    }
     match places.admit(&token) {
         Ok(place) => {
             let session = PlayerSession {
                 shard,
                 place,
+                tag: token.session_id,
                 bad_messages: 0,
                 window: 0,
                 messages: 0,

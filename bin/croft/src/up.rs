@@ -210,7 +210,7 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
             (Some(cluster), brokers)
         }
     };
-    let mm_config = MatchmakingArgs::try_parse_from([
+    let mut mm_config = MatchmakingArgs::try_parse_from([
         "matchmaking".to_string(),
         "--http".into(),
         args.matchmaking_http.to_string(),
@@ -255,6 +255,8 @@ async fn run_stack(args: &UpArgs, dir: &Path, cards: &Path, database: &str) -> a
         .with_context(|| format!("binding {}", args.matchmaking_http))?;
     let mm_addr = mm_listener.local_addr()?;
 
+    // Instances drop players whose session auth revokes (its internal listener has the feed).
+    mm_config.instance_auth_url = Some(format!("http://{auth_internal_addr}"));
     let mm = matchmaking::server::start(&mm_config, state.store.clone()).await?;
     // As `croft matchmaking` does: /metrics (this process's: auth and matchmaking) and health.
     let mm_app = matchmaking::router(mm.matchmaking.clone())

@@ -10,7 +10,9 @@ use headless_bot::Connection;
 use headless_bot::api::{AuthApi, SessionTokens};
 use shared_sim::protocol::{
     ChatTarget, ErrorCode, FriendState, LobbyClientMessage, LobbyServerMessage, Presence, QueueEnd,
+    ServerMessage,
 };
+use shared_sim::rules::MatchEvent;
 use test_stack::{PASSWORD, Stack};
 
 /// `croft up` in a fresh folder with `extra` flags.
@@ -427,9 +429,64 @@ fn queueing_is_idempotent_cancellable_and_a_dead_instance_aborts_its_matches() {
         c.wait(|m| matches!(m, LobbyServerMessage::Queued));
     }
     // They were matched again, on a new instance the allocator started.
+    let mut seats = Vec::new();
     for c in [&mut dan, &mut eve] {
-        c.wait(found);
+        let LobbyServerMessage::MatchFound {
+            match_id,
+            connect_token,
+            ..
+        } = c.wait(found)
+        else {
+            unreachable!()
+        };
+        let token = renet_netcode::ConnectToken::read(&mut connect_token.as_slice()).unwrap();
+        seats.push((match_id, Connection::connect(token).unwrap()));
     }
+    let second = seats[0].0;
+    let mut conns: Vec<Connection> = seats.into_iter().map(|(_, c)| c).collect();
+    for conn in conns.iter_mut() {
+        let welcomed = instance_wait(conn, Duration::from_secs(10), |m| {
+            matches!(m, ServerMessage::Welcome { .. })
+        });
+        assert!(welcomed, "not seated");
+    }
+    // eve logs out: her session is revoked, so the instance drops her too and she forfeits.
+    let api = AuthApi::new(&stack.url("auth")).unwrap();
+    api.logout(&eve.session.access_token).unwrap();
+    let revoked_at = Instant::now();
+    let [dan_conn, eve_conn] = &mut conns[..] else {
+        unreachable!()
+    };
+    let dropped = instance_wait(eve_conn, Duration::from_secs(5), |m| {
+        matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::SessionRevoked,
+                ..
+            }
+        )
+    });
+    let took = revoked_at.elapsed();
+    assert!(dropped, "the instance kept a revoked session");
+    println!("a revoked player dropped from the match after {took:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    let ended = instance_wait(
+        dan_conn,
+        Duration::from_secs(5),
+        |m| matches!(m, ServerMessage::Events(events) if events.iter().any(|e| matches!(e, MatchEvent::MatchEnded { .. }))),
+    );
+    assert!(ended, "the opponent's match did not end");
+    dan.wait(|m| {
+        matches!(m, LobbyServerMessage::MatchEnded { match_id: id, aborted: false } if *id == second)
+    });
+    let recorded = rt.block_on(async {
+        let url = format!("sqlite://{}/croft.db", stack.dir.display());
+        let store = store::Store::connect(&url, &store::PoolSettings::default())
+            .await
+            .unwrap();
+        sqlx_reason(&store, second).await
+    });
+    assert_eq!(recorded.as_deref(), Some("Forfeit"));
 
     // Ctrl-C (SIGTERM here) stops everything cleanly: croft up exits 0, and neither the
     // connection server nor any instance server is left running.
@@ -465,6 +522,28 @@ fn queueing_is_idempotent_cancellable_and_a_dead_instance_aborts_its_matches() {
             "instance {pid} still running after croft up stopped"
         );
     }
+}
+
+/// Pumps an instance connection until a message matches `pred` (true) or `within` passes.
+fn instance_wait(
+    conn: &mut Connection,
+    within: Duration,
+    pred: impl Fn(&ServerMessage) -> bool,
+) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if conn.update().is_err() {
+            return false;
+        }
+        while let Some(b) = conn.receive_raw() {
+            if ServerMessage::decode(&b).is_ok_and(|m| pred(&m)) {
+                return true;
+            }
+        }
+        let _ = conn.flush();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
 }
 
 async fn sqlx_reason(store: &store::Store, match_id: u64) -> Option<String> {

@@ -64,6 +64,10 @@ pub mod v1 {
         pub user_id: UserId,
         /// The connection server that relays this player's updates.
         pub server: String,
+        /// The tag of the player's session (hex), carried into the instance's connect token so
+        /// that a revoked session is dropped there too. Absent: no session known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub session_tag: Option<String>,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +98,10 @@ pub mod v1 {
         pub user_id: UserId,
         /// The connection server the player is on now (it gets the match's `MatchEnded`).
         pub server: String,
+        /// The tag of the player's session (hex), carried into the instance's connect token so
+        /// that a revoked session is dropped there too. Absent: no session known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub session_tag: Option<String>,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +118,10 @@ pub mod v1 {
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct FarmRequest {
         pub user_id: UserId,
+        /// The tag of the player's session (hex), carried into the instance's connect token so
+        /// that a revoked session is dropped there too. Absent: no session known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub session_tag: Option<String>,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +139,10 @@ pub mod v1 {
     pub struct HubPlaceRequest {
         pub user_id: UserId,
         pub name: String,
+        /// The tag of the player's session (hex), carried into the instance's connect token so
+        /// that a revoked session is dropped there too. Absent: no session known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub session_tag: Option<String>,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -48,12 +48,15 @@ pub struct Ticket {
     pub enqueued_ms: u64,
     /// The connection server that relays this player's updates.
     pub server: String,
+    /// The tag of the player's session (hex; empty: none), for the match's connect tokens.
+    pub tag: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     New,
-    /// Already queued: the old ticket (and its waiting time) is kept; its server is updated.
+    /// Already queued: the old ticket (and its waiting time) is kept; its server and session
+    /// tag are updated.
     Existing,
     /// The player's match is being placed.
     Forming(MatchId),

@@ -80,6 +80,7 @@ impl Local {
         }
         if let Some(old) = st.tickets.get_mut(&t.user_id) {
             old.server = t.server.clone();
+            old.tag = t.tag.clone();
             return Ok(Enqueued::Existing);
         }
         st.tickets.insert(t.user_id, t.clone());

@@ -2,7 +2,8 @@
 //! so it is atomic across replicas, and the fenced ones check the lease inside that script.
 //!
 //! Keys, all under the prefix (one hash tag, so a Redis Cluster keeps them in one slot):
-//! `t` tickets (user -> "rating:enqueued_ms"), `ts` their servers, `p` seats (user -> "f:match"
+//! `t` tickets (user -> "rating:enqueued_ms"), `ts` their servers, `tg` their session tags,
+//! `p` seats (user -> "f:match"
 //! or "m:match"), `m` matches (id -> state), `r:<match>` routes (user -> server),
 //! `b:<server>` a mailbox (sorted by sequence), `bs:<server>` its last sequence, `lead` the
 //! leader lease (holder, with an expiry) and `epoch` its fencing token.
@@ -36,21 +37,23 @@ local function mail(server, user, body)
 end
 "#;
 
-/// ARGV[2..]: tickets as (user, "rating:enqueued_ms", server). Answers per ticket "new",
-/// "existing" or the player's seat.
+/// ARGV[2..]: tickets as (user, "rating:enqueued_ms", server, session tag). Answers per ticket
+/// "new", "existing" or the player's seat.
 const ENQUEUE: &str = r#"
 local out = {}
-for i = 2, #ARGV, 3 do
-  local u, t, server = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 2, #ARGV, 4 do
+  local u, t, server, tag = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local st = redis.call('HGET', P..'p', u)
   if st then
     out[#out + 1] = st
   elseif redis.call('HEXISTS', P..'t', u) == 1 then
     redis.call('HSET', P..'ts', u, server)
+    redis.call('HSET', P..'tg', u, tag)
     out[#out + 1] = 'existing'
   else
     redis.call('HSET', P..'t', u, t)
     redis.call('HSET', P..'ts', u, server)
+    redis.call('HSET', P..'tg', u, tag)
     out[#out + 1] = 'new'
   end
 end
@@ -60,6 +63,7 @@ return out
 const CANCEL: &str = r#"
 if redis.call('HDEL', P..'t', ARGV[2]) == 1 then
   redis.call('HDEL', P..'ts', ARGV[2])
+  redis.call('HDEL', P..'tg', ARGV[2])
   return 'cancelled'
 end
 local st = redis.call('HGET', P..'p', ARGV[2])
@@ -103,6 +107,7 @@ while i <= #ARGV do
       local server = redis.call('HGET', P..'ts', u) or ''
       redis.call('HDEL', P..'t', u)
       redis.call('HDEL', P..'ts', u)
+      redis.call('HDEL', P..'tg', u)
       redis.call('HSET', P..'r:'..m, u, server)
       redis.call('HSET', P..'p', u, 'f:'..m)
     end
@@ -123,6 +128,7 @@ if redis.call('HGET', P..'t', ARGV[5]) ~= ARGV[6] then return 'gone' end
 local server = redis.call('HGET', P..'ts', ARGV[5]) or ''
 redis.call('HDEL', P..'t', ARGV[5])
 redis.call('HDEL', P..'ts', ARGV[5])
+redis.call('HDEL', P..'tg', ARGV[5])
 mail(server, ARGV[5], ARGV[7])
 return 'ok'
 "#;
@@ -186,7 +192,8 @@ async fn enqueue_batches(
         for (t, _) in &batch {
             inv.arg(t.user_id)
                 .arg(format!("{}:{}", t.rating, t.enqueued_ms))
-                .arg(&t.server);
+                .arg(&t.server)
+                .arg(&t.tag);
         }
         let got: std::result::Result<Vec<String>, RedisError> =
             inv.invoke_async(&mut con.clone()).await;
@@ -381,12 +388,19 @@ impl RedisStore {
     }
 
     pub(crate) async fn tickets(&self) -> Result<Vec<Ticket>> {
-        let (tickets, servers): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
+        type Hashes = (
+            HashMap<String, String>,
+            HashMap<String, String>,
+            HashMap<String, String>,
+        );
+        let (tickets, servers, tags): Hashes = redis::pipe()
             .atomic()
             .cmd("HGETALL")
             .arg(self.key("t"))
             .cmd("HGETALL")
             .arg(self.key("ts"))
+            .cmd("HGETALL")
+            .arg(self.key("tg"))
             .query_async(&mut self.con.clone())
             .await
             .map_err(unavailable)?;
@@ -401,6 +415,7 @@ impl RedisStore {
                     rating: parse("a ticket's rating", rating)?,
                     enqueued_ms: parse("a ticket's time", enqueued)?,
                     server: servers.get(&user).cloned().unwrap_or_default(),
+                    tag: tags.get(&user).cloned().unwrap_or_default(),
                 })
             })
             .collect()

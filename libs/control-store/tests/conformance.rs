@@ -76,6 +76,7 @@ fn ticket(user_id: UserId, rating: i32, enqueued_ms: u64, server: &str) -> Ticke
         rating,
         enqueued_ms,
         server: server.into(),
+        tag: format!("tag-{user_id}-{server}"),
     }
 }
 

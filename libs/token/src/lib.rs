@@ -258,13 +258,25 @@ impl ConnectTokenIssuer {
         user_id: u64,
         match_id: u64,
     ) -> Result<ConnectToken, MintError> {
+        self.mint_instance_for(server, user_id, match_id, [0; 16])
+    }
+
+    /// As [`Self::mint_instance`], carrying the tag of the player's session: the instance
+    /// drops the player when the auth service revokes it (zeros: no session known).
+    pub fn mint_instance_for(
+        &self,
+        server: SocketAddr,
+        user_id: u64,
+        match_id: u64,
+        session_tag: [u8; 16],
+    ) -> Result<ConnectToken, MintError> {
         self.mint(
             &[server],
             TokenUserData {
                 kind: TokenKind::Instance,
                 user_id,
                 match_id,
-                session_id: [0; 16],
+                session_id: session_tag,
             },
         )
     }
@@ -278,26 +290,47 @@ impl ConnectTokenIssuer {
         user_id: u64,
         hub_id: u32,
     ) -> Result<ConnectToken, MintError> {
+        self.mint_hub_for(server, user_id, hub_id, [0; 16])
+    }
+
+    /// As [`Self::mint_hub`], carrying the tag of the player's session.
+    pub fn mint_hub_for(
+        &self,
+        server: SocketAddr,
+        user_id: u64,
+        hub_id: u32,
+        session_tag: [u8; 16],
+    ) -> Result<ConnectToken, MintError> {
         self.mint(
             &[server],
             TokenUserData {
                 kind: TokenKind::Hub,
                 user_id,
                 match_id: u64::from(hub_id),
-                session_id: [0; 16],
+                session_id: session_tag,
             },
         )
     }
 
     /// A token for `user_id`'s own farm on the instance server at `server`.
     pub fn mint_farm(&self, server: SocketAddr, user_id: u64) -> Result<ConnectToken, MintError> {
+        self.mint_farm_for(server, user_id, [0; 16])
+    }
+
+    /// As [`Self::mint_farm`], carrying the tag of the player's session.
+    pub fn mint_farm_for(
+        &self,
+        server: SocketAddr,
+        user_id: u64,
+        session_tag: [u8; 16],
+    ) -> Result<ConnectToken, MintError> {
         self.mint(
             &[server],
             TokenUserData {
                 kind: TokenKind::Farm,
                 user_id,
                 match_id: 0,
-                session_id: [0; 16],
+                session_id: session_tag,
             },
         )
     }

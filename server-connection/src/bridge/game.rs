@@ -17,8 +17,13 @@ use super::{Bridge, Reply, UserId};
 #[derive(Debug, Clone)]
 pub enum GameRequest {
     Inventory,
-    EnterFarm,
-    EnterHub,
+    /// With the session's tag, for the instance's connect token.
+    EnterFarm {
+        tag: [u8; 16],
+    },
+    EnterHub {
+        tag: [u8; 16],
+    },
     Craft(String),
     Decks,
     SaveDeck {
@@ -68,11 +73,11 @@ impl Bridge {
         let data = self.data.get();
         let result = match request {
             GameRequest::Inventory => self.send_inventory(user).await,
-            GameRequest::EnterFarm => {
-                self.enter_farm(user).await;
+            GameRequest::EnterFarm { tag } => {
+                self.enter_farm(user, tag).await;
                 Ok(())
             }
-            GameRequest::EnterHub => self.enter_hub(user).await,
+            GameRequest::EnterHub { tag } => self.enter_hub(user, tag).await,
             GameRequest::Craft(recipe) => self.craft(&data, user, &recipe).await,
             GameRequest::Decks => self.send_decks(user).await,
             GameRequest::SaveDeck { slot, name, cards } => {
@@ -99,7 +104,7 @@ impl Bridge {
     }
 
     /// Matchmaking keeps a place in the common area and mints its token.
-    async fn enter_hub(&self, user: UserId) -> Result<(), StoreError> {
+    async fn enter_hub(&self, user: UserId, tag: [u8; 16]) -> Result<(), StoreError> {
         let name = self
             .store
             .user_by_id(user as i64)
@@ -109,6 +114,7 @@ impl Bridge {
         let request = HubPlaceRequest {
             user_id: user,
             name,
+            session_tag: super::session_tag(tag),
         };
         let placed = self
             .matchmaking
@@ -137,8 +143,11 @@ impl Bridge {
     }
 
     /// Matchmaking opens the farm on an instance server and mints its token.
-    async fn enter_farm(&self, user: UserId) {
-        let request = FarmRequest { user_id: user };
+    async fn enter_farm(&self, user: UserId, tag: [u8; 16]) {
+        let request = FarmRequest {
+            user_id: user,
+            session_tag: super::session_tag(tag),
+        };
         let placed = self
             .matchmaking
             .open_farm(&request)

@@ -11,10 +11,11 @@ use super::{Bridge, Job, Reply};
 impl Bridge {
     pub(super) async fn matchmaking_job(&self, job: Job) {
         match job {
-            Job::FindMatch { user } => {
+            Job::FindMatch { user, tag } => {
                 let request = TicketRequest {
                     user_id: user,
                     server: self.server_id.clone(),
+                    session_tag: super::session_tag(tag),
                 };
                 match self.matchmaking.create_ticket(&request).await {
                     Ok(_) => self.reply(Reply::Queued { user }),
@@ -48,10 +49,11 @@ impl Bridge {
                     }
                 }
             }
-            Job::Rejoin { user } => {
+            Job::Rejoin { user, tag } => {
                 let request = RejoinRequest {
                     user_id: user,
                     server: self.server_id.clone(),
+                    session_tag: super::session_tag(tag),
                 };
                 match self.matchmaking.rejoin(&request).await {
                     Ok(j) => self.reply(Reply::Matchmaking(Update {

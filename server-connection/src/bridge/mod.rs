@@ -22,6 +22,11 @@ pub use game::GameRequest;
 pub type UserId = u64;
 
 /// Work the Bevy loop hands to the async side.
+/// A session tag as matchmaking takes it: hex, or nothing for a session without one.
+pub(crate) fn session_tag(tag: [u8; 16]) -> Option<String> {
+    (tag != [0; 16]).then(|| token::revocation::tag_hex(&tag))
+}
+
 #[derive(Debug, Clone)]
 pub enum Job {
     /// A player connected: their name and friends.
@@ -34,6 +39,8 @@ pub enum Job {
     },
     FindMatch {
         user: UserId,
+        /// The session's tag, for the instance's connect token.
+        tag: [u8; 16],
     },
     CancelMatch {
         user: UserId,
@@ -41,6 +48,7 @@ pub enum Job {
     },
     Rejoin {
         user: UserId,
+        tag: [u8; 16],
     },
     FriendRequest {
         user: UserId,

@@ -60,7 +60,10 @@ impl Lobby {
         match msg {
             LobbyClientMessage::FindMatch => self.find_match(user),
             LobbyClientMessage::CancelMatch => self.job(Job::CancelMatch { user, quiet: false }),
-            LobbyClientMessage::RejoinMatch => self.job(Job::Rejoin { user }),
+            LobbyClientMessage::RejoinMatch => {
+                let tag = self.tag_of(user);
+                self.job(Job::Rejoin { user, tag })
+            }
             LobbyClientMessage::Chat { to, text } => self.chat(user, to, text, now),
             LobbyClientMessage::FriendRequest { username } => {
                 if username.trim().is_empty() || username.len() > 64 {
@@ -83,8 +86,14 @@ impl Lobby {
             }),
             LobbyClientMessage::FriendList => self.job(Job::Friends { user }),
             LobbyClientMessage::Inventory => self.job(game(GameRequest::Inventory)),
-            LobbyClientMessage::EnterFarm => self.job(game(GameRequest::EnterFarm)),
-            LobbyClientMessage::EnterHub => self.job(game(GameRequest::EnterHub)),
+            LobbyClientMessage::EnterFarm => {
+                let tag = self.tag_of(user);
+                self.job(game(GameRequest::EnterFarm { tag }))
+            }
+            LobbyClientMessage::EnterHub => {
+                let tag = self.tag_of(user);
+                self.job(game(GameRequest::EnterHub { tag }))
+            }
             LobbyClientMessage::Craft { recipe } => self.job(game(GameRequest::Craft(recipe))),
             LobbyClientMessage::Decks => self.job(game(GameRequest::Decks)),
             LobbyClientMessage::SaveDeck { slot, name, cards } => {

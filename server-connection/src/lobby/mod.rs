@@ -214,6 +214,11 @@ impl Lobby {
         }
     }
 
+    /// The session tag of a connected player (the connect token's), zeros for nobody.
+    fn tag_of(&self, user: UserId) -> [u8; 16] {
+        self.sessions.get(&user).map(|s| s.tag).unwrap_or_default()
+    }
+
     fn job(&self, job: Job) {
         if self.jobs.send(job).is_err() {
             tracing::error!("the async side is gone");

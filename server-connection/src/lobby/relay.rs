@@ -11,7 +11,10 @@ impl Lobby {
     pub(super) fn find_match(&mut self, user: UserId) {
         match self.presence_of(user) {
             Presence::InMatch => self.error(user, ErrorCode::NotAllowed, "already in a match"),
-            _ => self.job(Job::FindMatch { user }),
+            _ => {
+                let tag = self.tag_of(user);
+                self.job(Job::FindMatch { user, tag })
+            }
         }
     }
 

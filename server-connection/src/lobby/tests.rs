@@ -194,7 +194,10 @@ fn friends_see_each_other_come_online_queue_and_leave() {
 
     // Bob queues: matchmaking took the ticket, and Ann sees him in the queue.
     h.say(2, LobbyClientMessage::FindMatch);
-    assert!(matches!(h.jobs().as_slice(), [Job::FindMatch { user: 2 }]));
+    assert!(matches!(
+        h.jobs().as_slice(),
+        [Job::FindMatch { user: 2, .. }]
+    ));
     h.reply(Reply::Queued { user: 2 });
     assert_eq!(presence_seen(&h.sent_to(1), 2), [Presence::InQueue]);
 

@@ -159,6 +159,23 @@ impl MatchPlaces<'_, '_> {
         );
     }
 
+    /// `user` may not play on (their session was revoked): they forfeit now.
+    pub fn forfeit(&mut self, match_id: MatchId, seat: Seat, user: UserId) {
+        let Some(m) = self.find(match_id) else {
+            return;
+        };
+        if m.state.is_over() || m.seat_of(user) != Some(seat) {
+            return;
+        }
+        self.absences.away.remove(&(match_id, user));
+        tracing::info!(match_id, user_id = user, "session revoked: forfeit");
+        self.inbox.0.push(MatchCommand {
+            match_id,
+            user_id: user,
+            kind: CommandKind::Forfeit,
+        });
+    }
+
     /// A match message from the player in `seat`: an action for the match's inbox, or a
     /// snapshot request answered at once.
     pub fn deliver(&mut self, match_id: MatchId, seat: Seat, user: UserId, msg: ClientMessage) {

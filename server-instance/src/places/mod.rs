@@ -123,6 +123,15 @@ impl Places<'_, '_> {
         }
     }
 
+    /// The client bound to `place` lost its login session (a logout or a ban): as
+    /// [`Self::left`], except that a match is forfeited at once rather than after the grace.
+    pub fn revoked(&mut self, user: UserId, place: Place) {
+        match place {
+            Place::Match { match_id, seat } => self.matches.forfeit(match_id, seat, user),
+            other => self.left(user, other),
+        }
+    }
+
     /// A message from the client bound to `place`, checked with [`ClientMessage::verify`]
     /// against it (the caller refuses the ones that fail).
     pub fn deliver(&mut self, user: UserId, place: Place, message: ClientMessage) {

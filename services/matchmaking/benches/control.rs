@@ -7,6 +7,8 @@
 //! `cargo bench -p matchmaking --bench control` (add `-- TICKETS ARRIVALS_PER_SECOND`, default
 //! 200000 at 100000/s; Redis at CROFT_BENCH_REDIS, default redis://127.0.0.1:6379).
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,13 +21,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 struct Outcome {
@@ -75,6 +70,7 @@ async fn run(replicas: Vec<ControlStore>, tickets: usize, rate: f64) -> Outcome 
                         rating: 1000 + (rng % 600) as i32,
                         enqueued_ms: now_ms(),
                         server: format!("conn-{r}"),
+                        tag: String::new(),
                     };
                     store.enqueue(&ticket).await.expect("enqueue");
                     enqueued.fetch_add(1, Ordering::Relaxed);
@@ -189,18 +185,15 @@ fn report(name: &str, tickets: usize, arrivals: f64, o: &Outcome) -> f64 {
     );
     println!(
         "  enqueue -> formed: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-        percentile(&o.latencies_ms, 0.5),
-        percentile(&o.latencies_ms, 0.99),
+        common::percentile(&o.latencies_ms, 0.5),
+        common::percentile(&o.latencies_ms, 0.99),
         o.latencies_ms.last().copied().unwrap_or(0.0)
     );
     rate
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = common::args();
     let tickets: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let arrivals: f64 = args
         .get(1)

@@ -4,22 +4,14 @@
 //!
 //! `cargo bench -p matchmaking --bench queue` (add `-- TICKETS ARRIVALS_PER_SECOND PASS_MS`).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use matchmaking::queue::{Queue, QueueConfig};
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = common::args();
     let tickets: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let rate: f64 = args
         .get(1)
@@ -104,8 +96,8 @@ fn main() {
     );
     println!(
         "  enqueue -> formed latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
+        common::percentile(&latencies, 0.5),
+        common::percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(0.0)
     );
     println!("  left in queue (no partner within window): {}", q.queued());

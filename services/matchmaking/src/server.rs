@@ -11,6 +11,10 @@ use crate::allocator::{Allocator, LocalAllocator, LocalConfig};
 use crate::queue::QueueConfig;
 use crate::service::{Matchmaking, router, spawn_loops};
 
+/// The leader lease: a killed leader is replaced within this (plus one pass), and a leader
+/// stalled this long loses its lease (its steps are fenced from then on).
+pub const DEFAULT_LEADER_LEASE_MS: u64 = 1500;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct MatchmakingConfig {
     /// Internal HTTP API for connection servers (service credential required).
@@ -28,7 +32,7 @@ pub struct MatchmakingConfig {
     pub redis_prefix: String,
     /// How long the leader's lease lasts without renewal (renewed every pass, 10 per second):
     /// a killed leader's successor places matches after at most this long.
-    #[arg(long, env = "CROFT_LEADER_LEASE_MS", default_value_t = 2000)]
+    #[arg(long, env = "CROFT_LEADER_LEASE_MS", default_value_t = DEFAULT_LEADER_LEASE_MS)]
     pub leader_lease_ms: u64,
     /// The netcode private key, to mint instance connect tokens (else env CROFT_NETCODE_KEY).
     #[arg(long, env = "CROFT_NETCODE_KEY_FILE")]
@@ -110,6 +114,10 @@ pub struct MatchmakingConfig {
     /// (local allocator).
     #[arg(long, env = "CROFT_INSTANCE_WS")]
     pub instance_ws: bool,
+    /// The auth service's internal listener, handed to local instances for its feed of revoked
+    /// sessions (`--auth-url`), so that a logged-out or banned player is dropped there too.
+    #[arg(long, env = "CROFT_INSTANCE_AUTH_URL")]
+    pub instance_auth_url: Option<String>,
     /// Where instance logs, ready files and match logs go.
     #[arg(long, env = "CROFT_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -163,6 +171,9 @@ impl MatchmakingConfig {
             local
                 .extra_args
                 .extend(["--ws".into(), "127.0.0.1:0".into()]);
+        }
+        if let Some(url) = &self.instance_auth_url {
+            local.extra_args.extend(["--auth-url".into(), url.clone()]);
         }
         if let Some(f) = &self.control_token_file {
             local.extra_args.push("--control-token-file".into());

@@ -33,6 +33,33 @@ struct MatchState {
     epoch: u64,
     formed_ms: u64,
     placement: Option<Placement>,
+    /// Each player's session tag (hex), carried into their connect tokens.
+    #[serde(default)]
+    tags: Vec<(UserId, String)>,
+}
+
+impl MatchState {
+    fn tag_of(&self, user: UserId) -> [u8; 16] {
+        self.tags
+            .iter()
+            .find(|(u, _)| *u == user)
+            .and_then(|(_, t)| token::revocation::tag_from_hex(t))
+            .unwrap_or_default()
+    }
+}
+
+/// A session tag from a request: 32 hex digits, or none.
+fn session_tag(tag: Option<&str>) -> Result<[u8; 16], ApiError> {
+    match tag {
+        None => Ok([0; 16]),
+        Some(t) => token::revocation::tag_from_hex(t).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "session_tag must be 32 hex digits",
+            )
+        }),
+    }
 }
 
 pub struct Matchmaking {
@@ -227,12 +254,6 @@ impl Matchmaking {
                 }
             }
         }
-        let state = MatchState {
-            epoch: lease.epoch,
-            formed_ms: now_wall,
-            placement: None,
-        };
-        let state = serde_json::to_string(&state).unwrap_or_default();
         let mut formed = Vec::with_capacity(groups.len());
         for group in groups {
             let Ok(match_id) = random_match_id() else {
@@ -240,14 +261,31 @@ impl Matchmaking {
                 return;
             };
             let users: Vec<UserId> = group.iter().map(|t| t.user_id).collect();
-            formed.push((match_id, users, group));
+            let state = MatchState {
+                epoch: lease.epoch,
+                formed_ms: now_wall,
+                placement: None,
+                tags: users
+                    .iter()
+                    .filter_map(|u| {
+                        let t = tickets.iter().find(|t| t.user_id == *u)?;
+                        (!t.tag.is_empty()).then(|| (*u, t.tag.clone()))
+                    })
+                    .collect(),
+            };
+            formed.push((match_id, users, group, state));
         }
+        let states: Vec<String> = formed
+            .iter()
+            .map(|(.., state)| serde_json::to_string(state).unwrap_or_default())
+            .collect();
         let batch: Vec<Group<'_>> = formed
             .iter()
-            .map(|(match_id, users, _)| Group {
+            .zip(&states)
+            .map(|((match_id, users, ..), state)| Group {
                 match_id: *match_id,
                 users,
-                state: &state,
+                state,
             })
             .collect();
         let taken = match self.control.form_many(&lease, &batch).await {
@@ -257,7 +295,8 @@ impl Matchmaking {
                 return;
             }
         };
-        for ((match_id, users, group), taken) in formed.into_iter().zip(taken) {
+        drop(batch);
+        for ((match_id, users, group, state), taken) in formed.into_iter().zip(taken) {
             // Not taken: a player cancelled meanwhile; the others wait for the next pass.
             if !taken {
                 continue;
@@ -266,17 +305,23 @@ impl Matchmaking {
                 metrics::histogram!("croft_matchmaking_queue_wait_seconds")
                     .record(now.saturating_duration_since(t.enqueued_at).as_secs_f64());
             }
-            self.spawn_placement(lease.clone(), match_id, users);
+            self.spawn_placement(lease.clone(), match_id, users, state);
         }
     }
 
-    fn spawn_placement(self: &Arc<Self>, lease: Lease, match_id: MatchId, users: Vec<UserId>) {
+    fn spawn_placement(
+        self: &Arc<Self>,
+        lease: Lease,
+        match_id: MatchId,
+        users: Vec<UserId>,
+        formed: MatchState,
+    ) {
         if !self.placing().insert(match_id) {
             return;
         }
         let this = self.clone();
         tokio::spawn(async move {
-            this.start_match(&lease, match_id, users).await;
+            this.start_match(&lease, match_id, users, formed).await;
             this.placing().remove(&match_id);
         });
     }
@@ -303,7 +348,7 @@ impl Matchmaking {
                 );
                 metrics::counter!("croft_matchmaking_placements_resumed_total").increment(1);
                 let users = r.players.iter().map(|(u, _)| *u).collect();
-                self.spawn_placement(lease.clone(), r.match_id, users);
+                self.spawn_placement(lease.clone(), r.match_id, users, state);
             }
         }
     }
@@ -377,7 +422,13 @@ impl Matchmaking {
 
     /// Allocates a formed match, then records where it runs and tells its players in one
     /// step; a match that cannot be placed is released and its players told.
-    async fn start_match(&self, lease: &Lease, match_id: MatchId, users: Vec<UserId>) {
+    async fn start_match(
+        &self,
+        lease: &Lease,
+        match_id: MatchId,
+        users: Vec<UserId>,
+        formed: MatchState,
+    ) {
         let placed = match users.as_slice() {
             [a, b] => {
                 let request = CreateMatchRequest {
@@ -412,10 +463,12 @@ impl Matchmaking {
         };
         let mut mails = Vec::with_capacity(users.len());
         for user in &users {
-            match self
-                .issuer
-                .mint_instance(placement.server_addr, *user, match_id)
-            {
+            match self.issuer.mint_instance_for(
+                placement.server_addr,
+                *user,
+                match_id,
+                formed.tag_of(*user),
+            ) {
                 Ok(token) => mails.push((
                     *user,
                     body(&UpdateKind::MatchFound {
@@ -432,6 +485,7 @@ impl Matchmaking {
             epoch: lease.epoch,
             formed_ms: now_ms(),
             placement: Some(placement.clone()),
+            tags: formed.tags,
         };
         let state = serde_json::to_string(&state).unwrap_or_default();
         match self.control.place(lease, match_id, &state, &mails).await {
@@ -643,11 +697,17 @@ async fn create_ticket(
             ));
         }
     };
+    let tag = session_tag(req.session_tag.as_deref())?;
     let ticket = Ticket {
         user_id: req.user_id,
         rating,
         enqueued_ms: now_ms(),
         server: req.server,
+        tag: if tag == [0; 16] {
+            String::new()
+        } else {
+            token::revocation::tag_hex(&tag)
+        },
     };
     match mm.control.enqueue(&ticket).await.map_err(unavailable)? {
         Enqueued::New => {
@@ -737,6 +797,7 @@ async fn rejoin(
 ) -> Result<Json<RejoinResponse>, ApiError> {
     check_auth(&mm, &headers)?;
     let req = json_body(body)?;
+    let tag = session_tag(req.session_tag.as_deref())?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_in_match", "not in a match");
     let (match_id, state) = mm
         .control
@@ -750,7 +811,7 @@ async fn rejoin(
         .ok_or_else(not_found)?;
     let token = mm
         .issuer
-        .mint_instance(placement.server_addr, req.user_id, match_id)
+        .mint_instance_for(placement.server_addr, req.user_id, match_id, tag)
         .map_err(|e| {
             tracing::error!(error = %e, "cannot mint a rejoin token");
             ApiError::internal()
@@ -770,6 +831,7 @@ async fn open_farm(
 ) -> Result<Json<FarmResponse>, ApiError> {
     check_auth(&mm, &headers)?;
     let req = json_body(body)?;
+    let tag = session_tag(req.session_tag.as_deref())?;
     let endpoint = mm.allocator.open_farm(req.user_id).await.map_err(|e| {
         tracing::warn!(user = req.user_id, error = %e, "no farm opened");
         ApiError::new(
@@ -780,7 +842,7 @@ async fn open_farm(
     })?;
     let token = mm
         .issuer
-        .mint_farm(endpoint.server_addr, req.user_id)
+        .mint_farm_for(endpoint.server_addr, req.user_id, tag)
         .map_err(|e| {
             tracing::error!(error = %e, "cannot mint a farm token");
             ApiError::internal()
@@ -799,6 +861,7 @@ async fn open_hub(
 ) -> Result<Json<HubPlaceResponse>, ApiError> {
     check_auth(&mm, &headers)?;
     let req = json_body(body)?;
+    let tag = session_tag(req.session_tag.as_deref())?;
     let (hub_id, endpoint) = mm
         .allocator
         .open_hub(req.user_id, req.name)
@@ -813,7 +876,7 @@ async fn open_hub(
         })?;
     let token = mm
         .issuer
-        .mint_hub(endpoint.server_addr, req.user_id, hub_id)
+        .mint_hub_for(endpoint.server_addr, req.user_id, hub_id, tag)
         .map_err(|e| {
             tracing::error!(error = %e, "cannot mint a hub token");
             ApiError::internal()

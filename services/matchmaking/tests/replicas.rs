@@ -178,6 +178,7 @@ async fn enqueue(r: &Replica, user: u64, server: &str) -> String {
         .create_ticket(&TicketRequest {
             user_id: user,
             server: server.into(),
+            session_tag: None,
         })
         .await
         .unwrap()
@@ -292,6 +293,7 @@ async fn two_replicas_form_each_match_once_and_free_players_when_it_ends() {
         .create_ticket(&TicketRequest {
             user_id: pair[0],
             server: "conn-a".into(),
+            session_tag: None,
         })
         .await;
     assert!(again.is_err(), "{again:?}");
@@ -396,6 +398,7 @@ async fn a_new_leader_finishes_a_placement_and_the_old_leader_is_fenced() {
         .rejoin(&RejoinRequest {
             user_id: players[0],
             server: "conn-b".into(),
+            session_tag: None,
         })
         .await
         .unwrap();

@@ -1,0 +1,17 @@
+//! What the matchmaking benches share: their positional arguments and percentiles.
+
+/// The bench's positional arguments (cargo's own `--bench` flag and the like left out).
+pub fn args() -> Vec<String> {
+    std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect()
+}
+
+/// The `q` quantile of sorted samples (0 for none).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
