@@ -68,6 +68,7 @@ conformance!(
     mailboxes_keep_order_acknowledge_and_trim,
     a_mail_watch_wakes_on_new_mail,
     replicas_share_the_state,
+    concurrent_enqueues_are_each_answered_once,
 );
 
 fn ticket(user_id: UserId, rating: i32, enqueued_ms: u64, server: &str) -> Ticket {
@@ -423,6 +424,35 @@ async fn replicas_share_the_state(store: ControlStore, prefix: &str) {
             .unwrap()
     );
     assert_eq!(store.mail_after("s2", 0).await.unwrap().0.len(), 1);
+}
+
+/// Many enqueues at once (over Redis they share script calls): every one is answered, each
+/// player is queued once, and a second enqueue of the same player says so.
+async fn concurrent_enqueues_are_each_answered_once(store: ControlStore, prefix: &str) {
+    let other = replica(&store, prefix);
+    let mut tasks = Vec::new();
+    for round in 0..2u64 {
+        for user in 1..=300u64 {
+            let s = if (user + round) % 2 == 0 {
+                store.clone()
+            } else {
+                other.clone()
+            };
+            tasks.push(tokio::spawn(async move {
+                s.enqueue(&ticket(user, 1000, round, "s")).await
+            }));
+        }
+    }
+    let (mut new, mut existing) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            Enqueued::New => new += 1,
+            Enqueued::Existing => existing += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((new, existing), (300, 300));
+    assert_eq!(store.tickets().await.unwrap().len(), 300);
 }
 
 /// Redis that does not answer: a clear error, soon, not a hang or a panic.
