@@ -4,8 +4,9 @@
 //! Allocation is left out. Runs the in-process store and Redis in the same run, so the ratio
 //! between them holds even when this machine's speed drifts.
 //!
-//! `cargo bench -p matchmaking --bench control` (add `-- TICKETS ARRIVALS_PER_SECOND`, default
-//! 200000 at 100000/s; Redis at CROFT_BENCH_REDIS, default redis://127.0.0.1:6379).
+//! `cargo bench -p matchmaking --bench control` (add `-- TICKETS ARRIVALS_PER_SECOND PASS_MS`,
+//! default 200000 at 100000/s, a pass every 5 ms; Redis at CROFT_BENCH_REDIS, default
+//! redis://127.0.0.1:6379).
 
 mod common;
 
@@ -37,7 +38,7 @@ const LANES: usize = 512;
 
 /// Enqueues `tickets` at `rate` per second through `replicas` (up to [`LANES`] in flight each)
 /// while one leader forms matches.
-async fn run(replicas: Vec<ControlStore>, tickets: usize, rate: f64) -> Outcome {
+async fn run(replicas: Vec<ControlStore>, tickets: usize, rate: f64, pass: Duration) -> Outcome {
     let leader_store = replicas[0].clone();
     let lease = leader_store
         .lead("bench-leader", Duration::from_secs(60))
@@ -143,8 +144,8 @@ async fn run(replicas: Vec<ControlStore>, tickets: usize, rate: f64) -> Outcome 
                 {
                     break;
                 }
-                // A pass every 5 ms at most, as the service's loop would with a short period.
-                let next = pass_start + Duration::from_millis(5);
+                // A pass every `pass` at most, as the service's loop does (every 100 ms there).
+                let next = pass_start + pass;
                 if let Some(wait) = next.checked_duration_since(Instant::now()) {
                     tokio::time::sleep(wait).await;
                 }
@@ -199,6 +200,7 @@ fn main() {
         .get(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100_000.0);
+    let pass = Duration::from_millis(args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -210,7 +212,7 @@ fn main() {
             "in-process store",
             tickets,
             arrivals,
-            &run(vec![local.clone(), local], tickets, arrivals).await,
+            &run(vec![local.clone(), local], tickets, arrivals, pass).await,
         );
         let url =
             std::env::var("CROFT_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -225,7 +227,7 @@ fn main() {
             "redis",
             tickets,
             arrivals,
-            &run(vec![a.clone(), b], tickets, arrivals).await,
+            &run(vec![a.clone(), b], tickets, arrivals, pass).await,
         );
         println!(
             "redis / in-process: {:.2} of the in-process rate",
