@@ -231,6 +231,8 @@ impl Matchmaking {
             // Tickets are distinct users, so this cannot be refused.
             let _ = queue.enqueue(t.user_id, t.rating, &t.server, at);
         }
+        let by_user: std::collections::HashMap<UserId, &Ticket> =
+            tickets.iter().map(|t| (t.user_id, t)).collect();
         let expired = queue.expire(now);
         let groups = queue.form(now);
         metrics::gauge!("croft_matchmaking_queued").set(tickets.len() as f64);
@@ -240,7 +242,7 @@ impl Matchmaking {
             reason: "timed_out".into(),
         });
         for gone in expired {
-            let Some(t) = tickets.iter().find(|t| t.user_id == gone.user_id) else {
+            let Some(t) = by_user.get(&gone.user_id) else {
                 continue;
             };
             match self.control.expire(&lease, t, &left).await {
@@ -268,7 +270,7 @@ impl Matchmaking {
                 tags: users
                     .iter()
                     .filter_map(|u| {
-                        let t = tickets.iter().find(|t| t.user_id == *u)?;
+                        let t = by_user.get(u)?;
                         (!t.tag.is_empty()).then(|| (*u, t.tag.clone()))
                     })
                     .collect(),
