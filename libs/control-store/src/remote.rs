@@ -301,9 +301,20 @@ impl RedisStore {
         })
     }
 
+    /// Redis at `url`, keys under `prefix` (see [`crate::ControlStore::redis`]).
+    pub fn connect(url: &str, prefix: &str) -> Result<Self> {
+        Self::new(url, prefix, crate::MAILBOX_LIMIT)
+    }
+
     /// The prefix of every key.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The managed connection (reconnecting, with short time-outs), for other services' own
+    /// scripts under the same prefix.
+    pub fn connection(&self) -> ConnectionManager {
+        self.con.clone()
     }
 
     pub(crate) fn with_mailbox_limit(mut self, limit: usize) -> Self {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Keys tracked at most per tracker.
@@ -156,9 +156,14 @@ pub struct LoginBackoff {
     addresses: Tracker<IpAddr>,
 }
 
+/// Failures free per account (from one address), per address, and the longest wait.
+pub const ACCOUNT_FREE: u32 = 5;
+pub const ADDRESS_FREE: u32 = 20;
+pub const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
+
 impl Default for LoginBackoff {
     fn default() -> Self {
-        Self::new(5, 20, Duration::from_secs(15 * 60))
+        Self::new(ACCOUNT_FREE, ADDRESS_FREE, MAX_WAIT)
     }
 }
 
@@ -239,6 +244,239 @@ impl LoginBackoff {
             account: key,
             ended: false,
         })
+    }
+}
+
+/// Failures of one key in Redis: `count`, `until` (ms) and `pending` in a hash that expires.
+/// ARGV: now (ms), the account's and the address's free failures, the key lifetime (ms);
+/// KEYS: the account key, then the address key if any. Answers 0, or the seconds to wait.
+const SHARED_BEGIN: &str = r#"
+local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[4])
+local function wait(key, free)
+  local f = redis.call('HMGET', key, 'count', 'until', 'pending')
+  local count, untl, pending = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or 0
+  if untl > now then return math.max(1, math.ceil((untl - now) / 1000)) end
+  if pending > 0 and count + pending > free then return 1 end
+  return 0
+end
+local w = wait(KEYS[1], tonumber(ARGV[2]))
+if w > 0 then return w end
+if KEYS[2] then
+  w = wait(KEYS[2], tonumber(ARGV[3]))
+  if w > 0 then return w end
+end
+for _, k in ipairs(KEYS) do
+  redis.call('HINCRBY', k, 'pending', 1)
+  redis.call('PEXPIRE', k, ttl)
+end
+return 0
+"#;
+
+/// ARGV: now (ms), failed (1/0), clear the account (1/0), the two free counts, the longest wait
+/// (ms), the key lifetime (ms); KEYS as for [`SHARED_BEGIN`].
+const SHARED_FINISH: &str = r#"
+local now, failed, clear = tonumber(ARGV[1]), ARGV[2] == '1', ARGV[3] == '1'
+local max_wait, ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
+local function finish(key, free)
+  local f = redis.call('HMGET', key, 'count', 'pending')
+  local count = tonumber(f[1]) or 0
+  local pending = math.max(0, (tonumber(f[2]) or 0) - 1)
+  if not failed then
+    if count == 0 and pending == 0 then
+      redis.call('DEL', key)
+    else
+      redis.call('HSET', key, 'pending', pending)
+    end
+    return
+  end
+  count = count + 1
+  redis.call('HSET', key, 'count', count, 'pending', pending)
+  if count > free then
+    local exp = math.min(count - free - 1, 20)
+    redis.call('HSET', key, 'until', now + math.min((2 ^ exp) * 1000, max_wait))
+  end
+  redis.call('PEXPIRE', key, ttl)
+end
+finish(KEYS[1], tonumber(ARGV[4]))
+if KEYS[2] then finish(KEYS[2], tonumber(ARGV[5])) end
+if clear then redis.call('DEL', KEYS[1]) end
+return 1
+"#;
+
+/// The same rules as [`LoginBackoff`], kept in Redis so that every auth replica counts the same
+/// failures. A replica that dies mid-attempt leaves its attempt pending until the key expires
+/// (the longest wait plus a minute).
+pub struct SharedBackoff {
+    con: redis::aio::ConnectionManager,
+    prefix: String,
+    account_free: u32,
+    address_free: u32,
+    max_wait: Duration,
+    begin: redis::Script,
+    finish: redis::Script,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl SharedBackoff {
+    pub fn new(
+        store: &control_store::RedisStore,
+        account_free: u32,
+        address_free: u32,
+        max_wait: Duration,
+    ) -> Self {
+        Self {
+            con: store.connection(),
+            prefix: store.prefix().to_string(),
+            account_free,
+            address_free,
+            max_wait,
+            begin: redis::Script::new(SHARED_BEGIN),
+            finish: redis::Script::new(SHARED_FINISH),
+        }
+    }
+
+    fn keys(&self, account: &AccountKey) -> Vec<String> {
+        let ip = account.1.map(|ip| ip.to_string()).unwrap_or_default();
+        let mut keys = vec![format!("{}a:{}|{ip}", self.prefix, account.0)];
+        if account.1.is_some() {
+            keys.push(format!("{}i:{ip}", self.prefix));
+        }
+        keys
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        (self.max_wait + Duration::from_secs(60)).as_millis() as u64
+    }
+
+    async fn begin(&self, account: &AccountKey) -> Result<Result<(), u64>, redis::RedisError> {
+        let mut inv = self.begin.prepare_invoke();
+        for k in self.keys(account) {
+            inv.key(k);
+        }
+        inv.arg(now_ms())
+            .arg(self.account_free)
+            .arg(self.address_free)
+            .arg(self.ttl_ms());
+        let wait: u64 = inv.invoke_async(&mut self.con.clone()).await?;
+        Ok(if wait == 0 { Ok(()) } else { Err(wait) })
+    }
+
+    async fn finish(&self, account: &AccountKey, failed: bool, clear: bool) {
+        let mut inv = self.finish.prepare_invoke();
+        for k in self.keys(account) {
+            inv.key(k);
+        }
+        inv.arg(now_ms())
+            .arg(u8::from(failed))
+            .arg(u8::from(clear))
+            .arg(self.account_free)
+            .arg(self.address_free)
+            .arg(self.max_wait.as_millis() as u64)
+            .arg(self.ttl_ms());
+        let done: Result<i64, _> = inv.invoke_async(&mut self.con.clone()).await;
+        if let Err(e) = done {
+            metrics::counter!("croft_auth_backoff_errors_total").increment(1);
+            tracing::warn!(error = %e, "login backoff not updated in Redis");
+        }
+    }
+}
+
+/// The login backoff the service uses: in this process (the embedded default), or in Redis
+/// shared by the replicas.
+pub enum Backoff {
+    Local(LoginBackoff),
+    Shared(Arc<SharedBackoff>),
+}
+
+/// One admitted attempt of either kind; say how it ended.
+#[must_use]
+pub enum Attempt<'a> {
+    /// `None` once ended.
+    Local(Option<LoginAttempt<'a>>),
+    Shared {
+        backoff: Arc<SharedBackoff>,
+        account: AccountKey,
+        ended: bool,
+    },
+}
+
+impl Backoff {
+    /// Admits a login attempt, or the seconds to wait. Redis that does not answer admits (the
+    /// password check and the per-address rate limit still apply), and counts the failure.
+    pub async fn begin(&self, account: &str, ip: Option<IpAddr>) -> Result<Attempt<'_>, u64> {
+        match self {
+            Backoff::Local(b) => b.begin(account, ip).map(|a| Attempt::Local(Some(a))),
+            Backoff::Shared(b) => {
+                let key = (account.to_string(), ip);
+                match b.begin(&key).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(wait)) => return Err(wait),
+                    Err(e) => {
+                        metrics::counter!("croft_auth_backoff_errors_total").increment(1);
+                        tracing::warn!(error = %e, "login backoff unavailable in Redis");
+                    }
+                }
+                Ok(Attempt::Shared {
+                    backoff: b.clone(),
+                    account: key,
+                    ended: false,
+                })
+            }
+        }
+    }
+}
+
+impl Attempt<'_> {
+    /// The password was wrong (or the account unknown).
+    pub async fn failed(self) {
+        self.end(true).await
+    }
+
+    /// The password was right: the account's failures from this address are forgotten.
+    pub async fn succeeded(self) {
+        self.end(false).await
+    }
+
+    async fn end(mut self, failed: bool) {
+        match &mut self {
+            Attempt::Local(a) => match a.take() {
+                Some(a) if failed => a.failed(),
+                Some(a) => a.succeeded(),
+                None => {}
+            },
+            Attempt::Shared {
+                backoff,
+                account,
+                ended,
+            } => {
+                *ended = true;
+                backoff.finish(account, failed, !failed).await;
+            }
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        // An error on the way: the attempt only frees its place (on a task, since this cannot
+        // wait).
+        if let Attempt::Shared {
+            backoff,
+            account,
+            ended: false,
+        } = self
+        {
+            let (backoff, account) = (backoff.clone(), account.clone());
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { backoff.finish(&account, false, false).await });
+            }
+        }
     }
 }
 
@@ -331,5 +569,122 @@ mod tests {
             drop(b.begin(&format!("probe{i}"), None).unwrap());
         }
         assert_eq!(b.accounts.len(), 0);
+    }
+
+    /// One suite for both kinds: in this process and in the real Redis (CROFT_TEST_REDIS,
+    /// default 127.0.0.1:6379; scripts/services starts it), each Redis run under its own keys.
+    mod both {
+        use super::super::*;
+
+        async fn kinds(free: u32, address_free: u32) -> Vec<(&'static str, Backoff)> {
+            let url = std::env::var("CROFT_TEST_REDIS")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).unwrap();
+            let prefix = format!("{{croft-auth-test-{:016x}}}:", u64::from_le_bytes(b));
+            let redis = control_store::RedisStore::connect(&url, &prefix).unwrap();
+            control_store::ControlStore::Redis(redis.clone())
+                .ping()
+                .await
+                .expect("Redis must be running for these tests (scripts/services starts it)");
+            let max = Duration::from_secs(60);
+            vec![
+                (
+                    "local",
+                    Backoff::Local(LoginBackoff::new(free, address_free, max)),
+                ),
+                (
+                    "redis",
+                    Backoff::Shared(Arc::new(SharedBackoff::new(
+                        &redis,
+                        free,
+                        address_free,
+                        max,
+                    ))),
+                ),
+            ]
+        }
+
+        #[tokio::test]
+        async fn waits_start_after_the_free_failures_and_success_clears() {
+            let ip: Option<IpAddr> = Some([10, 0, 0, 1].into());
+            for (kind, b) in kinds(2, 100).await {
+                for _ in 0..2 {
+                    b.begin("alice", ip).await.expect(kind).failed().await;
+                }
+                b.begin("alice", ip).await.expect(kind).succeeded().await;
+                for _ in 0..3 {
+                    b.begin("alice", ip).await.expect(kind).failed().await;
+                }
+                let wait = b.begin("alice", ip).await.err();
+                assert!(wait.is_some_and(|w| w >= 1), "{kind}: {wait:?}");
+                // Another address may still try the account.
+                let other: Option<IpAddr> = Some([10, 0, 0, 2].into());
+                assert!(b.begin("alice", other).await.is_ok(), "{kind}");
+            }
+        }
+
+        #[tokio::test]
+        async fn guesses_sent_at_once_get_no_more_tries_than_guesses_in_turn() {
+            let ip: Option<IpAddr> = Some([10, 0, 0, 3].into());
+            for (kind, b) in kinds(2, 100).await {
+                let b = Arc::new(b);
+                let mut admitted = Vec::new();
+                let mut refused = 0;
+                for _ in 0..10 {
+                    match b.begin("bob", ip).await {
+                        Ok(a) => admitted.push(a),
+                        Err(_) => refused += 1,
+                    }
+                }
+                assert_eq!((admitted.len(), refused), (3, 7), "{kind}");
+                for a in admitted {
+                    a.failed().await;
+                }
+                assert!(b.begin("bob", ip).await.is_err(), "{kind}");
+            }
+        }
+
+        /// The point of the shared kind: two replicas count the same failures.
+        #[tokio::test]
+        async fn two_replicas_count_the_same_failures() {
+            let url = std::env::var("CROFT_TEST_REDIS")
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            let mut r = [0u8; 8];
+            getrandom::fill(&mut r).unwrap();
+            let prefix = format!("{{croft-auth-test-{:016x}}}:", u64::from_le_bytes(r));
+            let replica = || {
+                let redis = control_store::RedisStore::connect(&url, &prefix).unwrap();
+                Backoff::Shared(Arc::new(SharedBackoff::new(
+                    &redis,
+                    2,
+                    100,
+                    Duration::from_secs(60),
+                )))
+            };
+            let (a, b) = (replica(), replica());
+            let ip: Option<IpAddr> = Some([10, 0, 0, 6].into());
+            a.begin("carol", ip).await.unwrap().failed().await;
+            b.begin("carol", ip).await.unwrap().failed().await;
+            a.begin("carol", ip).await.unwrap().failed().await;
+            assert!(b.begin("carol", ip).await.is_err());
+            assert!(a.begin("carol", ip).await.is_err());
+        }
+
+        #[tokio::test]
+        async fn an_address_is_limited_across_accounts() {
+            let ip: Option<IpAddr> = Some([10, 0, 0, 4].into());
+            for (kind, b) in kinds(100, 3).await {
+                for name in ["a", "b", "c"] {
+                    b.begin(name, ip).await.expect(kind).failed().await;
+                }
+                b.begin("d", ip).await.expect(kind).failed().await;
+                assert!(b.begin("e", ip).await.is_err(), "{kind}");
+                assert!(
+                    b.begin("e", Some([10, 0, 0, 5].into())).await.is_ok(),
+                    "{kind}"
+                );
+            }
+        }
     }
 }

@@ -18,6 +18,13 @@ pub struct AuthConfig {
     /// HTTP listen address.
     #[arg(long, env = "CROFT_AUTH_HTTP", default_value = "127.0.0.1:7000")]
     pub http: SocketAddr,
+    /// Redis shared by the auth replicas for the login backoff (`redis://host:port/db`), so N
+    /// replicas allow what one would. Without it each process counts alone.
+    #[arg(long, env = "CROFT_REDIS_URL")]
+    pub redis: Option<String>,
+    /// Prefix of auth's Redis keys.
+    #[arg(long, env = "CROFT_AUTH_REDIS_PREFIX", default_value = "{croft}:auth:")]
+    pub redis_prefix: String,
     #[command(flatten)]
     pub db: store::DatabaseArgs,
     /// The JWT signing key (64 hex characters, an Ed25519 seed).
@@ -161,6 +168,23 @@ pub async fn build_state(config: &AuthConfig) -> anyhow::Result<AuthState> {
     );
     state.admin_token = admin_token(&config)?;
     state.connection_ws_urls = config.connection_ws_url.clone();
+    if let Some(url) = &config.redis {
+        let control = control_store::RedisStore::connect(url, &config.redis_prefix)
+            .context("the Redis URL (--redis)")?;
+        if let Err(e) = control_store::ControlStore::Redis(control.clone())
+            .ping()
+            .await
+        {
+            tracing::warn!(error = %e, "Redis does not answer yet: logins are admitted meanwhile");
+        }
+        use crate::backoff::{ACCOUNT_FREE, ADDRESS_FREE, Backoff, MAX_WAIT, SharedBackoff};
+        state.backoff = Arc::new(Backoff::Shared(Arc::new(SharedBackoff::new(
+            &control,
+            ACCOUNT_FREE,
+            ADDRESS_FREE,
+            MAX_WAIT,
+        ))));
+    }
     Ok(state)
 }
 

@@ -23,7 +23,7 @@ use store::{NewRefresh, RefreshOutcome, Store, StoreError};
 use token::ConnectTokenIssuer;
 use token::jwt::{JwtError, JwtKeys};
 
-use crate::backoff::LoginBackoff;
+use crate::backoff::{Backoff, LoginBackoff};
 use crate::password::{PasswordError, Passwords};
 
 #[derive(Clone)]
@@ -37,7 +37,7 @@ pub struct AuthState {
     /// Their WebSocket URLs, for web clients.
     pub connection_ws_urls: Vec<String>,
     pub refresh_ttl: Duration,
-    pub backoff: Arc<LoginBackoff>,
+    pub backoff: Arc<Backoff>,
     /// The admin credential; `None` turns the admin routes off.
     pub admin_token: Option<Arc<str>>,
     pub sessions: Arc<SessionCache>,
@@ -210,7 +210,7 @@ impl AuthState {
             connection_servers,
             connection_ws_urls: Vec::new(),
             refresh_ttl,
-            backoff: Arc::new(LoginBackoff::default()),
+            backoff: Arc::new(Backoff::Local(LoginBackoff::default())),
             admin_token: None,
             sessions: Arc::new(SessionCache::new(Duration::from_secs(1))),
             next_server: Arc::default(),
@@ -351,7 +351,7 @@ async fn login(
     }
     let account = store::username_key(&req.username);
     // Admitted and counted in one step; an error on the way (the `?`s below) frees the place.
-    let attempt = state.backoff.begin(&account, ip).map_err(|wait| {
+    let attempt = state.backoff.begin(&account, ip).await.map_err(|wait| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_failures",
@@ -373,11 +373,11 @@ async fn login(
     let user = match user {
         Some(u) if ok => u,
         _ => {
-            attempt.failed();
+            attempt.failed().await;
             return Err(invalid_credentials());
         }
     };
-    attempt.succeeded();
+    attempt.succeeded().await;
     if user.disabled {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

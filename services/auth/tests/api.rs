@@ -27,10 +27,8 @@ fn state(store: Store) -> AuthState {
         vec!["127.0.0.1:5100".parse().unwrap()],
         Duration::from_secs(3600),
     );
-    state.backoff = Arc::new(auth::backoff::LoginBackoff::new(
-        3,
-        100,
-        Duration::from_secs(60),
+    state.backoff = Arc::new(auth::backoff::Backoff::Local(
+        auth::backoff::LoginBackoff::new(3, 100, Duration::from_secs(60)),
     ));
     state.admin_token = Some("admin-credential-for-tests-0123456789".into());
     state
