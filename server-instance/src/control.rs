@@ -611,35 +611,22 @@ pub async fn renew_farm_leases(
     }
 }
 
-/// Polls the auth service's feed of revoked sessions into `commands`, forever: players whose
-/// session was revoked (a logout, a ban) are dropped from their match (forfeit), farm or place
-/// in the common area.
+/// Polls the auth service's feed of revoked sessions into `commands`, until the app is gone:
+/// players whose session was revoked (a logout, a ban) are dropped from their match (forfeit),
+/// farm or place in the common area.
 pub async fn follow_revocations(
     feed: contracts::auth::AuthFeedClient,
     commands: UnboundedSender<ControlCommand>,
     every: std::time::Duration,
 ) {
-    let mut set = token::revocation::RevocationSet::starting_at(store::now_ms(), 5 * 60 * 1000);
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let query = contracts::auth::v1::RevocationsQuery {
-            since: set.since,
-            skip: set.skip,
-        };
-        match feed.revocations(&query).await {
-            Ok(page) => {
-                let fresh = set.apply(&page);
-                set.prune(store::now_ms() - 10 * 60 * 1000);
-                if !fresh.is_empty() && commands.send(ControlCommand::Revoke(fresh)).is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                metrics::counter!("croft_instance_revocation_poll_errors_total").increment(1);
-                tracing::debug!(error = %e, "revocation feed unavailable");
-            }
-        }
-    }
+    token::revocation::follow(
+        &feed,
+        every,
+        |fresh| commands.send(ControlCommand::Revoke(fresh)).is_ok(),
+        |e| {
+            metrics::counter!("croft_instance_revocation_poll_errors_total").increment(1);
+            tracing::debug!(error = %e, "revocation feed unavailable");
+        },
+    )
+    .await
 }

@@ -87,6 +87,45 @@ impl RevocationSet {
     }
 }
 
+/// Polls the auth service's revocation feed every `every`, forever (or until `fresh` answers
+/// false): each page's newly revoked tags go to `fresh`, a failed poll to `failed`. Starts five
+/// minutes back, which covers every connect token still valid, and forgets revocations older
+/// than ten minutes.
+#[cfg(feature = "feed")]
+pub async fn follow(
+    feed: &contracts::auth::AuthFeedClient,
+    every: std::time::Duration,
+    mut fresh: impl FnMut(Vec<[u8; 16]>) -> bool,
+    mut failed: impl FnMut(&contracts::CallError),
+) {
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    };
+    let mut set = RevocationSet::starting_at(now_ms(), 5 * 60 * 1000);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let query = contracts::auth::v1::RevocationsQuery {
+            since: set.since,
+            skip: set.skip,
+        };
+        match feed.revocations(&query).await {
+            Ok(page) => {
+                let new = set.apply(&page);
+                set.prune(now_ms() - 10 * 60 * 1000);
+                if !new.is_empty() && !fresh(new) {
+                    return;
+                }
+            }
+            Err(e) => failed(&e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

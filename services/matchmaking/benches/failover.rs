@@ -18,11 +18,11 @@ use matchmaking::{Allocator, Matchmaking, QueueConfig};
 
 /// Places every match at once and notes when.
 #[derive(Default)]
-struct Instant0 {
+struct Stamped {
     placed: Mutex<Option<Instant>>,
 }
 
-impl Allocator for Instant0 {
+impl Allocator for Stamped {
     fn allocate(&self, _: CreateMatchRequest) -> BoxFuture<'_, Result<Placement, AllocError>> {
         Box::pin(async move {
             self.placed.lock().unwrap().get_or_insert_with(Instant::now);
@@ -75,7 +75,7 @@ fn main() {
         let mut times = Vec::with_capacity(kills);
         for kill in 0..kills {
             let prefix = format!("{{croft-failover-{}-{kill}}}:", std::process::id());
-            let replica = |fleet: Arc<Instant0>| {
+            let replica = |fleet: Arc<Stamped>| {
                 let control = ControlStore::redis(&url, &prefix).expect("redis url");
                 let mm = Matchmaking::new(
                     QueueConfig::default(),
@@ -90,7 +90,7 @@ fn main() {
                 let loops = matchmaking::spawn_loops(mm.clone(), Duration::from_millis(100));
                 (mm, loops)
             };
-            let first_fleet = Arc::new(Instant0::default());
+            let first_fleet = Arc::new(Stamped::default());
             let (first, first_loops) = replica(first_fleet.clone());
             let probe = ControlStore::redis(&url, &prefix).expect("redis url");
             if let Err(e) = probe.ping().await {
@@ -100,7 +100,7 @@ fn main() {
             while !first.is_leader() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            let second_fleet = Arc::new(Instant0::default());
+            let second_fleet = Arc::new(Stamped::default());
             let (_second, second_loops) = replica(second_fleet.clone());
             // Let the second replica run a few passes as a follower, and kill at a point of
             // the pass that varies from run to run (a fixed delay lines the kill up with the
