@@ -166,6 +166,7 @@ impl ControlShared {
             live,
             ended,
             draining: self.draining.load(Ordering::SeqCst),
+            boot: self.holder.clone(),
         }
     }
 

@@ -91,6 +91,10 @@ pub mod v1 {
         pub live: Vec<MatchId>,
         pub ended: Vec<EndedMatch>,
         pub draining: bool,
+        /// This run of the instance (new at every start): a report under another `boot` from
+        /// the same address is a restarted instance, which no longer hosts what it had.
+        #[serde(default)]
+        pub boot: String,
     }
 
     /// Host a player's farm here.

@@ -32,7 +32,8 @@ pub mod v1 {
     #[serde(tag = "type", rename_all = "snake_case")]
     pub enum UpdateKind {
         QueueLeft {
-            /// `timed_out` or `no_capacity`.
+            /// `timed_out`, `no_capacity` or `connection_lost` (the player's connection server
+            /// stopped reading its mailbox).
             reason: String,
         },
         MatchFound {

@@ -237,8 +237,8 @@ impl ControlStore {
         dispatch!(self, s => s.form(lease, groups).await)
     }
 
-    /// Removes `ticket` if it is still queued unchanged and mails `body` to its player: `false`
-    /// when it is gone or was replaced.
+    /// Removes `ticket` if it is still queued unchanged (the same wait, rating and connection
+    /// server) and mails `body` to its player: `false` when it is gone, was replaced or moved.
     pub async fn expire(&self, lease: &Lease, ticket: &Ticket, body: &str) -> Result<bool> {
         dispatch!(self, s => s.expire(lease, ticket, body).await)
     }
@@ -286,9 +286,23 @@ impl ControlStore {
         Ok(m)
     }
 
-    /// Acknowledges `server`'s mail up to `after` and returns the rest with the last number given.
-    pub async fn mail_after(&self, server: &str, after: u64) -> Result<(Vec<Mail>, u64)> {
-        dispatch!(self, s => s.mail_after(server, after).await)
+    /// Acknowledges `server`'s mail up to `after` and returns the rest with the last number
+    /// given; notes that `server` asked (at `now_ms`, wall clock), see [`Self::mailboxes_seen`].
+    pub async fn mail_after(
+        &self,
+        server: &str,
+        after: u64,
+        now_ms: u64,
+    ) -> Result<(Vec<Mail>, u64)> {
+        dispatch!(self, s => s.mail_after(server, after, now_ms).await)
+    }
+
+    /// Each connection server that has read its mailbox, with when it last did (wall-clock
+    /// milliseconds): one that stopped asking is gone, and its players with it.
+    pub async fn mailboxes_seen(&self) -> Result<Vec<(String, u64)>> {
+        let mut seen = dispatch!(self, s => s.mailboxes_seen().await)?;
+        seen.sort();
+        Ok(seen)
     }
 
     /// A watch on new mail, for long polls: take it before reading the mailbox, then

@@ -17,6 +17,8 @@ struct State {
     /// Each match's state and its players' connection servers.
     matches: HashMap<MatchId, (String, Vec<(UserId, String)>)>,
     boxes: HashMap<String, (u64, VecDeque<Mail>)>,
+    /// When each connection server last read its mailbox (wall-clock ms).
+    seen: HashMap<String, u64>,
     lead: Option<(String, Instant)>,
     epoch: u64,
 }
@@ -160,10 +162,11 @@ impl Local {
     pub(crate) async fn expire(&self, lease: &Lease, ticket: &Ticket, body: &str) -> Result<bool> {
         let mut st = self.lock();
         Self::check(&st, lease)?;
-        let same = st
-            .tickets
-            .get(&ticket.user_id)
-            .is_some_and(|t| t.rating == ticket.rating && t.enqueued_ms == ticket.enqueued_ms);
+        let same = st.tickets.get(&ticket.user_id).is_some_and(|t| {
+            t.rating == ticket.rating
+                && t.enqueued_ms == ticket.enqueued_ms
+                && t.server == ticket.server
+        });
         if !same {
             return Ok(false);
         }
@@ -259,8 +262,14 @@ impl Local {
             .collect())
     }
 
-    pub(crate) async fn mail_after(&self, server: &str, after: u64) -> Result<(Vec<Mail>, u64)> {
+    pub(crate) async fn mail_after(
+        &self,
+        server: &str,
+        after: u64,
+        now_ms: u64,
+    ) -> Result<(Vec<Mail>, u64)> {
         let mut st = self.lock();
+        st.seen.insert(server.to_string(), now_ms);
         let Some((seq, items)) = st.boxes.get_mut(server) else {
             return Ok((Vec::new(), 0));
         };
@@ -268,6 +277,15 @@ impl Local {
             items.pop_front();
         }
         Ok((items.iter().cloned().collect(), *seq))
+    }
+
+    pub(crate) async fn mailboxes_seen(&self) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .lock()
+            .seen
+            .iter()
+            .map(|(s, t)| (s.clone(), *t))
+            .collect())
     }
 
     pub(crate) async fn clear(&self) -> Result<()> {

@@ -121,11 +121,12 @@ end
 return out
 "#;
 
-/// ARGV[5] user, ARGV[6] the ticket as stored, ARGV[7] body.
+/// ARGV[5] user, ARGV[6] the ticket as stored, ARGV[7] body, ARGV[8] its connection server.
 const EXPIRE: &str = r#"
 if fenced() then return 'fenced' end
 if redis.call('HGET', P..'t', ARGV[5]) ~= ARGV[6] then return 'gone' end
 local server = redis.call('HGET', P..'ts', ARGV[5]) or ''
+if server ~= ARGV[8] then return 'gone' end
 redis.call('HDEL', P..'t', ARGV[5])
 redis.call('HDEL', P..'ts', ARGV[5])
 redis.call('HDEL', P..'tg', ARGV[5])
@@ -503,6 +504,7 @@ impl RedisStore {
             t.user_id.to_string(),
             format!("{}:{}", t.rating, t.enqueued_ms),
             body.to_string(),
+            t.server.clone(),
         ];
         let done = self.fenced(&self.scripts.expire, lease, &args).await?;
         self.mailed();
@@ -608,10 +610,20 @@ impl RedisStore {
         Ok(out)
     }
 
-    pub(crate) async fn mail_after(&self, server: &str, after: u64) -> Result<(Vec<Mail>, u64)> {
+    pub(crate) async fn mail_after(
+        &self,
+        server: &str,
+        after: u64,
+        now_ms: u64,
+    ) -> Result<(Vec<Mail>, u64)> {
         let k = self.key(&format!("b:{server}"));
         let (items, last): (Vec<String>, Option<u64>) = redis::pipe()
             .atomic()
+            .cmd("HSET")
+            .arg(self.key("seen"))
+            .arg(server)
+            .arg(now_ms)
+            .ignore()
             .cmd("ZREMRANGEBYSCORE")
             .arg(&k)
             .arg("-inf")
@@ -641,6 +653,17 @@ impl RedisStore {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok((mail, last.unwrap_or(0)))
+    }
+
+    pub(crate) async fn mailboxes_seen(&self) -> Result<Vec<(String, u64)>> {
+        let seen: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.key("seen"))
+            .query_async(&mut self.con.clone())
+            .await
+            .map_err(unavailable)?;
+        seen.into_iter()
+            .map(|(s, t)| Ok((s, parse("a mailbox's last read", &t)?)))
+            .collect()
     }
 
     pub(crate) async fn clear(&self) -> Result<()> {

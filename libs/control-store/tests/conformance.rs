@@ -65,6 +65,8 @@ conformance!(
     a_release_frees_the_players,
     fenced_steps_change_nothing,
     expiry_takes_only_the_ticket_it_saw,
+    expiry_leaves_a_ticket_that_moved_server,
+    mailbox_reads_are_seen,
     mailboxes_keep_order_acknowledge_and_trim,
     a_mail_watch_wakes_on_new_mail,
     replicas_share_the_state,
@@ -193,10 +195,10 @@ async fn a_match_is_formed_placed_and_closed_once(store: ControlStore, _: &str) 
         store.enqueue(&ticket(2, 1000, 5, "s2")).await.unwrap(),
         Enqueued::InMatch(42)
     );
-    let (s1, last) = store.mail_after("s1", 0).await.unwrap();
+    let (s1, last) = store.mail_after("s1", 0, 1).await.unwrap();
     assert_eq!(s1.len(), 1);
     assert_eq!((s1[0].user_id, s1[0].body.as_str(), last), (1, "go|1", 1));
-    let (s2, _) = store.mail_after("s2", 0).await.unwrap();
+    let (s2, _) = store.mail_after("s2", 0, 1).await.unwrap();
     assert_eq!((s2[0].user_id, s2[0].body.as_str()), (2, "go 2"));
 
     // Player 1 reconnects through s3: the end of the match reaches them there.
@@ -206,9 +208,9 @@ async fn a_match_is_formed_placed_and_closed_once(store: ControlStore, _: &str) 
     );
     assert!(store.close(42, "ended").await.unwrap());
     assert!(!store.close(42, "ended").await.unwrap(), "closed once");
-    let (s3, _) = store.mail_after("s3", 0).await.unwrap();
+    let (s3, _) = store.mail_after("s3", 0, 1).await.unwrap();
     assert_eq!(s3.iter().map(|m| m.user_id).collect::<Vec<_>>(), vec![1]);
-    let (s2, _) = store.mail_after("s2", 1).await.unwrap();
+    let (s2, _) = store.mail_after("s2", 1, 1).await.unwrap();
     assert_eq!(
         s2.iter().map(|m| &m.body[..]).collect::<Vec<_>>(),
         ["ended"]
@@ -309,7 +311,7 @@ async fn a_release_frees_the_players(store: ControlStore, _: &str) {
     assert!(store.form(&lease, 5, &[1, 2], "forming").await.unwrap());
     assert!(store.release(&lease, 5, "no_capacity").await.unwrap());
     assert!(!store.release(&lease, 5, "no_capacity").await.unwrap());
-    let (mail, _) = store.mail_after("s1", 0).await.unwrap();
+    let (mail, _) = store.mail_after("s1", 0, 1).await.unwrap();
     assert_eq!(mail.len(), 2);
     assert!(mail.iter().all(|m| m.body == "no_capacity"));
     assert_eq!(store.seat(1).await.unwrap(), None);
@@ -336,11 +338,11 @@ async fn fenced_steps_change_nothing(store: ControlStore, _: &str) {
         Err(ControlError::Fenced)
     ));
     assert_eq!(store.seat(1).await.unwrap(), Some(Seat::Forming(5)));
-    assert_eq!(store.mail_after("s1", 0).await.unwrap().0, vec![]);
+    assert_eq!(store.mail_after("s1", 0, 1).await.unwrap().0, vec![]);
     // The new leader finishes the placement the old one started.
     assert_eq!(store.matches().await.unwrap()[0].state, "forming");
     assert!(store.place(&new, 5, "placed", &mails).await.unwrap());
-    assert_eq!(store.mail_after("s1", 0).await.unwrap().0.len(), 1);
+    assert_eq!(store.mail_after("s1", 0, 1).await.unwrap().0.len(), 1);
 }
 
 async fn expiry_takes_only_the_ticket_it_saw(store: ControlStore, _: &str) {
@@ -355,12 +357,38 @@ async fn expiry_takes_only_the_ticket_it_saw(store: ControlStore, _: &str) {
     let now = store.tickets().await.unwrap()[0].clone();
     assert!(store.expire(&lease, &now, "timed_out").await.unwrap());
     assert_eq!(store.tickets().await.unwrap(), vec![]);
-    let (mail, _) = store.mail_after("s1", 0).await.unwrap();
+    let (mail, _) = store.mail_after("s1", 0, 1).await.unwrap();
     assert_eq!(
         mail.iter()
             .map(|m| (m.user_id, &m.body[..]))
             .collect::<Vec<_>>(),
         [(1, "timed_out")]
+    );
+}
+
+async fn expiry_leaves_a_ticket_that_moved_server(store: ControlStore, _: &str) {
+    let lease = leader(&store, "a").await;
+    store.enqueue(&ticket(1, 1000, 1, "s1")).await.unwrap();
+    let seen = store.tickets().await.unwrap()[0].clone();
+    // The player reconnected through s2 and queued again: the same ticket, now relayed by s2.
+    assert_eq!(
+        store.enqueue(&ticket(1, 1000, 1, "s2")).await.unwrap(),
+        Enqueued::Existing
+    );
+    assert!(!store.expire(&lease, &seen, "gone").await.unwrap());
+    let now = store.tickets().await.unwrap();
+    assert_eq!((now.len(), &now[0].server[..]), (1, "s2"));
+    assert_eq!(store.mail_after("s1", 0, 1).await.unwrap().0, vec![]);
+}
+
+async fn mailbox_reads_are_seen(store: ControlStore, _: &str) {
+    assert_eq!(store.mailboxes_seen().await.unwrap(), vec![]);
+    store.mail_after("s1", 0, 1_000).await.unwrap();
+    store.mail_after("s2", 0, 2_000).await.unwrap();
+    store.mail_after("s1", 0, 3_000).await.unwrap();
+    assert_eq!(
+        store.mailboxes_seen().await.unwrap(),
+        vec![("s1".to_string(), 3_000), ("s2".to_string(), 2_000)]
     );
 }
 
@@ -374,7 +402,7 @@ async fn mailboxes_keep_order_acknowledge_and_trim(store: ControlStore, _: &str)
         assert!(store.expire(&lease, t, &format!("m{u}")).await.unwrap());
     }
     // The oldest two went past the limit.
-    let (mail, last) = store.mail_after("s1", 0).await.unwrap();
+    let (mail, last) = store.mail_after("s1", 0, 1).await.unwrap();
     assert_eq!(last, 5);
     assert_eq!(
         mail.iter()
@@ -382,11 +410,11 @@ async fn mailboxes_keep_order_acknowledge_and_trim(store: ControlStore, _: &str)
             .collect::<Vec<_>>(),
         [(3, "m3"), (4, "m4"), (5, "m5")]
     );
-    let (mail, last) = store.mail_after("s1", 4).await.unwrap();
+    let (mail, last) = store.mail_after("s1", 4, 1).await.unwrap();
     assert_eq!((mail.len(), mail[0].seq, last), (1, 5, 5));
     // Acknowledged mail is gone for good.
-    assert_eq!(store.mail_after("s1", 0).await.unwrap().0.len(), 1);
-    assert_eq!(store.mail_after("nobody", 0).await.unwrap(), (vec![], 0));
+    assert_eq!(store.mail_after("s1", 0, 1).await.unwrap().0.len(), 1);
+    assert_eq!(store.mail_after("nobody", 0, 1).await.unwrap(), (vec![], 0));
 }
 
 async fn a_mail_watch_wakes_on_new_mail(store: ControlStore, _: &str) {
@@ -399,7 +427,7 @@ async fn a_mail_watch_wakes_on_new_mail(store: ControlStore, _: &str) {
     tokio::time::timeout(Duration::from_secs(10), watch.wait(Duration::from_secs(60)))
         .await
         .expect("the watch wakes on the mail");
-    assert_eq!(store.mail_after("s1", 0).await.unwrap().0.len(), 1);
+    assert_eq!(store.mail_after("s1", 0, 1).await.unwrap().0.len(), 1);
 }
 
 async fn replicas_share_the_state(store: ControlStore, prefix: &str) {
@@ -423,7 +451,7 @@ async fn replicas_share_the_state(store: ControlStore, prefix: &str) {
             .await
             .unwrap()
     );
-    assert_eq!(store.mail_after("s2", 0).await.unwrap().0.len(), 1);
+    assert_eq!(store.mail_after("s2", 0, 1).await.unwrap().0.len(), 1);
 }
 
 /// Many enqueues at once (over Redis they share script calls): every one is answered, each

@@ -30,6 +30,7 @@ impl Allocator for Stamped {
                 instance: "bench-1".into(),
                 server_addr: "127.0.0.1:40000".parse().unwrap(),
                 ws_url: None,
+                control: None,
             })
         })
     }

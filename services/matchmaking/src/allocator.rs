@@ -27,6 +27,10 @@ pub struct Placement {
     pub server_addr: SocketAddr,
     /// The instance's WebSocket URL, for web clients.
     pub ws_url: Option<String>,
+    /// The instance's control API, where the leader checks that the match still runs there
+    /// (absent in records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
 }
 
 /// Where a client connects: the UDP address its token names, and the same server's WebSocket
@@ -403,6 +407,7 @@ impl LocalAllocator {
             instance: instance.id.clone(),
             server_addr: created.server_addr,
             ws_url: created.ws_url,
+            control: Some(instance.control.clone()),
         })
     }
 

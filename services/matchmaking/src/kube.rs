@@ -396,6 +396,7 @@ impl KubeAllocator {
                     instance: name.to_string(),
                     server_addr: c.server_addr,
                     ws_url: c.ws_url,
+                    control: Some(tracked.control.clone()),
                 })
             }
             Err(e) => {

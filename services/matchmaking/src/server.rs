@@ -1,4 +1,4 @@
-//! `croft matchmaking`: the matchmaking service alone, with the local allocator.
+//! `croft matchmaking`: the matchmaking service alone, with its instance allocator.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,11 +83,15 @@ pub struct MatchmakingConfig {
     /// Among replicas it runs on the leader only; other processes must not run one.
     #[arg(long, env = "CROFT_OUTBOX_RELAY", requires = "kafka")]
     pub outbox_relay: bool,
-    /// Where instance servers come from: `local` (child processes of this one), `agones`
-    /// (GameServerAllocations on a Fleet) or `kubernetes` (ready pods by label, scaling their
-    /// Deployment).
-    #[arg(long, env = "CROFT_ALLOCATOR", default_value = "local", value_parser = ["local", "agones", "kubernetes"])]
+    /// Where instance servers come from: `local` (child processes of this one), `fleet`
+    /// (instances run by something else, at the control URLs of `--instances`, shared by every
+    /// replica), `agones` (GameServerAllocations on a Fleet) or `kubernetes` (ready pods by
+    /// label, scaling their Deployment).
+    #[arg(long, env = "CROFT_ALLOCATOR", default_value = "local", value_parser = ["local", "fleet", "agones", "kubernetes"])]
     pub allocator: String,
+    /// The instances' control API URLs (fleet), comma-separated.
+    #[arg(long, env = "CROFT_INSTANCES", value_delimiter = ',')]
+    pub instances: Vec<String>,
     /// The namespace the instance servers run in (agones, kubernetes).
     #[arg(long, env = "CROFT_INSTANCE_NAMESPACE", default_value = "default")]
     pub instance_namespace: String,
@@ -227,7 +231,18 @@ pub async fn start(config: &MatchmakingConfig, store: store::Store) -> anyhow::R
         24,
     )?;
     let control_token = token::load_control_token(config.control_token_file.as_deref())?;
+    let watch_client = contracts::instance::InstanceClient::new(
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .context("an HTTP client")?,
+        control_token.clone(),
+    );
     let allocator: Arc<dyn Allocator> = match config.allocator.as_str() {
+        "fleet" => Arc::new(
+            crate::fleet::FleetAllocator::new(&config.instances, control_token)
+                .context("the instance fleet")?,
+        ),
         "agones" | "kubernetes" => {
             let mode = if config.allocator == "agones" {
                 crate::kube::KubeMode::Agones {
@@ -276,6 +291,7 @@ pub async fn start(config: &MatchmakingConfig, store: store::Store) -> anyhow::R
         data_handle.clone(),
         service_token,
     );
+    matchmaking.watch_instances(watch_client);
     let loops = spawn_loops(matchmaking.clone(), Duration::from_millis(100));
     Ok(Running {
         matchmaking,

@@ -24,6 +24,9 @@ use token::ConnectTokenIssuer;
 use crate::allocator::{AllocEvent, Allocator, Placement};
 use crate::queue::{MatchId, Queue, QueueConfig, UserId};
 
+mod lost;
+pub use lost::{INSTANCE_SILENCE, MAILBOX_SILENCE, MATCH_ABSENCE};
+
 /// What the control store keeps about a match: who formed it, when, and where it runs once
 /// placed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +88,8 @@ pub struct Matchmaking {
     unclosed: Mutex<Vec<AllocEvent>>,
     /// When the leader next closes placed matches whose result is in the database.
     next_sweep: Mutex<Instant>,
+    /// The instances of placed matches, watched by the leader (set by `watch_instances`).
+    watch: std::sync::OnceLock<lost::InstanceWatch>,
 }
 
 /// How often the leader closes placed matches whose instance recorded their result.
@@ -142,6 +147,7 @@ impl Matchmaking {
             placing: Mutex::new(HashSet::new()),
             unclosed: Mutex::new(Vec::new()),
             next_sweep: Mutex::new(Instant::now()),
+            watch: std::sync::OnceLock::new(),
         })
     }
 
@@ -215,6 +221,7 @@ impl Matchmaking {
         };
         if sweep {
             self.sweep().await;
+            self.drop_silent_tickets(&lease).await;
         }
         let tickets = match self.control.tickets().await {
             Ok(t) => t,
@@ -357,7 +364,7 @@ impl Matchmaking {
 
     /// Closes every placed match whose result is in the database: instances record their
     /// results themselves, so a match placed by a replica that died (or whose ended report was
-    /// lost) still frees its players.
+    /// lost) still frees its players. Then aborts the placed matches whose instance is gone.
     async fn sweep(&self) {
         let records = match self.control.matches().await {
             Ok(r) => r,
@@ -384,6 +391,7 @@ impl Matchmaking {
                 return;
             }
         };
+        let recorded_ids: Vec<i64> = recorded.iter().map(|(id, _)| *id).collect();
         for (id, reason) in recorded {
             let match_id = id as MatchId;
             let ended = body(&UpdateKind::MatchEnded {
@@ -400,6 +408,7 @@ impl Matchmaking {
                 Err(e) => tracing::warn!(match_id, error = %e, "cannot close a match"),
             }
         }
+        self.abort_lost(&records, &recorded_ids).await;
     }
 
     /// The deck `user` queues with: their chosen deck while it is valid by the current card
@@ -767,7 +776,7 @@ async fn updates(
     loop {
         let (mail, last_seq) = mm
             .control
-            .mail_after(&q.server, q.after)
+            .mail_after(&q.server, q.after, now_ms())
             .await
             .map_err(unavailable)?;
         let now = Instant::now();

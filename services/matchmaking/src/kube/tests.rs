@@ -155,6 +155,7 @@ async fn stub_instance() -> StubInstance {
                         live: vec![],
                         ended: e.lock().unwrap().clone(),
                         draining: false,
+                        boot: "test".into(),
                     })
                 }
             }),
