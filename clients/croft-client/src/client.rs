@@ -9,6 +9,7 @@ pub mod policy;
 pub mod value;
 
 use std::sync::{Arc, OnceLock, mpsc};
+use std::time::{Duration, Instant};
 
 use renet_netcode::ConnectToken;
 use shared_sim::GameData;
@@ -79,7 +80,9 @@ pub fn embedded_game_data() -> Option<Arc<GameData>> {
 /// What it does by itself: the REST calls run on a thread; after login it connects to the
 /// connection server; on `MatchFound` it connects to the instance server with the token; when
 /// the match connection drops before the end it asks the lobby for `RejoinMatch` and connects
-/// again with the fresh token; it reports `Disconnected` when the lobby connection is gone.
+/// again with the fresh token; it reports `Disconnected` when the lobby connection is gone,
+/// and, unless the server refused the session, reconnects by itself (a fresh session from the
+/// refresh token, the lost server tried last) until welcomed again (`LoggedIn`).
 pub struct Client {
     data: Option<Arc<GameData>>,
     api: Option<AuthApi>,
@@ -98,7 +101,24 @@ pub struct Client {
     farm: Option<FarmSession>,
     hub: Option<HubSession>,
     events: Vec<ClientEvent>,
+    /// After a lost lobby connection (not a server's refusal): the server that was lost and
+    /// when to try again, for the automatic reconnect.
+    lost: Option<LostLobby>,
+    /// The connection server refused the session (replaced, revoked, bad token): no
+    /// automatic reconnect.
+    refused: bool,
 }
+
+struct LostLobby {
+    server: std::net::SocketAddr,
+    retry_at: Instant,
+    tries: u32,
+}
+
+/// Automatic reconnects after a lost lobby connection before the client gives up (each a
+/// fresh session from the refresh token, the lost server tried last): 0.5 s, 1 s, 2 s, then
+/// every 4 s.
+const AUTO_RECONNECTS: u32 = 10;
 
 impl Default for Client {
     fn default() -> Self {
@@ -130,6 +150,8 @@ impl Client {
             farm: None,
             hub: None,
             events: Vec::new(),
+            lost: None,
+            refused: false,
         }
     }
 
@@ -155,6 +177,8 @@ impl Client {
             return self.local_error("a login is already under way");
         }
         self.close_connections();
+        self.lost = None;
+        self.refused = false;
         let (base, user, pass) = (
             base_url.to_string(),
             username.to_string(),
@@ -208,6 +232,7 @@ impl Client {
     /// a thread (a failure comes as an `Error`).
     pub fn logout(&mut self) {
         self.close_connections();
+        self.lost = None;
         self.login_rx = None;
         if let (Some(api), Some(session)) = (self.api.take(), self.session.take()) {
             let (tx, rx) = mpsc::channel();
@@ -366,6 +391,15 @@ impl Client {
     }
 
     fn poll_login(&mut self) {
+        if self.lobby.is_none()
+            && self.login_rx.is_none()
+            && self
+                .lost
+                .as_ref()
+                .is_some_and(|l| Instant::now() >= l.retry_at)
+        {
+            self.reconnect();
+        }
         if let Some(rx) = &self.logout_rx {
             match rx.try_recv() {
                 Ok(Ok(())) | Err(mpsc::TryRecvError::Disconnected) => self.logout_rx = None,
@@ -387,11 +421,27 @@ impl Client {
         self.login_rx = None;
         let (api, session) = match answer {
             Ok(a) => a,
-            Err(e) => return self.events.push(ClientEvent::LoginFailed(e)),
+            Err(e) => {
+                // An automatic reconnect tries again later (auth may be restarting too).
+                if let Some(l) = self.lost.as_mut() {
+                    l.tries += 1;
+                    l.retry_at = Instant::now() + Duration::from_millis(500u64 << l.tries.min(3));
+                    if l.tries > AUTO_RECONNECTS {
+                        self.lost = None;
+                    }
+                }
+                return self.events.push(ClientEvent::LoginFailed(e));
+            }
         };
+        let lost = self.lost.as_ref().map(|l| l.server);
         let lobby = crate::api::netcode_token(&session)
             .map_err(|e| format!("{e:#}"))
-            .and_then(|t| Lobby::connect(t).map_err(|e| e.to_string()));
+            .and_then(|mut t| {
+                if let Some(server) = lost {
+                    crate::try_last(&mut t, server);
+                }
+                Lobby::connect(t).map_err(|e| e.to_string())
+            });
         match lobby {
             Ok(l) => {
                 self.lobby = Some(l);
@@ -411,6 +461,7 @@ impl Client {
             return;
         };
         let LobbyPoll { messages, gone } = lobby.poll();
+        let server = lobby.server_addr();
         for m in messages {
             match m {
                 Ok(m) => self.handle_lobby(m),
@@ -423,8 +474,19 @@ impl Client {
         if let Some(e) = gone {
             self.lobby = None;
             let reason = e.to_string();
-            if self.welcomed {
-                self.events.push(ClientEvent::Disconnected(reason));
+            if self.welcomed || self.lost.is_some() {
+                if self.welcomed {
+                    self.events.push(ClientEvent::Disconnected(reason));
+                }
+                // The server went away (not a refusal): reconnect by itself, elsewhere first.
+                if !self.refused {
+                    let tries = self.lost.as_ref().map_or(0, |l| l.tries);
+                    self.lost = (tries < AUTO_RECONNECTS).then(|| LostLobby {
+                        server,
+                        retry_at: Instant::now() + Duration::from_millis(500u64 << tries.min(3)),
+                        tries: tries + 1,
+                    });
+                }
             } else {
                 self.events.push(ClientEvent::LoginFailed(format!(
                     "the connection server did not let us in: {reason}"
@@ -456,6 +518,7 @@ impl Client {
         let ev = match msg {
             L::Welcome { user_id, username } => {
                 self.welcomed = true;
+                self.lost = None;
                 self.user_id = Some(user_id);
                 self.username = Some(username.clone());
                 ClientEvent::LoggedIn { user_id, username }
@@ -526,6 +589,12 @@ impl Client {
             },
             L::Notification { text } => ClientEvent::Notification(text),
             L::Error { code, message } => {
+                if matches!(
+                    code,
+                    ErrorCode::Replaced | ErrorCode::SessionRevoked | ErrorCode::BadToken
+                ) {
+                    self.refused = true;
+                }
                 // A rejoin the lobby cannot serve (the match is gone): stop asking.
                 if self.game.is_none()
                     && code == ErrorCode::NotAllowed

@@ -28,6 +28,25 @@ pub fn decode_connect_token(text: &str) -> anyhow::Result<ConnectToken> {
     Ok(ConnectToken::read(&mut bytes.as_slice())?)
 }
 
+/// Moves `server` to the end of the addresses `token` lists, so a client reconnecting after
+/// losing `server` tries the others first (netcode tries them in order, each until the token's
+/// timeout). The servers check only that their own address is in the token's private part,
+/// so the public list's order is the client's to choose.
+pub fn try_last(token: &mut ConnectToken, server: std::net::SocketAddr) {
+    let listed: Vec<std::net::SocketAddr> =
+        token.server_addresses.iter().flatten().copied().collect();
+    if listed.len() < 2 || !listed.contains(&server) {
+        return;
+    }
+    let reordered = listed
+        .iter()
+        .filter(|a| **a != server)
+        .chain(std::iter::once(&server));
+    for (slot, addr) in token.server_addresses.iter_mut().zip(reordered) {
+        *slot = Some(*addr);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("socket: {0}")]
@@ -223,6 +242,15 @@ impl Connection {
         }
     }
 
+    /// How long since the server was last heard from, on UDP (a WebSocket's TCP connection
+    /// reports a dead server by itself).
+    pub fn silent_for(&self) -> Option<Duration> {
+        match &self.link {
+            Link::Udp(u) if u.client.is_connected() => Some(u.transport.silent_for()),
+            _ => None,
+        }
+    }
+
     /// The server address this connection uses.
     pub fn server_addr(&self) -> std::net::SocketAddr {
         match &self.link {
@@ -276,5 +304,32 @@ mod tests {
             decode_connect_token("AAAA").is_err(),
             "too short for a token"
         );
+    }
+
+    #[test]
+    fn a_lost_server_is_tried_last() {
+        let issuer = token::ConnectTokenIssuer::new(token::NetcodeKey::generate().unwrap());
+        let [a, b, c]: [std::net::SocketAddr; 3] = [
+            "127.0.0.1:5100".parse().unwrap(),
+            "127.0.0.1:5108".parse().unwrap(),
+            "127.0.0.1:5116".parse().unwrap(),
+        ];
+        let data = shared_sim::protocol::TokenUserData {
+            kind: shared_sim::protocol::TokenKind::Connection,
+            user_id: 7,
+            match_id: 0,
+            session_id: [0; 16],
+        };
+        let mut t = issuer.mint(&[a, b, c], data).unwrap();
+        try_last(&mut t, a);
+        assert_eq!(&t.server_addresses[..4], [Some(b), Some(c), Some(a), None]);
+        // An address the token does not list changes nothing.
+        try_last(&mut t, "10.0.0.1:1".parse().unwrap());
+        assert_eq!(&t.server_addresses[..3], [Some(b), Some(c), Some(a)]);
+        // The reordered token still connects: its bytes round-trip.
+        let mut bytes = Vec::new();
+        t.write(&mut bytes).unwrap();
+        let back = ConnectToken::read(&mut bytes.as_slice()).unwrap();
+        assert_eq!(back.server_addresses[..3], t.server_addresses[..3]);
     }
 }

@@ -6,6 +6,10 @@ use shared_sim::protocol::{DecodeError, LOBBY_KEEPALIVE, LobbyClientMessage, Lob
 
 use crate::{ClientError, Connection, Route};
 
+/// A connected lobby whose server was not heard from for this long (three of its keep-alives)
+/// is lost: netcode alone would wait for the token's 15 s timeout.
+pub const LOBBY_SILENCE: std::time::Duration = std::time::Duration::from_secs(6);
+
 /// A connection to a connection server.
 pub struct Lobby {
     conn: Connection,
@@ -47,8 +51,13 @@ impl Lobby {
         while let Some(bytes) = self.conn.receive_raw() {
             messages.push(LobbyServerMessage::decode(&bytes));
         }
+        let silent = self.conn.silent_for().is_some_and(|t| t >= LOBBY_SILENCE);
         let gone = match updated {
             Err(e) => Some(e),
+            Ok(()) if silent => Some(ClientError::Disconnected(format!(
+                "the connection server was silent for {} s",
+                LOBBY_SILENCE.as_secs()
+            ))),
             Ok(()) => {
                 let sent = if messages.is_empty() {
                     self.conn.flush_if_due(false)
@@ -68,6 +77,11 @@ impl Lobby {
 
     pub fn is_connected(&self) -> bool {
         self.conn.is_connected()
+    }
+
+    /// The server this connection is with (or trying).
+    pub fn server_addr(&self) -> std::net::SocketAddr {
+        self.conn.server_addr()
     }
 
     /// Says goodbye to the server (it frees the session at once).

@@ -45,6 +45,11 @@ impl ClientSocket {
         self.netcode.server_addr()
     }
 
+    /// How long since the server was last heard from (any packet, keep-alives included).
+    pub fn silent_for(&self) -> Duration {
+        self.netcode.time_since_last_received_packet()
+    }
+
     pub fn new(
         now: Duration,
         authentication: ClientAuthentication,

@@ -77,7 +77,52 @@ pub struct LobbyBot {
     hub: Option<HubVisit>,
     /// Connect over WebSocket (as web clients do) instead of UDP, everywhere.
     pub websocket: bool,
+    /// The auth API the bot logged in through: a lost lobby connection is replaced with a
+    /// fresh session from it.
+    api: Option<AuthApi>,
+    /// While the lobby connection is lost: when it was lost, the server it was on, and when
+    /// to try again.
+    lost: Option<LostLobby>,
+    /// Set once the bot should stop (when): it plays out a match it is in or about to get,
+    /// leaves the queue if no match comes, and queues no more.
+    winding_down: Option<Instant>,
+    /// Whether it asked to leave the queue while winding down.
+    cancel_sent: bool,
+    /// Since when the bot waits (idle) for its match to be closed.
+    idle_since: Option<Instant>,
+    /// Each time the bot lost its lobby or its match to a failure, and how long it took to
+    /// be back (welcomed by a connection server, or seated in its next match).
+    pub disruptions: Vec<Disruption>,
 }
+
+/// A lost lobby connection or match, and how long until the bot was playing again.
+#[derive(Debug, Clone)]
+pub struct Disruption {
+    pub what: DisruptionKind,
+    pub at: Instant,
+    pub back_after: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisruptionKind {
+    /// The connection server went away: back when another one welcomes the bot.
+    Lobby,
+    /// The match failed (its instance went away): back when seated in the next match.
+    Match,
+}
+
+struct LostLobby {
+    server: Option<std::net::SocketAddr>,
+    retry_at: Instant,
+    tries: u32,
+}
+
+/// How long a bot that winds down while queued waits for its match before it cancels.
+pub const WIND_DOWN_QUEUE: Duration = Duration::from_secs(10);
+
+/// After a match ends, how long the bot waits for the lobby to close it before it tries to
+/// queue anyway (the close may have gone to a connection server that died).
+const IDLE_FALLBACK: Duration = Duration::from_secs(5);
 
 /// The bot's common-area connection while it walks.
 struct HubVisit {
@@ -172,7 +217,118 @@ impl LobbyBot {
             hub_seen: 0,
             hub: None,
             websocket,
+            api: Some(api.clone()),
+            lost: None,
+            winding_down: None,
+            cancel_sent: false,
+            idle_since: None,
+            disruptions: Vec::new(),
         })
+    }
+
+    /// Stops after what is under way: a match in progress is played out, a queued bot plays
+    /// the match it gets (or leaves the queue when none comes within [`WIND_DOWN_QUEUE`]), and
+    /// nothing new is started.
+    pub fn wind_down(&mut self) {
+        if self.winding_down.is_some() || self.is_done() {
+            return;
+        }
+        self.winding_down = Some(Instant::now());
+        match self.state {
+            BotState::Playing | BotState::Queued => self.matches_left = self.matches_left.min(1),
+            _ => self.matches_left = 0,
+        }
+    }
+
+    fn disrupted(&mut self, what: DisruptionKind) {
+        self.disruptions.push(Disruption {
+            what,
+            at: Instant::now(),
+            back_after: None,
+        });
+    }
+
+    fn back(&mut self, what: DisruptionKind) {
+        for d in self.disruptions.iter_mut().rev() {
+            if d.what == what && d.back_after.is_none() {
+                d.back_after = Some(d.at.elapsed());
+            }
+        }
+    }
+
+    /// Tries to replace the lost lobby connection: a fresh session (refresh) and its connect
+    /// token, with the server that was lost tried last.
+    fn reconnect(&mut self) {
+        let Some(lost) = self.lost.as_mut() else {
+            return;
+        };
+        if Instant::now() < lost.retry_at {
+            return;
+        }
+        lost.tries += 1;
+        // 0.5 s, 1 s, 2 s, then every 2 s.
+        lost.retry_at = Instant::now() + Duration::from_millis(500 << lost.tries.min(3)) / 2;
+        let server = lost.server;
+        let Some(api) = self.api.clone() else {
+            return self.fail("lobby connection lost".into());
+        };
+        let session = match api.refresh(&self.session.refresh_token) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(bot = %self.username, error = %e, "refresh failed; retrying");
+                return;
+            }
+        };
+        let route = if self.websocket {
+            // The next WebSocket URL after the one that was in use.
+            let urls = &session.connection_ws_urls;
+            let tries = self.lost.as_ref().map_or(0, |l| l.tries) as usize;
+            match urls.get(tries % urls.len().max(1)) {
+                Some(url) => croft_client::Route::Ws {
+                    url: url.clone(),
+                    tls: None,
+                },
+                None => return self.fail("no WebSocket URL to reconnect to".into()),
+            }
+        } else {
+            croft_client::Route::Udp
+        };
+        let token = match crate::api::netcode_token(&session) {
+            Ok(mut t) => {
+                if let Some(s) = server {
+                    croft_client::try_last(&mut t, s);
+                }
+                t
+            }
+            Err(e) => return self.fail(format!("bad connect token: {e}")),
+        };
+        self.session = session;
+        match croft_client::Lobby::connect_by(&route, token) {
+            Ok(conn) => {
+                tracing::info!(bot = %self.username, "lobby reconnecting");
+                self.conn = Some(conn);
+            }
+            Err(e) => tracing::debug!(bot = %self.username, error = %e, "reconnect failed"),
+        }
+    }
+
+    /// Welcomed again after a lost lobby: picks up where the bot was.
+    fn resume(&mut self) {
+        self.lost = None;
+        self.back(DisruptionKind::Lobby);
+        match self.state {
+            // Queue again through this server: the ticket (and its wait) is kept and its
+            // updates come here from now on.
+            BotState::Queued => self.find_match(),
+            BotState::Idle => self.find_match(),
+            BotState::Playing => {}
+            BotState::Farming | BotState::Walking if self.farm.is_some() || self.hub.is_some() => {}
+            // An answer it waited for went with the old server: go on to the queue.
+            BotState::Farming | BotState::Tending | BotState::Walking | BotState::Connecting => {
+                self.find_match()
+            }
+            BotState::Done | BotState::Failed(_) => {}
+        }
     }
 
     pub fn user_id(&self) -> u64 {
@@ -221,6 +377,7 @@ impl LobbyBot {
     }
 
     fn find_match(&mut self) {
+        self.idle_since = None;
         if self.matches_left == 0 {
             self.state = BotState::Done;
             if let Some(mut c) = self.conn.take() {
@@ -238,27 +395,67 @@ impl LobbyBot {
         if self.is_done() {
             return;
         }
+        if self.conn.is_none() {
+            if self.lost.is_none() {
+                return self.fail("lobby connection lost".into());
+            }
+            self.reconnect();
+        }
         let Some(conn) = self.conn.as_mut() else {
-            return self.fail("lobby connection lost".into());
+            // The match, farm and common area go on without the lobby.
+            return self.poll_places();
         };
         // Messages that came with a disconnect (the server's reason) are read first.
         let croft_client::LobbyPoll { messages, gone } = conn.poll();
         if let Some(e) = gone {
+            let server = conn.server_addr();
+            let was_welcomed = self.lost.is_none();
             self.conn = None;
             for m in messages.into_iter().flatten() {
+                if self.is_done() {
+                    return;
+                }
                 self.handle(m);
             }
-            if !self.is_done() {
-                self.fail(format!("lobby connection lost: {e}"));
+            if self.is_done() {
+                return;
             }
-            return;
+            // Lost (the server died or is unreachable): reconnect through auth, to the next
+            // server first. A server's own refusal (replaced, revoked) failed the bot above.
+            tracing::info!(bot = %self.username, error = %e, "lobby connection lost; reconnecting");
+            if was_welcomed || self.lost.is_none() {
+                self.disrupted(DisruptionKind::Lobby);
+                self.lost = Some(LostLobby {
+                    server: Some(server),
+                    retry_at: Instant::now() + Duration::from_millis(250),
+                    tries: 0,
+                });
+            }
+            return self.poll_places();
         }
         for m in messages {
+            if self.is_done() {
+                return;
+            }
             match m {
                 Ok(m) => self.handle(m),
                 Err(e) => return self.fail(format!("undecodable lobby message: {e}")),
             }
         }
+        if self.state == BotState::Queued
+            && !self.cancel_sent
+            && self
+                .winding_down
+                .is_some_and(|t| t.elapsed() >= WIND_DOWN_QUEUE)
+        {
+            self.cancel_sent = true;
+            self.send(&LobbyClientMessage::CancelMatch);
+        }
+        self.poll_places();
+    }
+
+    /// The farm, the common area and the match: they go on while the lobby reconnects.
+    fn poll_places(&mut self) {
         if self.farm.is_some() {
             self.poll_farm();
         }
@@ -267,34 +464,58 @@ impl LobbyBot {
         }
         if let Some(p) = self.player.as_mut() {
             p.poll(&NoRejoin);
-            if p.seat.is_some() && self.login_to_match.is_none() {
+            let seated = p.seat.is_some();
+            if seated && self.login_to_match.is_none() {
                 self.login_to_match = Some(self.login_at.elapsed());
             }
-            if p.is_done() {
+            if seated {
+                self.back(DisruptionKind::Match);
+            }
+            if self.player.as_ref().is_some_and(|p| p.is_done()) {
                 let p = self.player.take();
                 if let Some(p) = p {
                     if let PlayerState::Failed(why) = &p.state {
                         tracing::warn!(bot = %self.username, %why, "match failed");
+                        self.disrupted(DisruptionKind::Match);
                     }
                     self.played.push(p);
                 }
                 self.matches_left = self.matches_left.saturating_sub(1);
                 // Queue again once the lobby says the match is closed.
                 self.state = BotState::Idle;
+                self.idle_since = Some(Instant::now());
                 if self.closed_match.take().is_some() {
                     self.find_match();
                 }
             }
         }
+        // The close went to a server that died, or was lost: queue anyway (a match not
+        // closed yet answers NotAllowed, and the bot tries again).
+        if self.state == BotState::Idle
+            && self.conn.is_some()
+            && self.lost.is_none()
+            && self
+                .idle_since
+                .is_some_and(|t| t.elapsed() >= IDLE_FALLBACK)
+        {
+            self.find_match();
+        }
         if self.retry_at.is_some_and(|t| Instant::now() >= t) {
             self.retry_at = None;
-            self.find_match();
+            // Only while still waiting to queue (a match may have come meanwhile).
+            if self.state == BotState::Queued {
+                self.find_match();
+            }
         }
     }
 
     fn handle(&mut self, msg: LobbyServerMessage) {
         self.inbox.push(msg.clone());
+        if self.is_done() {
+            return;
+        }
         match msg {
+            LobbyServerMessage::Welcome { .. } if self.lost.is_some() => self.resume(),
             LobbyServerMessage::Welcome { .. } if self.state == BotState::Connecting => {
                 // Farm, craft what the inventory allows, build a deck with it, then queue.
                 self.state = BotState::Farming;
@@ -369,6 +590,7 @@ impl LobbyBot {
                 ws_url,
                 ..
             } => {
+                self.retry_at = None;
                 if let Some(t) = self.queued_at.take() {
                     self.queue_waits.push(t.elapsed());
                 }
@@ -402,6 +624,12 @@ impl LobbyBot {
                     // Closed before our client saw the end: queue as soon as it does.
                     self.closed_match = Some(match_id);
                 }
+            }
+            LobbyServerMessage::QueueLeft { .. }
+                if self.state == BotState::Queued && self.winding_down.is_some() =>
+            {
+                self.matches_left = 0;
+                self.find_match();
             }
             LobbyServerMessage::QueueLeft {
                 reason: QueueEnd::NoCapacity | QueueEnd::TimedOut,

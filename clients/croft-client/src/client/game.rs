@@ -8,6 +8,10 @@ use shared_sim::view::MatchSnapshot;
 
 use crate::{ClientError, Connection, Route};
 
+/// A connected match whose instance was not heard from for this long is lost (it flushes
+/// every client at least every 250 ms): the client rejoins, or reports the match lost.
+pub const MATCH_SILENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What happened in the match since the last poll, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MatchUpdate {
@@ -121,7 +125,8 @@ impl MatchSession {
         self.conn.is_connected()
     }
 
-    /// Reads what arrived. The error is set once the connection is gone; updates that came
+    /// Reads what arrived. The error is set once the connection is gone (or the instance has
+    /// been silent for [`MATCH_SILENCE`]); updates that came
     /// with the disconnect are returned too.
     pub fn poll(&mut self) -> (Vec<MatchUpdate>, Option<ClientError>) {
         let updated = self.conn.update();
@@ -141,6 +146,11 @@ impl MatchSession {
         }
         if let Err(e) = updated {
             return (out, Some(e));
+        }
+        // A server killed without a goodbye: netcode alone would wait for the token's timeout.
+        if self.conn.silent_for().is_some_and(|t| t >= MATCH_SILENCE) {
+            let silent = format!("the instance was silent for {} s", MATCH_SILENCE.as_secs());
+            return (out, Some(ClientError::Disconnected(silent)));
         }
         if resync {
             self.request_snapshot();
