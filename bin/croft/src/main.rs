@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod broker;
 mod cards;
+mod drill;
 mod ops;
 mod top;
 mod up;
@@ -30,6 +31,9 @@ struct Cli {
 enum Command {
     /// Run the whole stack locally on embedded defaults and play matches with bots.
     Up(up::UpArgs),
+    /// Kill and restart each kind of process of a multi-process stack under load, stop the
+    /// broker and the database, and check that nothing was lost.
+    Drill(drill::DrillArgs),
     /// Run an instance server (the same as the `server-instance` binary).
     Instance(server_instance::InstanceConfig),
     /// Run the auth service (login, sessions, tokens) alone.
@@ -85,6 +89,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(args),
+        Command::Drill(args) => drill::run(args),
         Command::Broker(args) => broker::run(args),
         Command::Status(args) => ops::status(args),
         Command::Drain(args) => ops::drain(args),

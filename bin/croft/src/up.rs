@@ -93,7 +93,7 @@ impl Drop for ChildGuard {
     }
 }
 
-fn terminate(child: &mut Child, wait: Duration) {
+pub(crate) fn terminate(child: &mut Child, wait: Duration) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
@@ -112,7 +112,10 @@ fn terminate(child: &mut Child, wait: Duration) {
     let _ = child.wait();
 }
 
-fn secret_file(path: &Path, make: impl FnOnce() -> anyhow::Result<String>) -> anyhow::Result<()> {
+pub(crate) fn secret_file(
+    path: &Path,
+    make: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
     if path.exists() {
         return Ok(());
     }

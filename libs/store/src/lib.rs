@@ -381,6 +381,24 @@ impl Store {
     }
 
     /// How many outbox rows wait for the relay.
+    /// Creates the database `name` on this server (Postgres; the name: lowercase letters,
+    /// digits and `_`), for tools that set up a stack of their own.
+    pub async fn create_database(&self, name: &str) -> Result<(), StoreError> {
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(StoreError::Config(format!("bad database name {name:?}")));
+        }
+        // Checked above: only [a-z0-9_] is formatted in.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn unsent_count(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL")
             .fetch_one(&self.pool)

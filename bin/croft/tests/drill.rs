@@ -1,0 +1,51 @@
+//! The drill, small: `croft drill` with 20 bots for 2 minutes kills and restarts a matchmaking
+//! leader, a connection server, an instance with matches running and an auth replica, stops
+//! the broker for 10 s and cuts Postgres off for 5 s, and must find nothing lost.
+
+use std::process::Command;
+
+#[test]
+fn killing_any_process_loses_nothing() {
+    let dir = test_stack::fresh_dir("drill");
+    let postgres = std::env::var("CROFT_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let redis =
+        std::env::var("CROFT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let out = Command::new(env!("CARGO_BIN_EXE_croft"))
+        .args(["drill", "--bots", "20", "--minutes", "2"])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--cards")
+        .arg(test_stack::cards_dir())
+        .args(["--postgres", &postgres, "--redis", &redis])
+        .output()
+        .expect("croft drill runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: String = stderr
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        out.status.success() && stdout.contains("drill: nothing lost"),
+        "the drill failed ({}):\n{stdout}\n--- stderr (last lines) ---\n{tail}",
+        out.status
+    );
+    // Every fault happened.
+    for fault in [
+        "(the leader)",
+        "kill -9 connection-1",
+        "kill -9 instance-",
+        "kill -9 auth-1",
+        "broker down",
+        "database cut off",
+    ] {
+        assert!(stdout.contains(fault), "no {fault:?} in:\n{stdout}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
