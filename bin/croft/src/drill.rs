@@ -418,6 +418,8 @@ fn drill(
                         ("--redis", args.redis.clone()),
                         ("--redis-prefix", format!("{prefix}auth:")),
                         ("--data-dir", dir.display().to_string()),
+                        // Every bot logs in from this one address.
+                        ("--login-rate-per-minute", "60000".to_string()),
                     ],
                 ),
             )
@@ -593,20 +595,43 @@ fn drill(
         .map(|h| format!("http://127.0.0.1:{h}"))
         .collect();
     let bots_out: Arc<Mutex<Option<anyhow::Result<Vec<LobbyBot>>>>> = Arc::default();
+    let ready = Arc::new(AtomicBool::new(false));
     let bot_thread = {
-        let (stop, out, data) = (stop.clone(), bots_out.clone(), data.clone());
+        let (stop, out, data, ready) =
+            (stop.clone(), bots_out.clone(), data.clone(), ready.clone());
         std::thread::spawn(move || {
-            let r = play(&bases, &accounts, &data, pacing, &stop);
+            let r = play(&bases, &accounts, &data, pacing, &ready, &stop);
             *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
         })
     };
+    // The faults start once every bot is in.
+    let logins = Instant::now();
+    while !ready.load(Ordering::SeqCst) {
+        if bot_thread.is_finished() {
+            return bots_failed(
+                anyhow::anyhow!("the bots stopped while logging in"),
+                &bots_out,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "drill: {} bots logged in ({:.1} s); they play for {:.0} s",
+        args.bots,
+        logins.elapsed().as_secs_f64(),
+        play_for.as_secs_f64()
+    );
     let started = Instant::now();
     let at = |share: f64| started + play_for.mul_f64(share);
-    let sleep_until = |t: Instant| {
-        let now = Instant::now();
-        if t > now {
-            std::thread::sleep(t - now);
+    // Waits until `t`; an error when the bots stopped early (their error is reported then).
+    let sleep_until = |t: Instant| -> anyhow::Result<()> {
+        while Instant::now() < t {
+            if bot_thread.is_finished() {
+                bail!("the bots stopped before the drill ended");
+            }
+            std::thread::sleep((t - Instant::now()).min(Duration::from_millis(200)));
         }
+        Ok(())
     };
     let mut faults = Faults::default();
     let mut kills: Vec<(String, Instant)> = Vec::new();
@@ -627,16 +652,22 @@ fn drill(
         };
 
     // 1. The matchmaking leader.
-    sleep_until(at(0.10));
+    if let Err(e) = sleep_until(at(0.10)) {
+        return bots_failed(e, &bots_out);
+    }
     let leader = (0..2).find(|&i| is_leader(&http, mm_http[i])).unwrap_or(0);
     kill_and_restart(&mut mms[leader], " (the leader)", &mut faults)?;
 
     // 2. A connection server.
-    sleep_until(at(0.25));
+    if let Err(e) = sleep_until(at(0.25)) {
+        return bots_failed(e, &bots_out);
+    }
     kill_and_restart(&mut conns[0], "", &mut faults)?;
 
     // 3. An instance with matches running.
-    sleep_until(at(0.40));
+    if let Err(e) = sleep_until(at(0.40)) {
+        return bots_failed(e, &bots_out);
+    }
     let busy = (0..instances.len())
         .max_by_key(|&i| live_matches(&http, inst_http[i], &dir.join("control.token")))
         .unwrap_or(0);
@@ -645,11 +676,15 @@ fn drill(
     kill_and_restart(&mut instances[busy], &why, &mut faults)?;
 
     // 4. An auth replica.
-    sleep_until(at(0.55));
+    if let Err(e) = sleep_until(at(0.55)) {
+        return bots_failed(e, &bots_out);
+    }
     kill_and_restart(&mut auths[0], "", &mut faults)?;
 
     // 5. The broker, 10 s.
-    sleep_until(at(0.70));
+    if let Err(e) = sleep_until(at(0.70)) {
+        return bots_failed(e, &bots_out);
+    }
     broker.signal("-USR1");
     note(&mut faults, "broker down".into());
     std::thread::sleep(Duration::from_secs(10));
@@ -657,14 +692,18 @@ fn drill(
     note(&mut faults, "broker up".into());
 
     // 6. Postgres, 5 s.
-    sleep_until(at(0.85));
+    if let Err(e) = sleep_until(at(0.85)) {
+        return bots_failed(e, &bots_out);
+    }
     proxy.cut();
     note(&mut faults, "database cut off".into());
     std::thread::sleep(Duration::from_secs(5));
     proxy.restore();
     note(&mut faults, "database back".into());
 
-    sleep_until(at(1.0));
+    if let Err(e) = sleep_until(at(1.0)) {
+        return bots_failed(e, &bots_out);
+    }
     note(&mut faults, "bots wind down".into());
     stop.store(true, Ordering::SeqCst);
     let _ = bot_thread.join();
@@ -691,6 +730,7 @@ fn drill(
         &brokers,
         &bots,
         &kills,
+        &data,
     ))?;
     // Stop in order: connection servers, matchmaking, instances, auth, broker.
     for part in conns
@@ -718,6 +758,18 @@ fn drill(
     }
 }
 
+/// The bots' own error when their thread ended early, else `e`.
+fn bots_failed(
+    e: anyhow::Error,
+    out: &Mutex<Option<anyhow::Result<Vec<LobbyBot>>>>,
+) -> anyhow::Result<()> {
+    std::thread::sleep(Duration::from_millis(200));
+    match out.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        Some(Err(bots)) => Err(bots.context("the bots")),
+        _ => Err(e),
+    }
+}
+
 fn is_leader(http: &reqwest::blocking::Client, port: u16) -> bool {
     http.get(format!("http://127.0.0.1:{port}/metrics"))
         .send()
@@ -737,13 +789,14 @@ fn live_matches(http: &reqwest::blocking::Client, port: u16, token: &Path) -> us
         .map_or(0, |r| r.live.len())
 }
 
-/// Logs the bots in (spread over the auth replicas) and plays until `stop`, then lets each
-/// finish what it is in (at most 3 minutes).
+/// Logs the bots in (spread over the auth replicas; those in keep playing meanwhile), sets
+/// `ready`, plays until `stop`, then lets each finish what it is in (at most 3 minutes).
 fn play(
     bases: &[String],
     accounts: &[(String, String)],
     data: &Arc<shared_sim::GameData>,
     pacing: Pacing,
+    ready: &AtomicBool,
     stop: &AtomicBool,
 ) -> anyhow::Result<Vec<LobbyBot>> {
     let mut bots = Vec::with_capacity(accounts.len());
@@ -751,16 +804,37 @@ fn play(
         let mut order = bases.to_vec();
         order.rotate_left(i % bases.len().max(1));
         let api = AuthApi::with_replicas(&order)?;
-        bots.push(LobbyBot::login_by(
-            &api,
-            name,
-            password,
-            usize::MAX,
-            data.clone(),
-            pacing,
-            false,
-        )?);
+        let login = || {
+            LobbyBot::login_by(
+                &api,
+                name,
+                password,
+                usize::MAX,
+                data.clone(),
+                pacing,
+                false,
+            )
+        };
+        // A busy auth service (429, 503) is asked again, for up to a minute.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let bot = loop {
+            match login() {
+                Ok(b) => break b,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("drill: {name}: login failed ({e:#}); retrying");
+                    let wait = Instant::now() + Duration::from_millis(500);
+                    while Instant::now() < wait {
+                        bots.iter_mut().for_each(LobbyBot::poll);
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                Err(e) => return Err(e.context(format!("logging {name} in"))),
+            }
+        };
+        bots.push(bot);
+        bots.iter_mut().for_each(LobbyBot::poll);
     }
+    ready.store(true, Ordering::SeqCst);
     while !stop.load(Ordering::SeqCst) {
         for b in bots.iter_mut() {
             b.poll();
@@ -788,6 +862,7 @@ async fn check(
     brokers: &str,
     bots: &[LobbyBot],
     kills: &[(String, Instant)],
+    data: &shared_sim::GameData,
 ) -> anyhow::Result<Vec<String>> {
     let mut lost = Vec::new();
     let store = store::Store::connect(database, &store::PoolSettings::default()).await?;
@@ -898,6 +973,47 @@ async fn check(
         outbox_ended
     );
 
+    // No item made or lost: each player holds their starter kit plus what their crafts and
+    // farm actions changed, as the events written with those changes say.
+    let mut held = 0;
+    for b in bots {
+        let user = b.user_id() as i64;
+        let (want_items, want_cards) = ledger(data, b.user_id(), &rows, &mut lost);
+        let nonzero = |v: Vec<(String, i32)>| -> HashMap<String, i64> {
+            v.into_iter()
+                .filter(|(_, n)| *n != 0)
+                .map(|(i, n)| (i, i64::from(n)))
+                .collect()
+        };
+        let items = nonzero(store.inventory(user).await?);
+        let cards = nonzero(store.collection(user).await?);
+        if items != want_items {
+            lost.push(format!(
+                "{}'s inventory {items:?} is not the starter kit plus their events {want_items:?}",
+                b.username
+            ));
+        } else if cards != want_cards {
+            lost.push(format!(
+                "{}'s cards {cards:?} are not the starter cards plus their crafts {want_cards:?}",
+                b.username
+            ));
+        } else {
+            held += 1;
+        }
+    }
+    let farmed = rows
+        .iter()
+        .filter(|r| r.event.event_type == "items_farmed")
+        .count();
+    let crafted = rows
+        .iter()
+        .filter(|r| r.event.event_type == "item_crafted")
+        .count();
+    println!(
+        "drill: {held} of {} players hold exactly their starter kit plus {farmed} farm actions and {crafted} crafts",
+        bots.len()
+    );
+
     // Time from each kill to the affected players playing again: each lost lobby or match is
     // put on the last kill before it was noticed.
     let mut per_kill: Vec<Vec<u64>> = vec![Vec::new(); kills.len()];
@@ -938,6 +1054,69 @@ async fn check(
     }
     store.close().await;
     Ok(lost)
+}
+
+/// What `user` should hold: the starter kit, plus each `items_farmed` change and each
+/// `item_crafted` recipe (inputs taken, output added) among the outbox `rows`.
+fn ledger(
+    data: &shared_sim::GameData,
+    user: u64,
+    rows: &[store::OutboxRow],
+    lost: &mut Vec<String>,
+) -> (HashMap<String, i64>, HashMap<String, i64>) {
+    let mut items: HashMap<String, i64> = HashMap::new();
+    let mut cards: HashMap<String, i64> = HashMap::new();
+    for (id, n) in &data.rules.starter_items {
+        *items.entry(id.clone()).or_default() += i64::from(*n);
+    }
+    if let Some(deck) = data.starter_deck_for(user) {
+        for c in &deck.cards {
+            *cards.entry(c.clone()).or_default() += 1;
+        }
+    }
+    for r in rows {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.event.payload) else {
+            continue;
+        };
+        let p = &v["payload"];
+        if p["user_id"].as_i64() != Some(user as i64) {
+            continue;
+        }
+        match r.event.event_type.as_str() {
+            "items_farmed" => {
+                for c in p["changes"].as_array().into_iter().flatten() {
+                    let (Some(item), Some(delta)) = (c["item"].as_str(), c["delta"].as_i64())
+                    else {
+                        lost.push(format!("unreadable items_farmed change {c}"));
+                        continue;
+                    };
+                    *items.entry(item.to_string()).or_default() += delta;
+                }
+            }
+            "item_crafted" => {
+                let recipe = p["recipe"].as_str().unwrap_or_default();
+                let Some(def) = data.recipe(recipe) else {
+                    lost.push(format!("item_crafted names no known recipe {recipe:?}"));
+                    continue;
+                };
+                for (id, n) in &def.inputs {
+                    *items.entry(id.clone()).or_default() -= i64::from(*n);
+                }
+                match &def.output {
+                    shared_sim::data::RecipeOutput::Card(c) => {
+                        *cards.entry(c.clone()).or_default() += 1
+                    }
+                    shared_sim::data::RecipeOutput::Item(id, n) => {
+                        *items.entry(id.clone()).or_default() += i64::from(*n)
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    items.retain(|_, n| *n != 0);
+    cards.retain(|_, n| *n != 0);
+    (items, cards)
 }
 
 /// Messages on `topic` (all partitions), from the broker's watermarks.

@@ -380,13 +380,16 @@ impl Store {
         state: &str,
         version: i64,
     ) -> Result<bool, StoreError> {
-        let outcome = self.farm_write(user, changes, state, version, None).await?;
+        let outcome = self
+            .farm_write(user, changes, state, version, None, None)
+            .await?;
         Ok(outcome == FarmWrite::Written)
     }
 
     /// [`Store::farm_action`] (or, without `changes`, [`Store::save_farm`]) by the holder of
     /// the farm's lease at `epoch`: [`FarmWrite::Fenced`] and nothing written when the lease
-    /// has a newer epoch (another instance took the farm).
+    /// has a newer epoch (another instance took the farm). `event` (the inventory change's
+    /// outbox row) is written in the same transaction.
     pub async fn farm_write_fenced(
         &self,
         user: UserId,
@@ -394,8 +397,9 @@ impl Store {
         state: &str,
         version: i64,
         epoch: i64,
+        event: Option<&OutboxEvent>,
     ) -> Result<FarmWrite, StoreError> {
-        self.farm_write(user, changes, state, version, Some(epoch))
+        self.farm_write(user, changes, state, version, Some(epoch), event)
             .await
     }
 
@@ -406,6 +410,7 @@ impl Store {
         state: &str,
         version: i64,
         epoch: Option<i64>,
+        event: Option<&OutboxEvent>,
     ) -> Result<FarmWrite, StoreError> {
         let mut tx = self.pool().begin().await?;
         if let Some(epoch) = epoch {
@@ -440,6 +445,9 @@ impl Store {
         if !save_farm_tx(&mut tx, user, state, version).await? {
             tx.rollback().await?;
             return Ok(FarmWrite::Refused);
+        }
+        if let Some(event) = event {
+            insert_event_tx(&mut tx, event).await?;
         }
         tx.commit().await?;
         Ok(FarmWrite::Written)

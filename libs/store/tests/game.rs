@@ -1,6 +1,8 @@
 //! Inventory, crafting, decks, farms and grants against SQLite and Postgres.
 
-use store::{Craft, CraftError, CraftOutput, ItemChange, OutboxEvent, Store, StoreError};
+use store::{
+    Craft, CraftError, CraftOutput, FarmWrite, ItemChange, OutboxEvent, Store, StoreError,
+};
 
 async fn both() -> Vec<(&'static str, Store)> {
     store::testing::both().await
@@ -253,5 +255,58 @@ async fn farm_snapshots_only_move_forward_and_actions_are_atomic() {
             "{engine}"
         );
         assert_eq!(store.farm(u).await.unwrap().unwrap().1, 5);
+    }
+}
+
+#[tokio::test]
+async fn a_fenced_farm_write_writes_its_event_with_the_change_or_not_at_all() {
+    for (engine, store) in both().await {
+        let u = store.create_user("ledger", "$h").await.unwrap().id;
+        let epoch = store
+            .acquire_farm_lease(u, "inst-a", 1_000, 60_000)
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .grant_once(u, "seeds", &[("wheat_seed".into(), 1)], &[])
+            .await
+            .unwrap();
+        let plant = &[ItemChange::Take("wheat_seed".into(), 1)];
+        let farmed = |n: u32| OutboxEvent {
+            event_id: format!("farm-{n}"),
+            event_type: "items_farmed".into(),
+            key: u.to_string(),
+            payload: "{}".into(),
+        };
+        let write = |v: i64, e: i64, ev| {
+            let store = store.clone();
+            async move {
+                store
+                    .farm_write_fenced(u, plant, &format!("{{\"v\":{v}}}"), v, e, Some(&ev))
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(write(1, epoch, farmed(1)).await, FarmWrite::Written);
+        // No seed left: refused, and its event is not written either.
+        assert_eq!(write(2, epoch, farmed(2)).await, FarmWrite::Refused);
+        // Another instance took the farm: the old holder's write and event are fenced.
+        store.release_farm_lease(u, "inst-a", epoch).await.unwrap();
+        let newer = store
+            .acquire_farm_lease(u, "inst-b", 2_000, 60_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(write(3, epoch, farmed(3)).await, FarmWrite::Fenced);
+        assert!(newer > epoch);
+        let ids: Vec<String> = store
+            .outbox(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.event.event_type == "items_farmed")
+            .map(|r| r.event.event_id)
+            .collect();
+        assert_eq!(ids, vec!["farm-1".to_string()], "{engine}");
     }
 }

@@ -129,10 +129,11 @@ async fn write(
     version: i64,
     epoch: i64,
 ) -> Result<store::FarmWrite, store::StoreError> {
+    let event = farmed(user, changes);
     let r = match encode(farm) {
         Ok(state) => {
             store
-                .farm_write_fenced(user as i64, changes, &state, version, epoch)
+                .farm_write_fenced(user as i64, changes, &state, version, epoch, event.as_ref())
                 .await
         }
         Err(e) => Err(e),
@@ -142,6 +143,31 @@ async fn write(
         metrics::counter!("croft_instance_farm_write_errors_total").increment(1);
     }
     r
+}
+
+/// The `items_farmed` event of an action's inventory changes (none without changes).
+fn farmed(user: UserId, changes: &[ItemChange]) -> Option<store::OutboxEvent> {
+    if changes.is_empty() {
+        return None;
+    }
+    let changes = changes
+        .iter()
+        .map(|c| match c {
+            ItemChange::Take(item, n) => events::ItemDelta {
+                item: item.clone(),
+                delta: -i64::from(*n),
+            },
+            ItemChange::Add { id, amount, .. } => events::ItemDelta {
+                item: id.clone(),
+                delta: i64::from(*amount),
+            },
+        })
+        .collect();
+    let event = events::Event::ItemsFarmed {
+        user_id: user as i64,
+        changes,
+    };
+    Some(event.outbox("instance"))
 }
 
 fn lost(user: UserId, seq: Option<u32>) -> WriteDone {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Every event type, which is also its topic name (after a prefix).
-pub const EVENT_TYPES: [&str; 12] = [
+pub const EVENT_TYPES: [&str; 13] = [
     "user_login",
     "user_logout",
     "match_found",
@@ -18,6 +18,7 @@ pub const EVENT_TYPES: [&str; 12] = [
     "game_ended",
     "friend_request",
     "item_crafted",
+    "items_farmed",
     "notification",
     "presence_changed",
     "chat_message",
@@ -67,6 +68,13 @@ pub enum Event {
         output: String,
         quantity: u32,
     },
+    /// A farm action changed the player's inventory (planting takes seeds, harvesting adds
+    /// produce), written in the same transaction as the change and the farm.
+    ItemsFarmed {
+        user_id: i64,
+        /// Each item's change, in the order applied (negative: taken).
+        changes: Vec<ItemDelta>,
+    },
     /// A global announcement for every connected player.
     Notification {
         text: String,
@@ -115,6 +123,7 @@ impl Event {
             Event::GameEnded { .. } => "game_ended",
             Event::FriendRequest { .. } => "friend_request",
             Event::ItemCrafted { .. } => "item_crafted",
+            Event::ItemsFarmed { .. } => "items_farmed",
             Event::Notification { .. } => "notification",
             Event::PresenceChanged { .. } => "presence_changed",
             Event::ChatMessage { .. } => "chat_message",
@@ -129,7 +138,8 @@ impl Event {
         match self {
             Event::UserLogin { user_id }
             | Event::UserLogout { user_id }
-            | Event::ItemCrafted { user_id, .. } => user_id.to_string(),
+            | Event::ItemCrafted { user_id, .. }
+            | Event::ItemsFarmed { user_id, .. } => user_id.to_string(),
             Event::FriendRequest { to_user_id, .. } => to_user_id.to_string(),
             Event::MatchFound { match_id, .. }
             | Event::GameStarted { match_id, .. }
@@ -176,6 +186,13 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as i64
+}
+
+/// One item's change in an inventory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemDelta {
+    pub item: String,
+    pub delta: i64,
 }
 
 /// Every event on the bus.
@@ -253,6 +270,19 @@ mod tests {
                 recipe: "ember_wand".into(),
                 output: "card:ember_wand".into(),
                 quantity: 1,
+            },
+            Event::ItemsFarmed {
+                user_id: 1,
+                changes: vec![
+                    ItemDelta {
+                        item: "wheat".into(),
+                        delta: 3,
+                    },
+                    ItemDelta {
+                        item: "wheat_seed".into(),
+                        delta: -1,
+                    },
+                ],
             },
             Event::Notification {
                 text: "maintenance at noon".into(),

@@ -473,11 +473,13 @@ impl LobbyBot {
             }
             if self.player.as_ref().is_some_and(|p| p.is_done()) {
                 let p = self.player.take();
-                if let Some(p) = p {
+                if let Some(mut p) = p {
                     if let PlayerState::Failed(why) = &p.state {
                         tracing::warn!(bot = %self.username, %why, "match failed");
                         self.disrupted(DisruptionKind::Match);
                     }
+                    // Its results and stats stay; its socket goes (a bot plays many matches).
+                    p.drop_connection();
                     self.played.push(p);
                 }
                 self.matches_left = self.matches_left.saturating_sub(1);
