@@ -270,9 +270,10 @@ fn database(dir: &Path) -> Db {
     })
 }
 
-const TYPES: [&str; 6] = [
+const TYPES: [&str; 7] = [
     "user_login",
     "item_crafted",
+    "items_farmed",
     "match_found",
     "game_started",
     "game_ended",
