@@ -2,7 +2,9 @@
 //! request ids, body and time limits, CORS and JSON error bodies.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -81,8 +83,32 @@ impl RateLimiter {
     }
 }
 
+/// What a shared take answers: taken, or the seconds to wait (`Ok(Err(_))`), or why the store
+/// could not answer (`Err`).
+pub type Take<'a> = Pin<Box<dyn Future<Output = Result<Result<(), u64>, String>> + Send + 'a>>;
+
+/// Token buckets kept outside this process, which every replica of a service shares (so N
+/// replicas do not allow N times the limit). `take` answers like [`RateLimiter::check`], or
+/// `Err` when the store cannot answer: the edge then uses this replica's own buckets.
+pub trait SharedBuckets: Send + Sync + 'static {
+    /// Takes one token of `bucket` (`general` or `strict`) for `ip`.
+    fn take(&self, bucket: &'static str, ip: IpAddr, rate: Rate) -> Take<'_>;
+}
+
+/// The shared buckets of an [`EdgeConfig`].
+#[derive(Clone)]
+pub struct Shared(pub Arc<dyn SharedBuckets>);
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared(..)")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
+    /// Buckets shared by the replicas (`None`: this process's own).
+    pub shared: Option<Shared>,
     pub rate: Rate,
     /// Paths with their own, usually stricter, limit (e.g. `/v1/auth/login`).
     pub strict_paths: Vec<String>,
@@ -96,6 +122,7 @@ pub struct EdgeConfig {
 impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
+            shared: None,
             rate: Rate {
                 burst: 200,
                 per_second: 100.0,
@@ -114,6 +141,7 @@ impl Default for EdgeConfig {
 
 #[derive(Clone)]
 struct EdgeState {
+    shared: Option<Shared>,
     general: Arc<RateLimiter>,
     strict: Arc<RateLimiter>,
     strict_paths: Arc<Vec<String>>,
@@ -128,6 +156,7 @@ struct EdgeState {
 /// clients, and JSON error bodies with a stable code for everything the edge itself refuses.
 pub fn wrap(router: Router, config: &EdgeConfig) -> Router {
     let state = EdgeState {
+        shared: config.shared.clone(),
         general: Arc::new(RateLimiter::new(config.rate)),
         strict: Arc::new(RateLimiter::new(config.strict_rate)),
         strict_paths: Arc::new(config.strict_paths.clone()),
@@ -182,7 +211,22 @@ async fn limits(State(state): State<EdgeState>, req: Request, next: Next) -> Res
         } else {
             &state.general
         };
-        if let Err(wait) = limiter.check(ip) {
+        let taken = match &state.shared {
+            Some(Shared(shared)) => {
+                let bucket = if strict { "strict" } else { "general" };
+                match shared.take(bucket, ip, limiter.rate).await {
+                    Ok(taken) => taken,
+                    Err(e) => {
+                        // The shared store is away: this replica's own buckets still hold.
+                        metrics::counter!("http_rate_limit_store_errors_total").increment(1);
+                        tracing::debug!(error = %e, "shared rate limits unavailable");
+                        limiter.check(ip)
+                    }
+                }
+            }
+            None => limiter.check(ip),
+        };
+        if let Err(wait) = taken {
             metrics::counter!("http_rate_limited_total", "strict" => strict.to_string())
                 .increment(1);
             let mut r = json_error(
@@ -280,6 +324,69 @@ mod tests {
         let bytes = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         v["error"]["code"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Shared buckets as a test double: refuses every `strict` take after `allow`, or fails
+    /// (the store is away) when `down`; counts the calls.
+    struct Counted {
+        allow: usize,
+        down: std::sync::atomic::AtomicBool,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl SharedBuckets for Counted {
+        fn take(&self, bucket: &'static str, _ip: IpAddr, _rate: Rate) -> Take<'_> {
+            use std::sync::atomic::Ordering::SeqCst;
+            Box::pin(async move {
+                if self.down.load(SeqCst) {
+                    return Err("store away".into());
+                }
+                let n = self.calls.fetch_add(1, SeqCst);
+                Ok(if bucket == "strict" && n >= self.allow {
+                    Err(7)
+                } else {
+                    Ok(())
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn shared_buckets_decide_and_the_own_ones_stand_in_when_they_are_away() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let shared = Arc::new(Counted {
+            allow: 2,
+            down: false.into(),
+            calls: 0.into(),
+        });
+        let config = EdgeConfig {
+            shared: Some(Shared(shared.clone())),
+            strict_rate: Rate {
+                burst: 1,
+                per_second: 0.01,
+            },
+            ..EdgeConfig::default()
+        };
+        let app = app(&config);
+        let login = || {
+            app.clone()
+                .oneshot(req("/v1/auth/login", "", [10, 0, 0, 9]))
+        };
+        // The shared store allows two (more than this replica's own burst of one), then says
+        // wait 7 s.
+        assert_eq!(login().await.unwrap().status(), 200);
+        assert_eq!(login().await.unwrap().status(), 200);
+        let r = login().await.unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+        assert_eq!(shared.calls.load(SeqCst), 3);
+        // Away: this replica's own bucket (burst 1) decides.
+        shared.down.store(true, SeqCst);
+        assert_eq!(login().await.unwrap().status(), 200);
+        assert_eq!(
+            login().await.unwrap().status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! for sessions and tokens. The REST edge (rate limits, TLS, OpenAPI) wraps this router.
 
 pub mod backoff;
+pub mod limits;
 pub mod password;
 pub mod server;
 pub mod service;

@@ -184,6 +184,9 @@ pub async fn build_state(config: &AuthConfig) -> anyhow::Result<AuthState> {
             ADDRESS_FREE,
             MAX_WAIT,
         ))));
+        state.shared_limits = Some(edge::Shared(Arc::new(crate::limits::RedisBuckets::new(
+            &control,
+        ))));
     }
     Ok(state)
 }
@@ -249,6 +252,7 @@ async fn run_on(
 ) -> anyhow::Result<()> {
     let readiness = telemetry::Readiness::new(true);
     let edge_config = edge::EdgeConfig {
+        shared: state.shared_limits.clone(),
         strict_rate: edge::Rate {
             burst: 10,
             per_second: f64::from(config.login_rate_per_minute.max(1)) / 60.0,

@@ -38,6 +38,9 @@ pub struct AuthState {
     pub connection_ws_urls: Vec<String>,
     pub refresh_ttl: Duration,
     pub backoff: Arc<Backoff>,
+    /// The edge's per-address token buckets when replicas share them (Redis); `None`: this
+    /// process's own.
+    pub shared_limits: Option<edge::Shared>,
     /// The admin credential; `None` turns the admin routes off.
     pub admin_token: Option<Arc<str>>,
     pub sessions: Arc<SessionCache>,
@@ -211,6 +214,7 @@ impl AuthState {
             connection_ws_urls: Vec::new(),
             refresh_ttl,
             backoff: Arc::new(Backoff::Local(LoginBackoff::default())),
+            shared_limits: None,
             admin_token: None,
             sessions: Arc::new(SessionCache::new(Duration::from_secs(1))),
             next_server: Arc::default(),
