@@ -2,8 +2,8 @@
 //! so it is atomic across replicas, and the fenced ones check the lease inside that script.
 //!
 //! Keys, all under the prefix (one hash tag, so a Redis Cluster keeps them in one slot):
-//! `t` tickets (user -> "rating:enqueued_ms"), `ts` their servers, `tg` their session tags,
-//! `p` seats (user -> "f:match"
+//! `tk` tickets (user -> "rating:enqueued_ms|tag|server", one field, so a ticket costs one
+//! write and the queue one read), `p` seats (user -> "f:match"
 //! or "m:match"), `m` matches (id -> state), `r:<match>` routes (user -> server),
 //! `b:<server>` a mailbox (sorted by sequence), `bs:<server>` its last sequence, `lead` the
 //! leader lease (holder, with an expiry) and `epoch` its fencing token.
@@ -37,35 +37,29 @@ local function mail(server, user, body)
 end
 "#;
 
-/// ARGV[2..]: tickets as (user, "rating:enqueued_ms", server, session tag). Answers per ticket
-/// "new", "existing" or the player's seat.
+/// ARGV[2..]: tickets as (user, "rating:enqueued_ms", "tag|server"). Answers per ticket
+/// "new", "existing" (its wait kept, its server and tag replaced) or the player's seat.
 const ENQUEUE: &str = r#"
 local out = {}
-for i = 2, #ARGV, 4 do
-  local u, t, server, tag = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+for i = 2, #ARGV, 3 do
+  local u, t, route = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local st = redis.call('HGET', P..'p', u)
   if st then
     out[#out + 1] = st
-  elseif redis.call('HEXISTS', P..'t', u) == 1 then
-    redis.call('HSET', P..'ts', u, server)
-    redis.call('HSET', P..'tg', u, tag)
-    out[#out + 1] = 'existing'
-  else
-    redis.call('HSET', P..'t', u, t)
-    redis.call('HSET', P..'ts', u, server)
-    redis.call('HSET', P..'tg', u, tag)
+  elseif redis.call('HSETNX', P..'tk', u, t..'|'..route) == 1 then
     out[#out + 1] = 'new'
+  else
+    local old = redis.call('HGET', P..'tk', u)
+    local wait = string.match(old, '^[^|]*')
+    redis.call('HSET', P..'tk', u, wait..'|'..route)
+    out[#out + 1] = 'existing'
   end
 end
 return out
 "#;
 
 const CANCEL: &str = r#"
-if redis.call('HDEL', P..'t', ARGV[2]) == 1 then
-  redis.call('HDEL', P..'ts', ARGV[2])
-  redis.call('HDEL', P..'tg', ARGV[2])
-  return 'cancelled'
-end
+if redis.call('HDEL', P..'tk', ARGV[2]) == 1 then return 'cancelled' end
 local st = redis.call('HGET', P..'p', ARGV[2])
 if st and string.sub(st, 1, 2) == 'f:' then return 'forming' end
 return 'none'
@@ -99,15 +93,14 @@ while i <= #ARGV do
   local first, last = i + 3, i + 2 + n
   local ok = redis.call('HEXISTS', P..'m', m) == 0
   for j = first, last do
-    if ok and redis.call('HEXISTS', P..'t', ARGV[j]) == 0 then ok = false end
+    if ok and redis.call('HEXISTS', P..'tk', ARGV[j]) == 0 then ok = false end
   end
   if ok then
     for j = first, last do
       local u = ARGV[j]
-      local server = redis.call('HGET', P..'ts', u) or ''
-      redis.call('HDEL', P..'t', u)
-      redis.call('HDEL', P..'ts', u)
-      redis.call('HDEL', P..'tg', u)
+      local t = redis.call('HGET', P..'tk', u)
+      local server = string.match(t, '^[^|]*|[^|]*|(.*)$') or ''
+      redis.call('HDEL', P..'tk', u)
       redis.call('HSET', P..'r:'..m, u, server)
       redis.call('HSET', P..'p', u, 'f:'..m)
     end
@@ -124,12 +117,11 @@ return out
 /// ARGV[5] user, ARGV[6] the ticket as stored, ARGV[7] body, ARGV[8] its connection server.
 const EXPIRE: &str = r#"
 if fenced() then return 'fenced' end
-if redis.call('HGET', P..'t', ARGV[5]) ~= ARGV[6] then return 'gone' end
-local server = redis.call('HGET', P..'ts', ARGV[5]) or ''
-if server ~= ARGV[8] then return 'gone' end
-redis.call('HDEL', P..'t', ARGV[5])
-redis.call('HDEL', P..'ts', ARGV[5])
-redis.call('HDEL', P..'tg', ARGV[5])
+local t = redis.call('HGET', P..'tk', ARGV[5])
+if not t then return 'gone' end
+local wait, server = string.match(t, '^([^|]*)|[^|]*|(.*)$')
+if wait ~= ARGV[6] or server ~= ARGV[8] then return 'gone' end
+redis.call('HDEL', P..'tk', ARGV[5])
 mail(server, ARGV[5], ARGV[7])
 return 'ok'
 "#;
@@ -193,8 +185,7 @@ async fn enqueue_batches(
         for (t, _) in &batch {
             inv.arg(t.user_id)
                 .arg(format!("{}:{}", t.rating, t.enqueued_ms))
-                .arg(&t.server)
-                .arg(&t.tag);
+                .arg(format!("{}|{}", t.tag, t.server));
         }
         let got: std::result::Result<Vec<String>, RedisError> =
             inv.invoke_async(&mut con.clone()).await;
@@ -400,34 +391,29 @@ impl RedisStore {
     }
 
     pub(crate) async fn tickets(&self) -> Result<Vec<Ticket>> {
-        type Hashes = (
-            HashMap<String, String>,
-            HashMap<String, String>,
-            HashMap<String, String>,
-        );
-        let (tickets, servers, tags): Hashes = redis::pipe()
-            .atomic()
-            .cmd("HGETALL")
-            .arg(self.key("t"))
-            .cmd("HGETALL")
-            .arg(self.key("ts"))
-            .cmd("HGETALL")
-            .arg(self.key("tg"))
+        let tickets: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.key("tk"))
             .query_async(&mut self.con.clone())
             .await
             .map_err(unavailable)?;
         tickets
             .into_iter()
             .map(|(user, t)| {
-                let (rating, enqueued) = t
+                let mut parts = t.splitn(3, '|');
+                let (Some(wait), Some(tag), Some(server)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    return Err(unexpected("a ticket", &t));
+                };
+                let (rating, enqueued) = wait
                     .split_once(':')
                     .ok_or_else(|| unexpected("a ticket", &t))?;
                 Ok(Ticket {
                     user_id: parse("a ticket's user", &user)?,
                     rating: parse("a ticket's rating", rating)?,
                     enqueued_ms: parse("a ticket's time", enqueued)?,
-                    server: servers.get(&user).cloned().unwrap_or_default(),
-                    tag: tags.get(&user).cloned().unwrap_or_default(),
+                    server: server.to_string(),
+                    tag: tag.to_string(),
                 })
             })
             .collect()
@@ -436,7 +422,7 @@ impl RedisStore {
     pub(crate) async fn counts(&self) -> Result<(usize, usize)> {
         redis::pipe()
             .cmd("HLEN")
-            .arg(self.key("t"))
+            .arg(self.key("tk"))
             .cmd("HLEN")
             .arg(self.key("m"))
             .query_async(&mut self.con.clone())
