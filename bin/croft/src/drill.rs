@@ -54,6 +54,9 @@ pub struct DrillArgs {
     think_ms: u64,
 }
 
+/// Matches a drill bot plays between visits to its farm, crafting bench and the common area.
+const TEND_EVERY: usize = 4;
+
 /// One process of the stack, restartable with the same command line.
 struct Part {
     name: String,
@@ -819,7 +822,11 @@ fn play(
         let deadline = Instant::now() + Duration::from_secs(60);
         let bot = loop {
             match login() {
-                Ok(b) => break b,
+                Ok(mut b) => {
+                    // Farm and craft again every few matches, so faults hit those too.
+                    b.tend_every = Some(TEND_EVERY);
+                    break b;
+                }
                 Err(e) if Instant::now() < deadline => {
                     eprintln!("drill: {name}: login failed ({e:#}); retrying");
                     let wait = Instant::now() + Duration::from_millis(500);

@@ -93,6 +93,11 @@ pub struct LobbyBot {
     /// Each time the bot lost its lobby or its match to a failure, and how long it took to
     /// be back (welcomed by a connection server, or seated in its next match).
     pub disruptions: Vec<Disruption>,
+    /// After every this many matches, the bot farms, crafts and walks again before it queues
+    /// (`None`: only before its first match).
+    pub tend_every: Option<usize>,
+    /// The number of matches played when it last went back to its farm.
+    tended_at: usize,
 }
 
 /// A lost lobby connection or match, and how long until the bot was playing again.
@@ -223,6 +228,8 @@ impl LobbyBot {
             cancel_sent: false,
             idle_since: None,
             disruptions: Vec::new(),
+            tend_every: None,
+            tended_at: 0,
         })
     }
 
@@ -383,6 +390,20 @@ impl LobbyBot {
             if let Some(mut c) = self.conn.take() {
                 c.disconnect();
             }
+            return;
+        }
+        let played = self.played.len();
+        if self.winding_down.is_none()
+            && played > self.tended_at
+            && self
+                .tend_every
+                .is_some_and(|n| n > 0 && played.is_multiple_of(n))
+        {
+            // Back to the farm, the crafting bench and the common area, then the queue.
+            self.tended_at = played;
+            self.crafts_left = BOT_CRAFTS;
+            self.state = BotState::Farming;
+            self.send(&LobbyClientMessage::EnterFarm);
             return;
         }
         self.send(&LobbyClientMessage::FindMatch);
