@@ -130,16 +130,21 @@ fn command(cmd: &str, flags: &[(&str, String)]) -> Vec<String> {
     out
 }
 
-fn free_tcp() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn free_udp() -> anyhow::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `n` free ports on 127.0.0.1 (UDP or TCP), kept for the run.
+fn free_ports(n: usize, udp: bool) -> anyhow::Result<Vec<u16>> {
+    (0..n)
+        .map(|_| {
+            Ok(if udp {
+                std::net::UdpSocket::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port()
+            } else {
+                std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port()
+            })
+        })
+        .collect()
 }
 
 /// A TCP proxy in front of Postgres that the drill can cut: while it is cut, open connections
@@ -249,6 +254,16 @@ fn wait_http(url: &str, part: &mut Part, timeout: Duration) -> anyhow::Result<()
         part.name,
         part.log.display()
     )
+}
+
+/// Starts `parts` in order, each answering `/healthz` on its port in `health` before the next.
+fn start_all(exe: &Path, parts: &mut [Part], health: &[u16]) -> anyhow::Result<()> {
+    for (part, port) in parts.iter_mut().zip(health) {
+        part.start(exe)?;
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        wait_http(&url, part, Duration::from_secs(60))?;
+    }
+    Ok(())
 }
 
 /// Runs the drill; an error when anything was lost.
@@ -386,22 +401,26 @@ fn drill(
         .to_string();
 
     // Ports, fixed for the run so that a restarted process comes back where it was.
-    let conn_udp: Vec<u16> = (0..2).map(|_| free_udp()).collect::<anyhow::Result<_>>()?;
-    let conn_http: Vec<u16> = (0..2).map(|_| free_tcp()).collect::<anyhow::Result<_>>()?;
-    let auth_http: Vec<u16> = (0..2).map(|_| free_tcp()).collect::<anyhow::Result<_>>()?;
-    let auth_internal: Vec<u16> = (0..2).map(|_| free_tcp()).collect::<anyhow::Result<_>>()?;
-    let mm_http: Vec<u16> = (0..2).map(|_| free_tcp()).collect::<anyhow::Result<_>>()?;
-    let inst_udp: Vec<u16> = (0..args.instances)
-        .map(|_| free_udp())
-        .collect::<anyhow::Result<_>>()?;
-    let inst_http: Vec<u16> = (0..args.instances)
-        .map(|_| free_tcp())
-        .collect::<anyhow::Result<_>>()?;
+    let conn_udp = free_ports(2, true)?;
+    let conn_http = free_ports(2, false)?;
+    let auth_http = free_ports(2, false)?;
+    let auth_internal = free_ports(2, false)?;
+    let mm_http = free_ports(2, false)?;
+    let inst_udp = free_ports(args.instances, true)?;
+    let inst_http = free_ports(args.instances, false)?;
     let connection_list = conn_udp
         .iter()
         .map(|u| format!("127.0.0.1:{u}"))
         .collect::<Vec<_>>()
         .join(",");
+
+    // What every part takes: the database (through the proxy) and the netcode key; the game
+    // servers and matchmaking also the card data and the broker.
+    let shared = [
+        ("--database", via_proxy.to_string()),
+        ("--netcode-key-file", p("netcode.key")),
+    ];
+    let game = [("--cards", cards_s.clone()), ("--kafka", brokers.clone())];
 
     // Auth replicas.
     let mut auths: Vec<Part> = (0..2)
@@ -411,31 +430,26 @@ fn drill(
                 command(
                     "auth",
                     &[
-                        ("--database", via_proxy.to_string()),
-                        ("--jwt-key-file", p("jwt.key")),
-                        ("--netcode-key-file", p("netcode.key")),
-                        ("--admin-token-file", p("admin.token")),
-                        ("--http", format!("127.0.0.1:{}", auth_http[i])),
-                        ("--metrics", format!("127.0.0.1:{}", auth_internal[i])),
-                        ("--connection-server", connection_list.clone()),
-                        ("--redis", args.redis.clone()),
-                        ("--redis-prefix", format!("{prefix}auth:")),
-                        ("--data-dir", dir.display().to_string()),
-                        // Every bot logs in from this one address.
-                        ("--login-rate-per-minute", "60000".to_string()),
-                    ],
+                        &shared[..],
+                        &[
+                            ("--jwt-key-file", p("jwt.key")),
+                            ("--admin-token-file", p("admin.token")),
+                            ("--http", format!("127.0.0.1:{}", auth_http[i])),
+                            ("--metrics", format!("127.0.0.1:{}", auth_internal[i])),
+                            ("--connection-server", connection_list.clone()),
+                            ("--redis", args.redis.clone()),
+                            ("--redis-prefix", format!("{prefix}auth:")),
+                            ("--data-dir", dir.display().to_string()),
+                            // Every bot logs in from this one address.
+                            ("--login-rate-per-minute", "60000".to_string()),
+                        ],
+                    ]
+                    .concat(),
                 ),
             )
         })
         .collect();
-    for (i, a) in auths.iter_mut().enumerate() {
-        a.start(&exe)?;
-        wait_http(
-            &format!("http://127.0.0.1:{}/healthz", auth_internal[i]),
-            a,
-            Duration::from_secs(60),
-        )?;
-    }
+    start_all(&exe, &mut auths, &auth_internal)?;
     let auth_internal_url = format!("http://127.0.0.1:{}", auth_internal[0]);
 
     // Instance servers, run by the drill (not by matchmaking): both replicas place on them.
@@ -446,32 +460,26 @@ fn drill(
                 command(
                     "instance",
                     &[
-                        ("--udp", format!("127.0.0.1:{}", inst_udp[i])),
-                        ("--http", format!("127.0.0.1:{}", inst_http[i])),
-                        ("--database", via_proxy.to_string()),
-                        ("--netcode-key-file", p("netcode.key")),
-                        ("--control-token-file", p("control.token")),
-                        ("--auth-url", auth_internal_url.clone()),
-                        ("--cards", cards_s.clone()),
-                        ("--kafka", brokers.clone()),
-                        (
-                            "--match-log",
-                            p(&format!("instance-{}.matches.jsonl", i + 1)),
-                        ),
-                        ("--farm-lease-ms", "6000".to_string()),
-                    ],
+                        &shared[..],
+                        &game[..],
+                        &[
+                            ("--udp", format!("127.0.0.1:{}", inst_udp[i])),
+                            ("--http", format!("127.0.0.1:{}", inst_http[i])),
+                            ("--control-token-file", p("control.token")),
+                            ("--auth-url", auth_internal_url.clone()),
+                            (
+                                "--match-log",
+                                p(&format!("instance-{}.matches.jsonl", i + 1)),
+                            ),
+                            ("--farm-lease-ms", "6000".to_string()),
+                        ],
+                    ]
+                    .concat(),
                 ),
             )
         })
         .collect();
-    for (i, inst) in instances.iter_mut().enumerate() {
-        inst.start(&exe)?;
-        wait_http(
-            &format!("http://127.0.0.1:{}/healthz", inst_http[i]),
-            inst,
-            Duration::from_secs(60),
-        )?;
-    }
+    start_all(&exe, &mut instances, &inst_http)?;
     let instance_urls = inst_http
         .iter()
         .map(|h| format!("http://127.0.0.1:{h}"))
@@ -486,32 +494,26 @@ fn drill(
                 command(
                     "matchmaking",
                     &[
-                        ("--http", format!("127.0.0.1:{}", mm_http[i])),
-                        ("--database", via_proxy.to_string()),
-                        ("--redis", args.redis.clone()),
-                        ("--redis-prefix", format!("{prefix}mm:")),
-                        ("--allocator", "fleet".to_string()),
-                        ("--instances", instance_urls.clone()),
-                        ("--netcode-key-file", p("netcode.key")),
-                        ("--service-token-file", p("service.token")),
-                        ("--control-token-file", p("control.token")),
-                        ("--cards", cards_s.clone()),
-                        ("--kafka", brokers.clone()),
-                        ("--outbox-relay", String::new()),
-                        ("--data-dir", dir.display().to_string()),
-                    ],
+                        &shared[..],
+                        &game[..],
+                        &[
+                            ("--http", format!("127.0.0.1:{}", mm_http[i])),
+                            ("--redis", args.redis.clone()),
+                            ("--redis-prefix", format!("{prefix}mm:")),
+                            ("--allocator", "fleet".to_string()),
+                            ("--instances", instance_urls.clone()),
+                            ("--service-token-file", p("service.token")),
+                            ("--control-token-file", p("control.token")),
+                            ("--outbox-relay", String::new()),
+                            ("--data-dir", dir.display().to_string()),
+                        ],
+                    ]
+                    .concat(),
                 ),
             )
         })
         .collect();
-    for (i, m) in mms.iter_mut().enumerate() {
-        m.start(&exe)?;
-        wait_http(
-            &format!("http://127.0.0.1:{}/healthz", mm_http[i]),
-            m,
-            Duration::from_secs(60),
-        )?;
-    }
+    start_all(&exe, &mut mms, &mm_http)?;
     let mm_url = format!("http://127.0.0.1:{}", mm_http[0]);
 
     // Connection servers; each names its matchmaking replica (the other one is its fallback
@@ -523,35 +525,29 @@ fn drill(
                 command(
                     "connection",
                     &[
-                        ("--udp", format!("127.0.0.1:{}", conn_udp[i])),
-                        ("--http", format!("127.0.0.1:{}", conn_http[i])),
-                        ("--database", via_proxy.to_string()),
-                        (
-                            "--auth-url",
-                            format!("http://127.0.0.1:{}", auth_internal[i]),
-                        ),
-                        (
-                            "--matchmaking-url",
-                            format!("http://127.0.0.1:{}", mm_http[i]),
-                        ),
-                        ("--service-token-file", p("service.token")),
-                        ("--netcode-key-file", p("netcode.key")),
-                        ("--server-id", format!("drill-conn-{}", i + 1)),
-                        ("--cards", cards_s.clone()),
-                        ("--kafka", brokers.clone()),
-                    ],
+                        &shared[..],
+                        &game[..],
+                        &[
+                            ("--udp", format!("127.0.0.1:{}", conn_udp[i])),
+                            ("--http", format!("127.0.0.1:{}", conn_http[i])),
+                            (
+                                "--auth-url",
+                                format!("http://127.0.0.1:{}", auth_internal[i]),
+                            ),
+                            (
+                                "--matchmaking-url",
+                                format!("http://127.0.0.1:{}", mm_http[i]),
+                            ),
+                            ("--service-token-file", p("service.token")),
+                            ("--server-id", format!("drill-conn-{}", i + 1)),
+                        ],
+                    ]
+                    .concat(),
                 ),
             )
         })
         .collect();
-    for (i, c) in conns.iter_mut().enumerate() {
-        c.start(&exe)?;
-        wait_http(
-            &format!("http://127.0.0.1:{}/healthz", conn_http[i]),
-            c,
-            Duration::from_secs(60),
-        )?;
-    }
+    start_all(&exe, &mut conns, &conn_http)?;
     println!(
         "drill: up: 2 auth, 2 matchmaking, 2 connection servers, {} instances, broker {brokers}",
         args.instances

@@ -15,6 +15,19 @@ pub fn netcode_token(session: &SessionTokens) -> anyhow::Result<ConnectToken> {
     crate::decode_connect_token(&session.connect_token).context("decoding the connect token")
 }
 
+/// The connect token of `session` for a client that lost its connection server `lost`: the
+/// same token with that server tried last (see [`crate::try_last`]).
+pub fn reconnect_token(
+    session: &SessionTokens,
+    lost: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ConnectToken> {
+    let mut token = netcode_token(session)?;
+    if let Some(server) = lost {
+        crate::try_last(&mut token, server);
+    }
+    Ok(token)
+}
+
 /// A blocking client of the auth service.
 #[derive(Clone)]
 pub struct AuthApi {

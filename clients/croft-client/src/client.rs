@@ -434,14 +434,9 @@ impl Client {
             }
         };
         let lost = self.lost.as_ref().map(|l| l.server);
-        let lobby = crate::api::netcode_token(&session)
+        let lobby = crate::api::reconnect_token(&session, lost)
             .map_err(|e| format!("{e:#}"))
-            .and_then(|mut t| {
-                if let Some(server) = lost {
-                    crate::try_last(&mut t, server);
-                }
-                Lobby::connect(t).map_err(|e| e.to_string())
-            });
+            .and_then(|t| Lobby::connect(t).map_err(|e| e.to_string()));
         match lobby {
             Ok(l) => {
                 self.lobby = Some(l);

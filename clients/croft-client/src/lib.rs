@@ -77,6 +77,9 @@ struct UdpLink {
     last_flush: Instant,
     /// Full flushes (acks included) when idle: [`IDLE_FLUSH_EVERY`] by default.
     idle_flush: Duration,
+    /// A connected server not heard from for this long is gone (`None`: netcode's own
+    /// time-out, the token's, decides).
+    silence_limit: Option<Duration>,
 }
 
 /// How often a connection flushes its acks: renet repeats pending acks on every flush, so acks
@@ -134,6 +137,7 @@ impl Connection {
                 last: Instant::now(),
                 last_flush: Instant::now(),
                 idle_flush: IDLE_FLUSH_EVERY,
+                silence_limit: None,
             })),
         })
     }
@@ -172,6 +176,16 @@ impl Connection {
         }
     }
 
+    /// Counts a connected server that sent nothing (not even a keep-alive) for `limit` as gone,
+    /// sooner than netcode's own time-out (the token's, 15 s) would: a server killed without a
+    /// goodbye. Set it a few of the server's keep-alive intervals long. (WebSocket: the TCP
+    /// connection reports a dead server by itself.)
+    pub fn set_silence_limit(&mut self, limit: Duration) {
+        if let Link::Udp(u) = &mut self.link {
+            u.silence_limit = Some(limit);
+        }
+    }
+
     /// Reads the socket and advances timers. Returns an error once the connection is gone.
     pub fn update(&mut self) -> Result<(), ClientError> {
         match &mut self.link {
@@ -182,7 +196,16 @@ impl Connection {
                 u.client.update(dt);
                 u.transport
                     .update(dt, &mut u.client)
-                    .map_err(|e| ClientError::Netcode(e.to_string()))
+                    .map_err(|e| ClientError::Netcode(e.to_string()))?;
+                match u.silence_limit {
+                    Some(limit) if u.client.is_connected() && u.transport.silent_for() >= limit => {
+                        Err(ClientError::Disconnected(format!(
+                            "the server was silent for {} s",
+                            limit.as_secs()
+                        )))
+                    }
+                    _ => Ok(()),
+                }
             }
             Link::Ws(w) => w.update(),
         }
@@ -239,15 +262,6 @@ impl Connection {
                 .receive_message(Channel::Reliable)
                 .map(|b| b.to_vec()),
             Link::Ws(w) => w.receive(),
-        }
-    }
-
-    /// How long since the server was last heard from, on UDP (a WebSocket's TCP connection
-    /// reports a dead server by itself).
-    pub fn silent_for(&self) -> Option<Duration> {
-        match &self.link {
-            Link::Udp(u) if u.client.is_connected() => Some(u.transport.silent_for()),
-            _ => None,
         }
     }
 

@@ -34,6 +34,7 @@ impl Lobby {
     pub fn connect_by(route: &Route, token: ConnectToken) -> Result<Self, ClientError> {
         let mut conn = Connection::connect_by(route, token)?;
         conn.set_keepalive(LOBBY_KEEPALIVE);
+        conn.set_silence_limit(LOBBY_SILENCE);
         Ok(Self { conn })
     }
 
@@ -51,13 +52,8 @@ impl Lobby {
         while let Some(bytes) = self.conn.receive_raw() {
             messages.push(LobbyServerMessage::decode(&bytes));
         }
-        let silent = self.conn.silent_for().is_some_and(|t| t >= LOBBY_SILENCE);
         let gone = match updated {
             Err(e) => Some(e),
-            Ok(()) if silent => Some(ClientError::Disconnected(format!(
-                "the connection server was silent for {} s",
-                LOBBY_SILENCE.as_secs()
-            ))),
             Ok(()) => {
                 let sent = if messages.is_empty() {
                     self.conn.flush_if_due(false)

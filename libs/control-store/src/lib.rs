@@ -6,6 +6,7 @@ use std::time::Duration;
 
 mod local;
 mod remote;
+pub mod testing;
 
 pub use local::Local;
 pub use remote::RedisStore;

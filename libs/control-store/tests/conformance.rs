@@ -8,15 +8,7 @@ use control_store::{
     Cancelled, ControlError, ControlStore, Enqueued, Group, Lease, Seat, Ticket, UserId,
 };
 
-fn redis_url() -> String {
-    std::env::var("CROFT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn fresh_prefix() -> String {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("randomness");
-    format!("{{croft-test-{:016x}}}:", u64::from_le_bytes(b))
-}
+use control_store::testing::redis_url;
 
 /// A second handle on the same state: another replica.
 fn replica(store: &ControlStore, prefix: &str) -> ControlStore {
@@ -40,12 +32,9 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    let prefix = super::fresh_prefix();
-                    let store = control_store::ControlStore::redis(&super::redis_url(), &prefix)
-                        .expect("redis url");
-                    store.ping().await.expect(
-                        "Redis must be running for these tests (scripts/services starts it)",
-                    );
+                    let redis = control_store::testing::redis("conformance").await;
+                    let prefix = redis.prefix().to_string();
+                    let store = control_store::ControlStore::Redis(redis);
                     super::$case(store.clone(), &prefix).await;
                     store.clear().await.expect("clearing the test keys");
                 }

@@ -577,16 +577,7 @@ mod tests {
         use super::super::*;
 
         async fn kinds(free: u32, address_free: u32) -> Vec<(&'static str, Backoff)> {
-            let url = std::env::var("CROFT_TEST_REDIS")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-            let mut b = [0u8; 8];
-            getrandom::fill(&mut b).unwrap();
-            let prefix = format!("{{croft-auth-test-{:016x}}}:", u64::from_le_bytes(b));
-            let redis = control_store::RedisStore::connect(&url, &prefix).unwrap();
-            control_store::ControlStore::Redis(redis.clone())
-                .ping()
-                .await
-                .expect("Redis must be running for these tests (scripts/services starts it)");
+            let redis = control_store::testing::redis("auth-backoff").await;
             let max = Duration::from_secs(60);
             vec![
                 (
@@ -648,13 +639,10 @@ mod tests {
         /// The point of the shared kind: two replicas count the same failures.
         #[tokio::test]
         async fn two_replicas_count_the_same_failures() {
-            let url = std::env::var("CROFT_TEST_REDIS")
-                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-            let mut r = [0u8; 8];
-            getrandom::fill(&mut r).unwrap();
-            let prefix = format!("{{croft-auth-test-{:016x}}}:", u64::from_le_bytes(r));
+            let shared = control_store::testing::redis("auth-backoff").await;
+            let (url, prefix) = (control_store::testing::redis_url(), shared.prefix());
             let replica = || {
-                let redis = control_store::RedisStore::connect(&url, &prefix).unwrap();
+                let redis = control_store::RedisStore::connect(&url, prefix).unwrap();
                 Backoff::Shared(Arc::new(SharedBackoff::new(
                     &redis,
                     2,

@@ -85,16 +85,7 @@ mod tests {
     /// one client's budget.
     #[tokio::test]
     async fn two_replicas_share_one_budget_per_address() {
-        let url =
-            std::env::var("CROFT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let mut b = [0u8; 8];
-        getrandom::fill(&mut b).unwrap();
-        let prefix = format!("{{croft-limits-test-{:016x}}}:", u64::from_le_bytes(b));
-        let store = control_store::RedisStore::connect(&url, &prefix).unwrap();
-        control_store::ControlStore::Redis(store.clone())
-            .ping()
-            .await
-            .expect("Redis must be running for these tests (scripts/services starts it)");
+        let store = control_store::testing::redis("auth-limits").await;
         let replicas = [
             Arc::new(RedisBuckets::new(&store)),
             Arc::new(RedisBuckets::new(&store)),

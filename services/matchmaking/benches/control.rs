@@ -201,11 +201,7 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(100_000.0);
     let pass = Duration::from_millis(args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = common::runtime();
     rt.block_on(async {
         let local = ControlStore::local();
         let local_rate = report(

@@ -61,11 +61,7 @@ fn main() {
     );
     let url =
         std::env::var("CROFT_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = common::runtime();
     rt.block_on(async {
         let cards = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards");
         let data = shared_sim::data::DataHandle::new(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use contracts::CallError;
 use contracts::instance::InstanceClient;
 use contracts::instance::v1::{
-    CreateMatchRequest, EndedMatch, HubRequest, OpenFarmRequest, ReadyInfo,
+    CreateMatchRequest, EndedMatch, HubRequest, MatchesReport, OpenFarmRequest, ReadyInfo,
 };
 use tokio::sync::Mutex;
 
@@ -113,6 +113,129 @@ impl Placed {
             })
             .collect()
     }
+}
+
+/// An instance as an allocator tracks it: how to reach it, how full it is, what was placed there
+/// and how far its feed of ended matches was read. Every allocator keeps one per instance.
+#[derive(Debug)]
+pub(crate) struct Tracked {
+    pub control: String,
+    pub capacity: usize,
+    pub running: usize,
+    pub draining: bool,
+    pub placed: Placed,
+    pub failed_polls: u32,
+    /// The instance's run as its last report named it (`MatchesReport::boot`).
+    pub boot: String,
+}
+
+impl Tracked {
+    pub fn new(control: String) -> Self {
+        Self {
+            control,
+            capacity: 0,
+            running: 0,
+            draining: false,
+            placed: Placed::default(),
+            failed_polls: 0,
+            boot: String::new(),
+        }
+    }
+
+    /// Whether a match may be placed here now.
+    pub fn has_room(&self) -> bool {
+        !self.draining && self.running < self.capacity
+    }
+
+    /// Creates `request` on this instance (named `name` in the placement): counted and booked
+    /// here; an instance that refuses (full, draining) counts as full until the next poll.
+    pub async fn create(
+        &mut self,
+        instances: &InstanceClient,
+        name: &str,
+        request: &CreateMatchRequest,
+    ) -> Result<Placement, AllocError> {
+        match instances.create_match(&self.control, request).await {
+            Ok(created) => {
+                self.running += 1;
+                self.placed
+                    .matches
+                    .insert(request.match_id, request.players);
+                Ok(Placement {
+                    instance: name.to_string(),
+                    server_addr: created.server_addr,
+                    ws_url: created.ws_url,
+                    control: Some(self.control.clone()),
+                })
+            }
+            Err(e) => {
+                let e = AllocError::from(e);
+                if matches!(e, AllocError::Refused(_)) {
+                    self.running = self.capacity;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes one poll's report (asked with `placed.ended_after`): what runs, whether it drains,
+    /// and the matches placed here that ended. A report from another run of the instance (a
+    /// restart at the same address) means what was placed here is lost: aborted.
+    pub fn report(&mut self, name: &str, report: MatchesReport) -> Vec<AllocEvent> {
+        self.failed_polls = 0;
+        self.running = report.live.len();
+        let restarted =
+            !self.boot.is_empty() && !report.boot.is_empty() && self.boot != report.boot;
+        // Draining lasts for a run: a restarted instance serves again unless it says otherwise.
+        self.draining = report.draining || (self.draining && !restarted);
+        self.boot = report.boot;
+        if restarted {
+            tracing::warn!(instance = %name, "instance restarted; its matches are aborted");
+            // The new run numbers its ended matches from 1.
+            self.placed.ended_after = 0;
+            return self.placed.abort_all(name);
+        }
+        self.placed
+            .take_ended(report.ended)
+            .into_iter()
+            .map(AllocEvent::Ended)
+            .collect()
+    }
+
+    /// The instance for operators (`status`).
+    pub fn status(&self, name: &str) -> serde_json::Value {
+        serde_json::json!({
+            "id": name, "control": self.control, "capacity": self.capacity,
+            "running": self.running, "draining": self.draining,
+        })
+    }
+}
+
+/// Opens `user`'s farm on the first of `hosts` (name, control URL) that takes it (the one
+/// holding the farm's lease, or any when none does): the host's name and the farm's address.
+pub(crate) async fn open_farm_first(
+    instances: &InstanceClient,
+    hosts: Vec<(String, String)>,
+    user: UserId,
+) -> Result<(String, Endpoint), AllocError> {
+    first_answer(hosts, "farm", |control| async move {
+        open_farm_on(instances, &control, user).await
+    })
+    .await
+}
+
+/// Keeps a place for `user` (`name`) in the common area of the first of `hosts` that answers:
+/// the host's name, and the hub shard and its address.
+pub(crate) async fn keep_hub_place_first(
+    instances: &InstanceClient,
+    hosts: Vec<(String, String)>,
+    user: UserId,
+    name: &str,
+) -> Result<(String, (u32, Endpoint)), AllocError> {
+    first_answer(hosts, "hub place", |control| async move {
+        keep_hub_place_on(instances, &control, user, name).await
+    })
+    .await
 }
 
 /// Where matches run: the interface matchmaking uses. [`LocalAllocator`] is the embedded
@@ -240,16 +363,11 @@ impl LocalConfig {
 struct Instance {
     id: String,
     child: tokio::process::Child,
-    control: String,
+    /// Its control URL, load and the matches placed here.
+    t: Tracked,
     udp: Vec<SocketAddr>,
     /// Its WebSocket URL, when it has one.
     ws: Option<String>,
-    capacity: usize,
-    running: usize,
-    draining: bool,
-    /// Matches placed here and not yet reported ended.
-    placed: Placed,
-    failed_polls: u32,
     idle_since: Option<Instant>,
 }
 
@@ -281,14 +399,14 @@ impl LocalAllocator {
         if pool.closed {
             return Err(AllocError::NoCapacity);
         }
-        if !pool.instances.iter().any(|s| !s.draining) {
+        if !pool.instances.iter().any(|s| !s.t.draining) {
             self.spawn(pool).await?;
         }
         let mut hosts: Vec<(String, String)> = pool
             .instances
             .iter()
-            .filter(|s| !s.draining)
-            .map(|s| (s.id.clone(), s.control.clone()))
+            .filter(|s| !s.t.draining)
+            .map(|s| (s.id.clone(), s.t.control.clone()))
             .collect();
         hosts.sort_by_key(|(id, _)| Some(id) != prefer);
         Ok(hosts)
@@ -351,27 +469,22 @@ impl LocalAllocator {
         let mut instance = Instance {
             id: id.clone(),
             child,
-            control: String::new(),
+            t: Tracked::new(String::new()),
             udp: Vec::new(),
             ws: None,
-            capacity: 0,
-            running: 0,
-            draining: false,
-            placed: Placed::default(),
-            failed_polls: 0,
             idle_since: Some(Instant::now()),
         };
         let info = wait_ready(&mut instance.child, &ready, Duration::from_secs(30)).await?;
-        instance.control = format!("http://{}", info.http);
+        instance.t.control = format!("http://{}", info.http);
         instance.udp = info.udp.clone();
         instance.ws = info.ws.clone();
         let cap = self
             .instances
-            .capacity(&instance.control)
+            .capacity(&instance.t.control)
             .await
             .map_err(|e| AllocError::Start(format!("capacity of {id}: {e}")))?;
-        instance.capacity = cap.max_matches;
-        tracing::info!(instance = %id, control = %instance.control, udp = ?info.udp, capacity = cap.max_matches, "instance started");
+        instance.t.capacity = cap.max_matches;
+        tracing::info!(instance = %id, control = %instance.t.control, udp = ?info.udp, capacity = cap.max_matches, "instance started");
         metrics::counter!("croft_allocator_instances_started_total").increment(1);
         pool.instances.push(instance);
         Ok(pool.instances.len() - 1)
@@ -382,58 +495,35 @@ impl LocalAllocator {
         instance: &mut Instance,
         request: &CreateMatchRequest,
     ) -> Result<Placement, AllocError> {
-        let created = match self
-            .instances
-            .create_match(&instance.control, request)
-            .await
-            .map_err(AllocError::from)
-        {
-            Ok(c) => c,
-            Err(e) => {
-                if matches!(e, AllocError::Refused(_)) {
-                    // Full or draining: it says so; count it full until the next poll.
-                    instance.running = instance.capacity;
-                }
-                return Err(e);
-            }
-        };
-        instance.running += 1;
+        let placement = instance
+            .t
+            .create(&self.instances, &instance.id, request)
+            .await?;
         instance.idle_since = None;
-        instance
-            .placed
-            .matches
-            .insert(request.match_id, request.players);
-        Ok(Placement {
-            instance: instance.id.clone(),
-            server_addr: created.server_addr,
-            ws_url: created.ws_url,
-            control: Some(instance.control.clone()),
-        })
+        Ok(placement)
     }
 
-    async fn poll_instance(&self, instance: &mut Instance) -> Result<Vec<EndedMatch>, String> {
+    async fn poll_instance(&self, instance: &mut Instance) -> Result<Vec<AllocEvent>, String> {
         if let Ok(Some(status)) = instance.child.try_wait() {
             return Err(format!("exited: {status}"));
         }
         let report = self
             .instances
-            .matches(&instance.control, instance.placed.ended_after)
+            .matches(&instance.t.control, instance.t.placed.ended_after)
             .await
             .map_err(|e| e.to_string())?;
-        instance.running = report.live.len();
-        instance.draining |= report.draining;
-        let ended = instance.placed.take_ended(report.ended);
-        if instance.running == 0 {
+        let events = instance.t.report(&instance.id, report);
+        if instance.t.running == 0 {
             instance.idle_since.get_or_insert_with(Instant::now);
         } else {
             instance.idle_since = None;
         }
-        Ok(ended)
+        Ok(events)
     }
 
     async fn drain(&self, instance: &mut Instance) {
-        instance.draining = true;
-        if let Err(e) = self.instances.drain(&instance.control).await {
+        instance.t.draining = true;
+        if let Err(e) = self.instances.drain(&instance.t.control).await {
             tracing::warn!(instance = %instance.id, error = %e, "drain request failed");
         }
     }
@@ -451,12 +541,9 @@ impl Allocator for LocalAllocator {
             }
             // Fullest first, so that idle instances empty out and can be stopped.
             let mut order: Vec<usize> = (0..pool.instances.len())
-                .filter(|&i| {
-                    let s = &pool.instances[i];
-                    !s.draining && s.running < s.capacity
-                })
+                .filter(|&i| pool.instances[i].t.has_room())
                 .collect();
-            order.sort_by_key(|&i| std::cmp::Reverse(pool.instances[i].running));
+            order.sort_by_key(|&i| std::cmp::Reverse(pool.instances[i].t.running));
             for i in order {
                 match self.place(&mut pool.instances[i], &request).await {
                     Ok(p) => return Ok(p),
@@ -466,7 +553,7 @@ impl Allocator for LocalAllocator {
                     }
                 }
             }
-            let live = pool.instances.iter().filter(|s| !s.draining).count();
+            let live = pool.instances.iter().filter(|s| !s.t.draining).count();
             if live >= self.config.max_instances {
                 metrics::counter!("croft_allocator_no_capacity_total").increment(1);
                 return Err(AllocError::NoCapacity);
@@ -486,13 +573,9 @@ impl Allocator for LocalAllocator {
             // The whole common area lives on the oldest serving instance, so everyone meets
             // there; the next one takes over if it stops answering.
             let hosts = self.farm_or_hub_hosts(&mut pool, None).await?;
-            let instances = &self.instances;
-            first_answer(hosts, "hub place", |control| {
-                let name = name.clone();
-                async move { keep_hub_place_on(instances, &control, user, &name).await }
-            })
-            .await
-            .map(|(_, kept)| kept)
+            keep_hub_place_first(&self.instances, hosts, user, &name)
+                .await
+                .map(|(_, kept)| kept)
         })
     }
 
@@ -501,11 +584,7 @@ impl Allocator for LocalAllocator {
             let mut pool = self.state.lock().await;
             let home = pool.farm_homes.get(&user).cloned();
             let hosts = self.farm_or_hub_hosts(&mut pool, home.as_ref()).await?;
-            let instances = &self.instances;
-            let (id, addr) = first_answer(hosts, "farm", |control| async move {
-                open_farm_on(instances, &control, user).await
-            })
-            .await?;
+            let (id, addr) = open_farm_first(&self.instances, hosts, user).await?;
             pool.farm_homes.insert(user, id);
             Ok(addr)
         })
@@ -521,20 +600,18 @@ impl Allocator for LocalAllocator {
             let mut dead = Vec::new();
             for (i, instance) in pool.instances.iter_mut().enumerate() {
                 match self.poll_instance(instance).await {
-                    Ok(ended) => {
-                        instance.failed_polls = 0;
-                        events.extend(ended.into_iter().map(AllocEvent::Ended));
-                    }
+                    Ok(e) => events.extend(e),
                     Err(e) => {
-                        instance.failed_polls += 1;
+                        instance.t.failed_polls += 1;
                         let exited = matches!(instance.child.try_wait(), Ok(Some(_)));
-                        if exited && instance.draining && instance.placed.matches.is_empty() {
+                        if exited && instance.t.draining && instance.t.placed.matches.is_empty() {
                             tracing::info!(instance = %instance.id, "instance stopped after draining");
                             dead.push(i);
-                        } else if exited || instance.failed_polls >= self.config.max_failed_polls {
+                        } else if exited || instance.t.failed_polls >= self.config.max_failed_polls
+                        {
                             tracing::error!(instance = %instance.id, error = %e, "instance lost; its matches are aborted");
                             let _ = instance.child.start_kill();
-                            events.extend(instance.placed.abort_all(&instance.id));
+                            events.extend(instance.t.placed.abort_all(&instance.id));
                             dead.push(i);
                         } else {
                             tracing::warn!(instance = %instance.id, error = %e, "instance poll failed");
@@ -548,10 +625,10 @@ impl Allocator for LocalAllocator {
             }
             // Scale: keep the warm pool, add one when busy, stop idle extras.
             let serving: Vec<usize> = (0..pool.instances.len())
-                .filter(|&i| !pool.instances[i].draining)
+                .filter(|&i| !pool.instances[i].t.draining)
                 .collect();
-            let capacity: usize = serving.iter().map(|&i| pool.instances[i].capacity).sum();
-            let running: usize = serving.iter().map(|&i| pool.instances[i].running).sum();
+            let capacity: usize = serving.iter().map(|&i| pool.instances[i].t.capacity).sum();
+            let running: usize = serving.iter().map(|&i| pool.instances[i].t.running).sum();
             metrics::gauge!("croft_allocator_instances").set(serving.len() as f64);
             metrics::gauge!("croft_allocator_matches_running").set(running as f64);
             let busy = capacity == 0 || running as f64 >= self.config.scale_up_at * capacity as f64;
@@ -564,7 +641,7 @@ impl Allocator for LocalAllocator {
             } else if serving.len() > self.config.warm && !busy {
                 let idle = serving.into_iter().find(|&i| {
                     let s = &pool.instances[i];
-                    s.running == 0
+                    s.t.running == 0
                         && s.idle_since
                             .is_some_and(|t| t.elapsed() >= self.config.idle_stop_after)
                 });
@@ -584,10 +661,11 @@ impl Allocator for LocalAllocator {
                 .instances
                 .iter()
                 .map(|s| {
-                    serde_json::json!({
-                        "id": s.id, "control": s.control, "udp": s.udp, "ws": s.ws, "pid": s.child.id(),
-                        "capacity": s.capacity, "running": s.running, "draining": s.draining,
-                    })
+                    let mut v = s.t.status(&s.id);
+                    v["udp"] = serde_json::json!(s.udp);
+                    v["ws"] = serde_json::json!(s.ws);
+                    v["pid"] = serde_json::json!(s.child.id());
+                    v
                 })
                 .collect();
             serde_json::json!({ "allocator": "local", "instances": list })
@@ -636,4 +714,69 @@ async fn wait_ready(
     Err(AllocError::Start(format!(
         "the instance was not ready within {timeout:?}"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(seq: u64, match_id: MatchId) -> EndedMatch {
+        EndedMatch {
+            seq,
+            match_id,
+            players: [1, 2],
+            winner: Some(1),
+            reason: "HeroDied".into(),
+            turns: 5,
+            data_version: 1,
+        }
+    }
+
+    fn report(
+        live: Vec<MatchId>,
+        ended: Vec<EndedMatch>,
+        draining: bool,
+        boot: &str,
+    ) -> MatchesReport {
+        MatchesReport {
+            live,
+            ended,
+            draining,
+            boot: boot.into(),
+        }
+    }
+
+    #[test]
+    fn a_report_frees_what_ended_here_and_a_new_run_loses_the_rest() {
+        let mut t = Tracked::new("http://i".into());
+        t.placed.matches.insert(7, [1, 2]);
+        t.placed.matches.insert(8, [3, 4]);
+        t.placed.matches.insert(9, [5, 6]);
+        // Match 7 ended; a stray report of a match placed elsewhere is ignored.
+        let events = t.report(
+            "i",
+            report(vec![8, 9], vec![ended(1, 7), ended(2, 99)], true, "run-1"),
+        );
+        assert_eq!(events, vec![AllocEvent::Ended(ended(1, 7))]);
+        assert_eq!((t.running, t.draining, t.placed.ended_after), (2, true, 2));
+        // The same address answers from another run: 8 and 9 are gone with the old one, the
+        // feed is read from its start, and the new run serves unless it drains too.
+        let mut lost = t.report("i", report(vec![], vec![], false, "run-2"));
+        lost.sort_by_key(|e| match e {
+            AllocEvent::Aborted { match_id, .. } => *match_id,
+            AllocEvent::Ended(e) => e.match_id,
+        });
+        assert_eq!(
+            lost,
+            [8, 9]
+                .map(|m| AllocEvent::Aborted {
+                    match_id: m,
+                    players: if m == 8 { [3, 4] } else { [5, 6] },
+                    instance: "i".into(),
+                })
+                .to_vec()
+        );
+        assert_eq!((t.placed.ended_after, t.draining), (0, false));
+        assert!(t.placed.matches.is_empty());
+    }
 }

@@ -10,8 +10,8 @@ use contracts::instance::v1::CreateMatchRequest;
 use tokio::sync::Mutex;
 
 use crate::allocator::{
-    AllocError, AllocEvent, Allocator, BoxFuture, Endpoint, Placed, Placement, first_answer,
-    keep_hub_place_on, open_farm_on,
+    AllocError, AllocEvent, Allocator, BoxFuture, Endpoint, Placement, Tracked,
+    keep_hub_place_first, open_farm_first,
 };
 use crate::queue::UserId;
 
@@ -19,16 +19,10 @@ use crate::queue::UserId;
 const MAX_FAILED_POLLS: u32 = 3;
 
 struct Member {
-    control: String,
-    /// Known from the last answer to a capacity poll.
-    capacity: usize,
-    running: usize,
-    draining: bool,
+    /// Named by its control URL.
+    t: Tracked,
+    /// It answered its last polls (a member that stops answering stays on the list).
     answered: bool,
-    failed_polls: u32,
-    /// The instance's run (`MatchesReport::boot`): a new one lost what the old one hosted.
-    boot: String,
-    placed: Placed,
 }
 
 pub struct FleetAllocator {
@@ -57,14 +51,8 @@ impl FleetAllocator {
         let members = controls
             .iter()
             .map(|c| Member {
-                control: c.trim_end_matches('/').to_string(),
-                capacity: 0,
-                running: 0,
-                draining: false,
+                t: Tracked::new(c.trim_end_matches('/').to_string()),
                 answered: false,
-                failed_polls: 0,
-                boot: String::new(),
-                placed: Placed::default(),
             })
             .collect();
         Ok(Self {
@@ -76,15 +64,16 @@ impl FleetAllocator {
         })
     }
 
-    /// Serving instances for a farm or the common area, `prefer` first; every member when
-    /// none has answered yet (just started).
+    /// Serving instances for a farm or the common area (name and control URL: both the URL),
+    /// `prefer` first; every member when none has answered yet (just started).
     fn hosts(fleet: &Fleet, prefer: Option<&String>) -> Vec<(String, String)> {
-        let any = fleet.members.iter().any(|m| m.answered && !m.draining);
+        let serving = |m: &&Member| m.answered && !m.t.draining;
+        let any = fleet.members.iter().any(|m| serving(&m));
         let mut hosts: Vec<(String, String)> = fleet
             .members
             .iter()
-            .filter(|m| !any || (m.answered && !m.draining))
-            .map(|m| (m.control.clone(), m.control.clone()))
+            .filter(|m| !any || serving(m))
+            .map(|m| (m.t.control.clone(), m.t.control.clone()))
             .collect();
         hosts.sort_by_key(|(c, _)| Some(c) != prefer);
         hosts
@@ -93,38 +82,18 @@ impl FleetAllocator {
     async fn poll_member(&self, m: &mut Member) -> Result<Vec<AllocEvent>, String> {
         let cap = self
             .instances
-            .capacity(&m.control)
+            .capacity(&m.t.control)
             .await
             .map_err(|e| e.to_string())?;
         let report = self
             .instances
-            .matches(&m.control, m.placed.ended_after)
+            .matches(&m.t.control, m.t.placed.ended_after)
             .await
             .map_err(|e| e.to_string())?;
-        let mut events = Vec::new();
-        if !m.boot.is_empty() && !report.boot.is_empty() && m.boot != report.boot {
-            tracing::warn!(instance = %m.control, "instance restarted; its matches are aborted");
-            events.extend(m.placed.abort_all(&m.control));
-            m.placed.ended_after = 0;
-            // The new run numbers its ended matches from 1: read them again.
-            let again = self
-                .instances
-                .matches(&m.control, 0)
-                .await
-                .map_err(|e| e.to_string())?;
-            let _ = m.placed.take_ended(again.ended);
-        } else {
-            events.extend(
-                m.placed
-                    .take_ended(report.ended)
-                    .into_iter()
-                    .map(AllocEvent::Ended),
-            );
-        }
-        m.boot = report.boot;
-        m.capacity = cap.max_matches;
-        m.running = report.live.len();
-        m.draining = report.draining || cap.draining;
+        let control = m.t.control.clone();
+        let events = m.t.report(&control, report);
+        m.t.capacity = cap.max_matches;
+        m.t.draining |= cap.draining;
         m.answered = true;
         Ok(events)
     }
@@ -139,33 +108,16 @@ impl Allocator for FleetAllocator {
             let mut fleet = self.state.lock().await;
             // Fullest first, so that the others stay free to drain.
             let mut order: Vec<usize> = (0..fleet.members.len())
-                .filter(|&i| {
-                    let m = &fleet.members[i];
-                    m.answered && !m.draining && m.running < m.capacity
-                })
+                .filter(|&i| fleet.members[i].answered && fleet.members[i].t.has_room())
                 .collect();
-            order.sort_by_key(|&i| std::cmp::Reverse(fleet.members[i].running));
+            order.sort_by_key(|&i| std::cmp::Reverse(fleet.members[i].t.running));
             for i in order {
-                let m = &mut fleet.members[i];
-                match self.instances.create_match(&m.control, &request).await {
-                    Ok(created) => {
-                        m.running += 1;
-                        m.placed.matches.insert(request.match_id, request.players);
-                        return Ok(Placement {
-                            instance: m.control.clone(),
-                            server_addr: created.server_addr,
-                            ws_url: created.ws_url,
-                            control: Some(m.control.clone()),
-                        });
-                    }
-                    Err(e) if e.is_unreachable() => {
-                        return Err(AllocError::Unknown(e.to_string()));
-                    }
-                    Err(e) => {
-                        // Full or draining: count it full until the next poll.
-                        m.running = m.capacity;
-                        tracing::warn!(instance = %m.control, error = %e, "placement refused");
-                    }
+                let t = &mut fleet.members[i].t;
+                let name = t.control.clone();
+                match t.create(&self.instances, &name, &request).await {
+                    Ok(p) => return Ok(p),
+                    Err(e @ AllocError::Unknown(_)) => return Err(e),
+                    Err(e) => tracing::warn!(instance = %name, error = %e, "placement refused"),
                 }
             }
             metrics::counter!("croft_allocator_no_capacity_total").increment(1);
@@ -179,24 +131,22 @@ impl Allocator for FleetAllocator {
             let mut events = Vec::new();
             for m in fleet.members.iter_mut() {
                 match self.poll_member(m).await {
-                    Ok(e) => {
-                        m.failed_polls = 0;
-                        events.extend(e);
-                    }
+                    Ok(e) => events.extend(e),
                     Err(e) => {
-                        m.failed_polls += 1;
-                        if m.failed_polls == MAX_FAILED_POLLS {
-                            tracing::error!(instance = %m.control, error = %e, "instance lost; its matches are aborted");
+                        m.t.failed_polls += 1;
+                        if m.t.failed_polls == MAX_FAILED_POLLS {
+                            tracing::error!(instance = %m.t.control, error = %e, "instance lost; its matches are aborted");
                             m.answered = false;
-                            events.extend(m.placed.abort_all(&m.control));
+                            let control = m.t.control.clone();
+                            events.extend(m.t.placed.abort_all(&control));
                         } else {
-                            tracing::debug!(instance = %m.control, error = %e, "instance poll failed");
+                            tracing::debug!(instance = %m.t.control, error = %e, "instance poll failed");
                         }
                     }
                 }
             }
-            let serving = fleet.members.iter().filter(|m| m.answered && !m.draining);
-            let (count, running) = serving.fold((0, 0), |(c, r), m| (c + 1, r + m.running));
+            let serving = fleet.members.iter().filter(|m| m.answered && !m.t.draining);
+            let (count, running) = serving.fold((0, 0), |(c, r), m| (c + 1, r + m.t.running));
             metrics::gauge!("croft_allocator_instances").set(count as f64);
             metrics::gauge!("croft_allocator_matches_running").set(running as f64);
             events
@@ -210,10 +160,9 @@ impl Allocator for FleetAllocator {
                 .members
                 .iter()
                 .map(|m| {
-                    serde_json::json!({
-                        "id": m.control, "control": m.control, "answered": m.answered,
-                        "capacity": m.capacity, "running": m.running, "draining": m.draining,
-                    })
+                    let mut v = m.t.status(&m.t.control);
+                    v["answered"] = serde_json::json!(m.answered);
+                    v
                 })
                 .collect();
             serde_json::json!({ "allocator": "fleet", "instances": list })
@@ -231,12 +180,8 @@ impl Allocator for FleetAllocator {
                 let fleet = self.state.lock().await;
                 Self::hosts(&fleet, fleet.farm_homes.get(&user))
             };
-            let instances = &self.instances;
             // An instance holding the farm's lease answers; the others refuse it.
-            let (host, addr) = first_answer(hosts, "farm", |control| async move {
-                open_farm_on(instances, &control, user).await
-            })
-            .await?;
+            let (host, addr) = open_farm_first(&self.instances, hosts, user).await?;
             self.state.lock().await.farm_homes.insert(user, host);
             Ok(addr)
         })
@@ -253,13 +198,9 @@ impl Allocator for FleetAllocator {
                 let fleet = self.state.lock().await;
                 Self::hosts(&fleet, None)
             };
-            let instances = &self.instances;
-            first_answer(hosts, "hub place", |control| {
-                let name = name.clone();
-                async move { keep_hub_place_on(instances, &control, user, &name).await }
-            })
-            .await
-            .map(|(_, kept)| kept)
+            keep_hub_place_first(&self.instances, hosts, user, &name)
+                .await
+                .map(|(_, kept)| kept)
         })
     }
 }

@@ -15,8 +15,8 @@ use kube::api::{
 use tokio::sync::Mutex;
 
 use crate::allocator::{
-    AllocError, AllocEvent, Allocator, BoxFuture, Endpoint, Placed, Placement, first_answer,
-    keep_hub_place_on, open_farm_on,
+    AllocError, AllocEvent, Allocator, BoxFuture, Endpoint, Placement, Tracked,
+    keep_hub_place_first, open_farm_first,
 };
 
 /// Where instance servers come from.
@@ -82,28 +82,6 @@ type PodList = (std::time::Instant, Vec<(String, String)>);
 
 /// The annotation that names a pod's control port.
 pub const CONTROL_PORT_ANNOTATION: &str = "croft.dev/control-port";
-
-struct Tracked {
-    control: String,
-    capacity: usize,
-    running: usize,
-    draining: bool,
-    placed: Placed,
-    failed_polls: u32,
-}
-
-impl Tracked {
-    fn new(control: String) -> Self {
-        Self {
-            control,
-            capacity: 0,
-            running: 0,
-            draining: false,
-            placed: Placed::default(),
-            failed_polls: 0,
-        }
-    }
-}
 
 #[derive(Default)]
 struct State {
@@ -376,37 +354,12 @@ impl KubeAllocator {
         name: &str,
         request: &CreateMatchRequest,
     ) -> Result<Placement, AllocError> {
-        let tracked = state
+        state
             .instances
             .entry(name.to_string())
-            .or_insert_with(|| Tracked::new(String::new()));
-        let created = self
-            .instances
-            .create_match(&tracked.control, request)
+            .or_insert_with(|| Tracked::new(String::new()))
+            .create(&self.instances, name, request)
             .await
-            .map_err(AllocError::from);
-        match created {
-            Ok(c) => {
-                tracked.running += 1;
-                tracked
-                    .placed
-                    .matches
-                    .insert(request.match_id, request.players);
-                Ok(Placement {
-                    instance: name.to_string(),
-                    server_addr: c.server_addr,
-                    ws_url: c.ws_url,
-                    control: Some(tracked.control.clone()),
-                })
-            }
-            Err(e) => {
-                if matches!(e, AllocError::Refused(_)) {
-                    // Full or draining: count it full until the next poll.
-                    tracked.running = tracked.capacity;
-                }
-                Err(e)
-            }
-        }
     }
 
     async fn allocate_plain(
@@ -438,7 +391,7 @@ impl KubeAllocator {
             .iter()
             .filter_map(|(name, _)| {
                 let t = state.instances.get(name)?;
-                (!t.draining && t.running < t.capacity).then(|| (name.clone(), t.running))
+                t.has_room().then(|| (name.clone(), t.running))
             })
             .collect();
         // Fullest first, so that idle pods empty out and the autoscaler can remove them.
@@ -510,13 +463,7 @@ impl Allocator for KubeAllocator {
                     .matches(&t.control, t.placed.ended_after)
                     .await
                 {
-                    Ok(report) => {
-                        t.failed_polls = 0;
-                        t.running = report.live.len();
-                        t.draining |= report.draining;
-                        let ended = t.placed.take_ended(report.ended);
-                        events.extend(ended.into_iter().map(AllocEvent::Ended));
-                    }
+                    Ok(report) => events.extend(t.report(name, report)),
                     Err(e) => {
                         t.failed_polls += 1;
                         if t.failed_polls >= self.config.max_failed_polls {
@@ -543,12 +490,7 @@ impl Allocator for KubeAllocator {
             let list: Vec<serde_json::Value> = state
                 .instances
                 .iter()
-                .map(|(name, t)| {
-                    serde_json::json!({
-                        "id": name, "control": t.control, "capacity": t.capacity,
-                        "running": t.running, "draining": t.draining,
-                    })
-                })
+                .map(|(name, t)| t.status(name))
                 .collect();
             let mode = match &self.config.mode {
                 KubeMode::Agones { .. } => "agones",
@@ -569,11 +511,7 @@ impl Allocator for KubeAllocator {
                 state.farm_homes.get(&user).cloned()
             };
             let hosts = self.hosts(home.as_ref()).await?;
-            let instances = &self.instances;
-            let (name, addr) = first_answer(hosts, "farm", |control| async move {
-                open_farm_on(instances, &control, user).await
-            })
-            .await?;
+            let (name, addr) = open_farm_first(&self.instances, hosts, user).await?;
             self.state.lock().await.farm_homes.insert(user, name);
             Ok(addr)
         })
@@ -594,12 +532,8 @@ impl Allocator for KubeAllocator {
                 state.hub_home.clone()
             };
             let hosts = self.hosts(home.as_ref()).await?;
-            let instances = &self.instances;
-            let (instance, kept) = first_answer(hosts, "hub place", |control| {
-                let name = name.clone();
-                async move { keep_hub_place_on(instances, &control, user, &name).await }
-            })
-            .await?;
+            let (instance, kept) =
+                keep_hub_place_first(&self.instances, hosts, user, &name).await?;
             self.state.lock().await.hub_home = Some(instance);
             Ok(kept)
         })

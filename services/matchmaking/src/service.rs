@@ -88,6 +88,9 @@ pub struct Matchmaking {
     unclosed: Mutex<Vec<AllocEvent>>,
     /// When the leader next closes placed matches whose result is in the database.
     next_sweep: Mutex<Instant>,
+    /// A sweep runs (on a task of its own, so that instances or a database slow to answer
+    /// never hold up the formation pass).
+    sweeping: std::sync::atomic::AtomicBool,
     /// The instances of placed matches, watched by the leader (set by `watch_instances`).
     watch: std::sync::OnceLock<lost::InstanceWatch>,
 }
@@ -147,6 +150,7 @@ impl Matchmaking {
             placing: Mutex::new(HashSet::new()),
             unclosed: Mutex::new(Vec::new()),
             next_sweep: Mutex::new(Instant::now()),
+            sweeping: std::sync::atomic::AtomicBool::new(false),
             watch: std::sync::OnceLock::new(),
         })
     }
@@ -219,9 +223,18 @@ impl Matchmaking {
             }
             due
         };
-        if sweep {
-            self.sweep().await;
-            self.drop_silent_tickets(&lease).await;
+        if sweep
+            && !self
+                .sweeping
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let (this, lease) = (self.clone(), lease.clone());
+            tokio::spawn(async move {
+                this.sweep().await;
+                this.drop_silent_tickets(&lease).await;
+                this.sweeping
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+            });
         }
         let tickets = match self.control.tickets().await {
             Ok(t) => t,

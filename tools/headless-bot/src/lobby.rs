@@ -300,13 +300,8 @@ impl LobbyBot {
         } else {
             croft_client::Route::Udp
         };
-        let token = match crate::api::netcode_token(&session) {
-            Ok(mut t) => {
-                if let Some(s) = server {
-                    croft_client::try_last(&mut t, s);
-                }
-                t
-            }
+        let token = match crate::api::reconnect_token(&session, server) {
+            Ok(t) => t,
             Err(e) => return self.fail(format!("bad connect token: {e}")),
         };
         self.session = session;

@@ -79,8 +79,11 @@ impl MatchSession {
         match_id: u64,
         token: ConnectToken,
     ) -> Result<Self, ClientError> {
+        let mut conn = Connection::connect_by(route, token)?;
+        // A killed instance is noticed in 5 s, not netcode's 15.
+        conn.set_silence_limit(MATCH_SILENCE);
         Ok(Self {
-            conn: Connection::connect_by(route, token)?,
+            conn,
             match_id,
             seat: None,
             view: None,
@@ -146,11 +149,6 @@ impl MatchSession {
         }
         if let Err(e) = updated {
             return (out, Some(e));
-        }
-        // A server killed without a goodbye: netcode alone would wait for the token's timeout.
-        if self.conn.silent_for().is_some_and(|t| t >= MATCH_SILENCE) {
-            let silent = format!("the instance was silent for {} s", MATCH_SILENCE.as_secs());
-            return (out, Some(ClientError::Disconnected(silent)));
         }
         if resync {
             self.request_snapshot();

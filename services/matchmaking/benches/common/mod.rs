@@ -1,4 +1,4 @@
-//! What the matchmaking benches share: their positional arguments and percentiles.
+//! What the matchmaking benches share: their positional arguments, percentiles and runtime.
 
 /// The bench's positional arguments (cargo's own `--bench` flag and the like left out).
 pub fn args() -> Vec<String> {
@@ -14,4 +14,14 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
         return 0.0;
     }
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// The benches' runtime: two workers, as many as this machine has cores.
+#[allow(dead_code)] // the queue bench runs no async code
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }

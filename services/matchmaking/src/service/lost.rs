@@ -69,15 +69,20 @@ impl InstanceWatch {
         for (m, control) in open {
             by_instance.entry(control.as_str()).or_default().push(*m);
         }
-        let mut answers = Vec::with_capacity(by_instance.len());
+        // Every instance at once: one that does not answer costs its time-out, not each one's.
+        let mut asks = tokio::task::JoinSet::new();
         for (control, matches) in by_instance {
-            let report = tokio::time::timeout(
-                Duration::from_secs(2),
-                self.client.matches(control, u64::MAX),
-            )
-            .await;
-            answers.push((control, matches, report.ok().and_then(|r| r.ok())));
+            let (client, control) = (self.client.clone(), control.to_string());
+            asks.spawn(async move {
+                let report = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.matches(&control, u64::MAX),
+                )
+                .await;
+                (control, matches, report.ok().and_then(|r| r.ok()))
+            });
         }
+        let answers = asks.join_all().await;
         let now = Instant::now();
         let mut st = self.state();
         let still: std::collections::HashSet<MatchId> = open.iter().map(|(m, _)| *m).collect();
@@ -95,7 +100,7 @@ impl InstanceWatch {
             };
             let restarted = st
                 .boots
-                .insert(control.to_string(), report.boot.clone())
+                .insert(control.clone(), report.boot.clone())
                 .is_some_and(|b| b != report.boot && !report.boot.is_empty());
             for m in matches {
                 if report.live.contains(&m) {
