@@ -1,5 +1,5 @@
 //! The control plane's shared state: queue tickets, formed and placed matches, the connection
-//! servers' mailboxes and the leader lease, behind one interface with two implementations
+//! servers' mailboxes, farm and common-area homes and the leader lease, behind one interface with two implementations
 //! (in-process for the embedded default, Redis for replicas) that one conformance suite tests.
 
 use std::time::Duration;
@@ -112,6 +112,27 @@ pub struct Lease {
     pub holder: String,
     pub epoch: u64,
 }
+
+/// What has a home on one instance server: a player's farm, or the common area (one for
+/// everyone, so that everyone meets there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Home {
+    Farm(UserId),
+    Hub,
+}
+
+impl Home {
+    pub(crate) fn key(self) -> String {
+        match self {
+            Home::Farm(u) => format!("farm:{u}"),
+            Home::Hub => "hub".into(),
+        }
+    }
+}
+
+/// How long a home is remembered after it was last set (a player's farm that nobody opened for
+/// a day may open anywhere; its lease in the database still holds it in one place).
+pub const HOME_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The control plane's shared state.
 #[derive(Clone)]
@@ -304,6 +325,27 @@ impl ControlStore {
         let mut seen = dispatch!(self, s => s.mailboxes_seen().await)?;
         seen.sort();
         Ok(seen)
+    }
+
+    /// The instance server that hosted `home` when a replica last opened it, so that every
+    /// replica asks that one first. A hint: the farm's lease in the database decides who hosts
+    /// it, and an instance that no longer answers is passed over.
+    pub async fn home(&self, home: Home) -> Result<Option<String>> {
+        dispatch!(self, s => s.home(&home.key()).await)
+    }
+
+    /// Notes that `host` hosts `home` now, for [`HOME_TTL`].
+    pub async fn set_home(&self, home: Home, host: &str) -> Result<()> {
+        self.set_home_for(home, host, HOME_TTL).await
+    }
+
+    /// [`Self::set_home`] remembered for `ttl` (tests of the expiry).
+    pub async fn set_home_for(&self, home: Home, host: &str, ttl: Duration) -> Result<()> {
+        if host.is_empty() {
+            return Err(ControlError::Invalid("a home needs a host".into()));
+        }
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        dispatch!(self, s => s.set_home(&home.key(), host, ttl_ms).await)
     }
 
     /// A watch on new mail, for long polls: take it before reading the mailbox, then

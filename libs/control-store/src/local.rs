@@ -21,7 +21,12 @@ struct State {
     seen: HashMap<String, u64>,
     lead: Option<(String, Instant)>,
     epoch: u64,
+    /// Farm and common-area homes: host, and until when it is remembered.
+    homes: HashMap<String, (String, Instant)>,
 }
+
+/// Past this many homes, expired ones are dropped on the next write.
+const HOMES_PRUNE_AT: usize = 4096;
 
 pub struct Local {
     state: Mutex<State>,
@@ -286,6 +291,26 @@ impl Local {
             .iter()
             .map(|(s, t)| (s.clone(), *t))
             .collect())
+    }
+
+    pub(crate) async fn home(&self, key: &str) -> Result<Option<String>> {
+        let st = self.lock();
+        Ok(st
+            .homes
+            .get(key)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(host, _)| host.clone()))
+    }
+
+    pub(crate) async fn set_home(&self, key: &str, host: &str, ttl_ms: u64) -> Result<()> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        if st.homes.len() >= HOMES_PRUNE_AT {
+            st.homes.retain(|_, (_, until)| *until > now);
+        }
+        let until = now + Duration::from_millis(ttl_ms);
+        st.homes.insert(key.to_string(), (host.to_string(), until));
+        Ok(())
     }
 
     pub(crate) async fn clear(&self) -> Result<()> {

@@ -6,7 +6,8 @@
 //! write and the queue one read), `p` seats (user -> "f:match"
 //! or "m:match"), `m` matches (id -> state), `r:<match>` routes (user -> server),
 //! `b:<server>` a mailbox (sorted by sequence), `bs:<server>` its last sequence, `lead` the
-//! leader lease (holder, with an expiry) and `epoch` its fencing token.
+//! leader lease (holder, with an expiry) and `epoch` its fencing token, `h:<home>` the instance
+//! that hosts a farm or the common area (with an expiry).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -650,6 +651,26 @@ impl RedisStore {
         seen.into_iter()
             .map(|(s, t)| Ok((s, parse("a mailbox's last read", &t)?)))
             .collect()
+    }
+
+    pub(crate) async fn home(&self, key: &str) -> Result<Option<String>> {
+        redis::cmd("GET")
+            .arg(self.key(&format!("h:{key}")))
+            .query_async(&mut self.con.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(crate) async fn set_home(&self, key: &str, host: &str, ttl_ms: u64) -> Result<()> {
+        let _: () = redis::cmd("SET")
+            .arg(self.key(&format!("h:{key}")))
+            .arg(host)
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut self.con.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     pub(crate) async fn clear(&self) -> Result<()> {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use control_store::{
-    Cancelled, ControlError, ControlStore, Enqueued, Group, Lease, Seat, Ticket, UserId,
+    Cancelled, ControlError, ControlStore, Enqueued, Group, Home, Lease, Seat, Ticket, UserId,
 };
 
 use control_store::testing::redis_url;
@@ -60,6 +60,7 @@ conformance!(
     a_mail_watch_wakes_on_new_mail,
     replicas_share_the_state,
     concurrent_enqueues_are_each_answered_once,
+    homes_are_shared_replaced_and_expire,
 );
 
 fn ticket(user_id: UserId, rating: i32, enqueued_ms: u64, server: &str) -> Ticket {
@@ -470,6 +471,41 @@ async fn concurrent_enqueues_are_each_answered_once(store: ControlStore, prefix:
     }
     assert_eq!((new, existing), (300, 300));
     assert_eq!(store.tickets().await.unwrap().len(), 300);
+}
+
+/// A farm's or the common area's home, set by one replica, is what the others read; a newer
+/// host replaces it, each home is its own, and a home not set again expires.
+async fn homes_are_shared_replaced_and_expire(store: ControlStore, prefix: &str) {
+    let other = replica(&store, prefix);
+    assert_eq!(store.home(Home::Farm(7)).await.unwrap(), None);
+    store.set_home(Home::Farm(7), "instance-a").await.unwrap();
+    other.set_home(Home::Hub, "instance-b").await.unwrap();
+    assert_eq!(
+        other.home(Home::Farm(7)).await.unwrap().as_deref(),
+        Some("instance-a")
+    );
+    assert_eq!(
+        store.home(Home::Hub).await.unwrap().as_deref(),
+        Some("instance-b")
+    );
+    assert_eq!(store.home(Home::Farm(8)).await.unwrap(), None);
+    other.set_home(Home::Farm(7), "instance-c").await.unwrap();
+    assert_eq!(
+        store.home(Home::Farm(7)).await.unwrap().as_deref(),
+        Some("instance-c")
+    );
+    assert!(matches!(
+        store.set_home(Home::Farm(9), "").await,
+        Err(ControlError::Invalid(_))
+    ));
+    store
+        .set_home_for(Home::Farm(9), "instance-a", Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(other.home(Home::Farm(9)).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(other.home(Home::Farm(9)).await.unwrap(), None);
+    assert!(store.home(Home::Farm(7)).await.unwrap().is_some());
 }
 
 /// Redis that does not answer: a clear error, soon, not a hang or a panic.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use contracts::instance::v1::CreateMatchRequest;
 use control_store::{ControlStore, Ticket};
-use matchmaking::allocator::{AllocError, AllocEvent, BoxFuture, Endpoint, Placement};
+use matchmaking::allocator::{AllocError, AllocEvent, BoxFuture, Endpoint, HubPlace, Placement};
 use matchmaking::{Allocator, Matchmaking, QueueConfig};
 
 /// Places every match at once and notes when.
@@ -43,10 +43,19 @@ impl Allocator for Stamped {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
-    fn open_farm(&self, _: u64) -> BoxFuture<'_, Result<Endpoint, AllocError>> {
+    fn open_farm(
+        &self,
+        _: u64,
+        _: Option<String>,
+    ) -> BoxFuture<'_, Result<(String, Endpoint), AllocError>> {
         Box::pin(async { Err(AllocError::NoCapacity) })
     }
-    fn open_hub(&self, _: u64, _: String) -> BoxFuture<'_, Result<(u32, Endpoint), AllocError>> {
+    fn open_hub(
+        &self,
+        _: u64,
+        _: String,
+        _: Option<String>,
+    ) -> BoxFuture<'_, Result<(String, HubPlace), AllocError>> {
         Box::pin(async { Err(AllocError::NoCapacity) })
     }
 }

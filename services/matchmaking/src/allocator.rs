@@ -231,12 +231,15 @@ pub(crate) async fn keep_hub_place_first(
     hosts: Vec<(String, String)>,
     user: UserId,
     name: &str,
-) -> Result<(String, (u32, Endpoint)), AllocError> {
+) -> Result<(String, HubPlace), AllocError> {
     first_answer(hosts, "hub place", |control| async move {
         keep_hub_place_on(instances, &control, user, name).await
     })
     .await
 }
+
+/// A place in the common area: the hub shard and the address of its socket.
+pub type HubPlace = (u32, Endpoint);
 
 /// Where matches run: the interface matchmaking uses. [`LocalAllocator`] is the embedded
 /// default; the Kubernetes allocator plugs into the same interface.
@@ -250,16 +253,22 @@ pub trait Allocator: Send + Sync {
     fn status(&self) -> BoxFuture<'_, serde_json::Value>;
     /// Drains every instance and waits for them to exit.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
-    /// Opens `user`'s farm on an instance (the one that hosts it already, if any) and answers
-    /// the UDP address its farm token must name.
-    fn open_farm(&self, user: UserId) -> BoxFuture<'_, Result<Endpoint, AllocError>>;
-    /// Keeps a place for `user` (seen as `name`) in the common area: the hub shard and the
-    /// UDP address its hub token must name.
+    /// Opens `user`'s farm on an instance (`home` first: the one the control store says hosts
+    /// it) and answers that instance's name and the UDP address the farm token must name.
+    fn open_farm(
+        &self,
+        user: UserId,
+        home: Option<String>,
+    ) -> BoxFuture<'_, Result<(String, Endpoint), AllocError>>;
+    /// Keeps a place for `user` (seen as `name`) in the common area (`home` first: the instance
+    /// the control store says hosts it): that instance's name, the hub shard and the UDP
+    /// address its hub token must name.
     fn open_hub(
         &self,
         user: UserId,
         name: String,
-    ) -> BoxFuture<'_, Result<(u32, Endpoint), AllocError>>;
+        home: Option<String>,
+    ) -> BoxFuture<'_, Result<(String, HubPlace), AllocError>>;
 }
 
 /// Opens `user`'s farm on the instance at `control`: the address of the farm's socket.
@@ -380,8 +389,6 @@ pub struct LocalAllocator {
 #[derive(Default)]
 struct Pool {
     instances: Vec<Instance>,
-    /// The instance each farm was last opened on (a farm stays there while it is open).
-    farm_homes: HashMap<UserId, String>,
     next_id: u64,
     /// Set by `shutdown`: nothing is placed or started after it.
     closed: bool,
@@ -567,26 +574,26 @@ impl Allocator for LocalAllocator {
         &self,
         user: UserId,
         name: String,
-    ) -> BoxFuture<'_, Result<(u32, Endpoint), AllocError>> {
+        home: Option<String>,
+    ) -> BoxFuture<'_, Result<(String, HubPlace), AllocError>> {
         Box::pin(async move {
             let mut pool = self.state.lock().await;
-            // The whole common area lives on the oldest serving instance, so everyone meets
-            // there; the next one takes over if it stops answering.
-            let hosts = self.farm_or_hub_hosts(&mut pool, None).await?;
-            keep_hub_place_first(&self.instances, hosts, user, &name)
-                .await
-                .map(|(_, kept)| kept)
+            // The whole common area lives on its home, else the oldest serving instance, so
+            // everyone meets there; the next one takes over if it stops answering.
+            let hosts = self.farm_or_hub_hosts(&mut pool, home.as_ref()).await?;
+            keep_hub_place_first(&self.instances, hosts, user, &name).await
         })
     }
 
-    fn open_farm(&self, user: UserId) -> BoxFuture<'_, Result<Endpoint, AllocError>> {
+    fn open_farm(
+        &self,
+        user: UserId,
+        home: Option<String>,
+    ) -> BoxFuture<'_, Result<(String, Endpoint), AllocError>> {
         Box::pin(async move {
             let mut pool = self.state.lock().await;
-            let home = pool.farm_homes.get(&user).cloned();
             let hosts = self.farm_or_hub_hosts(&mut pool, home.as_ref()).await?;
-            let (id, addr) = open_farm_first(&self.instances, hosts, user).await?;
-            pool.farm_homes.insert(user, id);
-            Ok(addr)
+            open_farm_first(&self.instances, hosts, user).await
         })
     }
 

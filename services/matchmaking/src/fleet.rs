@@ -2,7 +2,6 @@
 //! `croft drill`), named by their control URLs. Every matchmaking replica uses the same list;
 //! what runs where is asked of the instances themselves, so no replica owns them.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use contracts::instance::InstanceClient;
@@ -10,7 +9,7 @@ use contracts::instance::v1::CreateMatchRequest;
 use tokio::sync::Mutex;
 
 use crate::allocator::{
-    AllocError, AllocEvent, Allocator, BoxFuture, Endpoint, Placement, Tracked,
+    AllocError, AllocEvent, Allocator, BoxFuture, Endpoint, HubPlace, Placement, Tracked,
     keep_hub_place_first, open_farm_first,
 };
 use crate::queue::UserId;
@@ -32,8 +31,6 @@ pub struct FleetAllocator {
 
 struct Fleet {
     members: Vec<Member>,
-    /// The instance each farm was last opened on.
-    farm_homes: HashMap<UserId, String>,
 }
 
 impl FleetAllocator {
@@ -57,10 +54,7 @@ impl FleetAllocator {
             .collect();
         Ok(Self {
             instances: InstanceClient::new(http, control_token),
-            state: Mutex::new(Fleet {
-                members,
-                farm_homes: HashMap::new(),
-            }),
+            state: Mutex::new(Fleet { members }),
         })
     }
 
@@ -174,16 +168,15 @@ impl Allocator for FleetAllocator {
         Box::pin(async {})
     }
 
-    fn open_farm(&self, user: UserId) -> BoxFuture<'_, Result<Endpoint, AllocError>> {
+    fn open_farm(
+        &self,
+        user: UserId,
+        home: Option<String>,
+    ) -> BoxFuture<'_, Result<(String, Endpoint), AllocError>> {
         Box::pin(async move {
-            let hosts = {
-                let fleet = self.state.lock().await;
-                Self::hosts(&fleet, fleet.farm_homes.get(&user))
-            };
+            let hosts = Self::hosts(&*self.state.lock().await, home.as_ref());
             // An instance holding the farm's lease answers; the others refuse it.
-            let (host, addr) = open_farm_first(&self.instances, hosts, user).await?;
-            self.state.lock().await.farm_homes.insert(user, host);
-            Ok(addr)
+            open_farm_first(&self.instances, hosts, user).await
         })
     }
 
@@ -191,16 +184,13 @@ impl Allocator for FleetAllocator {
         &self,
         user: UserId,
         name: String,
-    ) -> BoxFuture<'_, Result<(u32, Endpoint), AllocError>> {
+        home: Option<String>,
+    ) -> BoxFuture<'_, Result<(String, HubPlace), AllocError>> {
         Box::pin(async move {
-            // The common area lives on the first serving instance of the list, for everyone.
-            let hosts = {
-                let fleet = self.state.lock().await;
-                Self::hosts(&fleet, None)
-            };
-            keep_hub_place_first(&self.instances, hosts, user, &name)
-                .await
-                .map(|(_, kept)| kept)
+            // The common area lives on its home, else the first serving instance of the list,
+            // for everyone.
+            let hosts = Self::hosts(&*self.state.lock().await, home.as_ref());
+            keep_hub_place_first(&self.instances, hosts, user, &name).await
         })
     }
 }

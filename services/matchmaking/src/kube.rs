@@ -15,7 +15,7 @@ use kube::api::{
 use tokio::sync::Mutex;
 
 use crate::allocator::{
-    AllocError, AllocEvent, Allocator, BoxFuture, Endpoint, Placement, Tracked,
+    AllocError, AllocEvent, Allocator, BoxFuture, Endpoint, HubPlace, Placement, Tracked,
     keep_hub_place_first, open_farm_first,
 };
 
@@ -87,10 +87,6 @@ pub const CONTROL_PORT_ANNOTATION: &str = "croft.dev/control-port";
 struct State {
     /// By game server or pod name.
     instances: HashMap<String, Tracked>,
-    /// The instance each farm was last opened on.
-    farm_homes: HashMap<u64, String>,
-    /// The instance that hosts the common area.
-    hub_home: Option<String>,
     closed: bool,
 }
 
@@ -234,9 +230,8 @@ impl KubeAllocator {
 
     /// Instances a farm or the common area can go to, `prefer` first: ready pods, or under
     /// Agones the game servers this allocator placed matches on (allocating one if it has
-    /// none). (name, control URL).
-    /// Where a farm or hub place may go, `prefer` first. Takes the state lock only to read and
-    /// record instances, never across a call to the API server or an instance.
+    /// none). (name, control URL). Takes the state lock only to read and record instances,
+    /// never across a call to the API server or an instance.
     async fn hosts(&self, prefer: Option<&String>) -> Result<Vec<(String, String)>, AllocError> {
         let mut hosts = match self.config.mode.clone() {
             KubeMode::Plain { selector, .. } => self.ready_pods(&selector).await?,
@@ -500,20 +495,17 @@ impl Allocator for KubeAllocator {
         })
     }
 
-    /// Kubernetes owns the instances (their own SIGTERM drains them); this only stops placing.
-    fn open_farm(&self, user: u64) -> BoxFuture<'_, Result<Endpoint, AllocError>> {
+    fn open_farm(
+        &self,
+        user: u64,
+        home: Option<String>,
+    ) -> BoxFuture<'_, Result<(String, Endpoint), AllocError>> {
         Box::pin(async move {
-            let home = {
-                let state = self.state.lock().await;
-                if state.closed {
-                    return Err(AllocError::NoCapacity);
-                }
-                state.farm_homes.get(&user).cloned()
-            };
+            if self.state.lock().await.closed {
+                return Err(AllocError::NoCapacity);
+            }
             let hosts = self.hosts(home.as_ref()).await?;
-            let (name, addr) = open_farm_first(&self.instances, hosts, user).await?;
-            self.state.lock().await.farm_homes.insert(user, name);
-            Ok(addr)
+            open_farm_first(&self.instances, hosts, user).await
         })
     }
 
@@ -521,24 +513,19 @@ impl Allocator for KubeAllocator {
         &self,
         user: u64,
         name: String,
-    ) -> BoxFuture<'_, Result<(u32, Endpoint), AllocError>> {
+        home: Option<String>,
+    ) -> BoxFuture<'_, Result<(String, HubPlace), AllocError>> {
         Box::pin(async move {
             // Everyone meets on one instance: the one that hosts the hub, while it answers.
-            let home = {
-                let state = self.state.lock().await;
-                if state.closed {
-                    return Err(AllocError::NoCapacity);
-                }
-                state.hub_home.clone()
-            };
+            if self.state.lock().await.closed {
+                return Err(AllocError::NoCapacity);
+            }
             let hosts = self.hosts(home.as_ref()).await?;
-            let (instance, kept) =
-                keep_hub_place_first(&self.instances, hosts, user, &name).await?;
-            self.state.lock().await.hub_home = Some(instance);
-            Ok(kept)
+            keep_hub_place_first(&self.instances, hosts, user, &name).await
         })
     }
 
+    /// Kubernetes owns the instances (their own SIGTERM drains them); this only stops placing.
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.state.lock().await.closed = true;

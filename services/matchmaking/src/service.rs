@@ -16,7 +16,7 @@ use contracts::matchmaking::v1::{
     RejoinRequest, RejoinResponse, STATUS, Status, TICKETS, TicketRequest, TicketResponse, UPDATES,
     Update, UpdateKind, UpdatesQuery, UpdatesResponse,
 };
-use control_store::{Cancelled, ControlError, ControlStore, Enqueued, Group, Lease, Ticket};
+use control_store::{Cancelled, ControlError, ControlStore, Enqueued, Group, Home, Lease, Ticket};
 use serde::{Deserialize, Serialize};
 use store::Store;
 use token::ConnectTokenIssuer;
@@ -161,6 +161,27 @@ impl Matchmaking {
 
     fn placing(&self) -> MutexGuard<'_, HashSet<MatchId>> {
         self.placing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the control store says `home` is hosted. A store that does not answer costs the
+    /// hint only: the farm's lease in the database still decides where it opens.
+    async fn home(&self, home: Home) -> Option<String> {
+        self.control.home(home).await.unwrap_or_else(|e| {
+            tracing::warn!(?home, error = %e, "cannot read a home; any instance may be asked");
+            None
+        })
+    }
+
+    /// Records that `home` is hosted on `host` now, if it moved. An unchanged home is not
+    /// written again: it expires a day after it was set, and the opening after that records
+    /// it anew.
+    async fn moved_home(&self, home: Home, was: Option<String>, host: &str) {
+        if was.as_deref() == Some(host) {
+            return;
+        }
+        if let Err(e) = self.control.set_home(home, host).await {
+            tracing::warn!(?home, host, error = %e, "cannot record a home");
+        }
     }
 
     /// Whether this replica leads now (as of its last tick).
@@ -856,14 +877,21 @@ async fn open_farm(
     check_auth(&mm, &headers)?;
     let req = json_body(body)?;
     let tag = session_tag(req.session_tag.as_deref())?;
-    let endpoint = mm.allocator.open_farm(req.user_id).await.map_err(|e| {
-        tracing::warn!(user = req.user_id, error = %e, "no farm opened");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_farm",
-            "no instance server could open the farm; try again",
-        )
-    })?;
+    let home = Home::Farm(req.user_id);
+    let was = mm.home(home).await;
+    let (host, endpoint) = mm
+        .allocator
+        .open_farm(req.user_id, was.clone())
+        .await
+        .map_err(|e| {
+            tracing::warn!(user = req.user_id, error = %e, "no farm opened");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_farm",
+                "no instance server could open the farm; try again",
+            )
+        })?;
+    mm.moved_home(home, was, &host).await;
     let token = mm
         .issuer
         .mint_farm_for(endpoint.server_addr, req.user_id, tag)
@@ -886,9 +914,10 @@ async fn open_hub(
     check_auth(&mm, &headers)?;
     let req = json_body(body)?;
     let tag = session_tag(req.session_tag.as_deref())?;
-    let (hub_id, endpoint) = mm
+    let was = mm.home(Home::Hub).await;
+    let (host, (hub_id, endpoint)) = mm
         .allocator
-        .open_hub(req.user_id, req.name)
+        .open_hub(req.user_id, req.name, was.clone())
         .await
         .map_err(|e| {
             tracing::warn!(user = req.user_id, error = %e, "no place in the common area");
@@ -898,6 +927,7 @@ async fn open_hub(
                 "the common area is unavailable; try again",
             )
         })?;
+    mm.moved_home(Home::Hub, was, &host).await;
     let token = mm
         .issuer
         .mint_hub_for(endpoint.server_addr, req.user_id, hub_id, tag)

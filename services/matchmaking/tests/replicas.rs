@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use contracts::instance::v1::CreateMatchRequest;
 use contracts::matchmaking::MatchmakingClient;
-use contracts::matchmaking::v1::{RejoinRequest, TicketRequest, UpdateKind, UpdatesQuery};
+use contracts::matchmaking::v1::{
+    FarmRequest, HubPlaceRequest, RejoinRequest, TicketRequest, UpdateKind, UpdatesQuery,
+};
 use control_store::ControlStore;
-use matchmaking::allocator::{AllocError, AllocEvent, BoxFuture, Endpoint, Placement};
+use matchmaking::allocator::{AllocError, AllocEvent, BoxFuture, Endpoint, HubPlace, Placement};
 use matchmaking::{Allocator, Matchmaking, QueueConfig};
 
 const TOKEN: &str = "replica-test-service-token";
@@ -27,6 +29,15 @@ struct Fleet {
     by_match: Mutex<HashMap<u64, usize>>,
     hold_first: Option<tokio::sync::Semaphore>,
     ended: Mutex<Vec<AllocEvent>>,
+    /// The home each farm or hub opening was given, in order.
+    homes_given: Mutex<Vec<Option<String>>>,
+}
+
+fn endpoint() -> Endpoint {
+    Endpoint {
+        server_addr: "127.0.0.1:40000".parse().unwrap(),
+        ws_url: None,
+    }
 }
 
 impl Fleet {
@@ -94,12 +105,33 @@ impl Allocator for Fleet {
         Box::pin(async {})
     }
 
-    fn open_farm(&self, _: u64) -> BoxFuture<'_, Result<Endpoint, AllocError>> {
-        Box::pin(async { Err(AllocError::NoCapacity) })
+    /// Opens the farm on its home, else on `instance-<user>`, and notes the home it was given.
+    fn open_farm(
+        &self,
+        user: u64,
+        home: Option<String>,
+    ) -> BoxFuture<'_, Result<(String, Endpoint), AllocError>> {
+        Box::pin(async move {
+            self.homes_given.lock().unwrap().push(home.clone());
+            let host = home.unwrap_or_else(|| format!("instance-{user}"));
+            Ok((host, endpoint()))
+        })
     }
 
-    fn open_hub(&self, _: u64, _: String) -> BoxFuture<'_, Result<(u32, Endpoint), AllocError>> {
-        Box::pin(async { Err(AllocError::NoCapacity) })
+    /// Keeps the place on the hub's home, else on `instance-hub`, and notes the home it was given.
+    fn open_hub(
+        &self,
+        _: u64,
+        _: String,
+        home: Option<String>,
+    ) -> BoxFuture<'_, Result<(String, HubPlace), AllocError>> {
+        Box::pin(async move {
+            self.homes_given.lock().unwrap().push(home.clone());
+            Ok((
+                home.unwrap_or_else(|| "instance-hub".into()),
+                (1, endpoint()),
+            ))
+        })
     }
 }
 
@@ -456,5 +488,56 @@ async fn a_recorded_result_closes_a_match_whatever_replica_placed_it() {
     assert_eq!(enqueue(&leader, players[1], "conn-b").await, "queued");
     assert_eq!(leader.api.status().await.unwrap().matches_running, 0);
     leader.kill();
+    control.clear().await.unwrap();
+}
+
+/// A farm or the common area opened through one replica is asked of the same instance first
+/// through another (each with an allocator of its own, as separate processes are): homes live
+/// in the store, not in a replica's memory.
+#[tokio::test]
+async fn farm_and_hub_homes_are_shared_by_replicas() {
+    let control = control().await;
+    let store = store::testing::sqlite().await;
+    let (fleet_a, fleet_b) = (Arc::new(Fleet::default()), Arc::new(Fleet::default()));
+    let a = Replica::start(control.clone(), store.clone(), fleet_a.clone()).await;
+    let b = Replica::start(
+        ControlStore::redis(&redis_url(), &prefix_of(&control)).unwrap(),
+        store.clone(),
+        fleet_b.clone(),
+    )
+    .await;
+    let farm = |user_id| FarmRequest {
+        user_id,
+        session_tag: None,
+    };
+    let hub = |user_id| HubPlaceRequest {
+        user_id,
+        name: "ann".into(),
+        session_tag: None,
+    };
+    a.api.open_farm(&farm(7)).await.unwrap();
+    a.api.open_hub(&hub(7)).await.unwrap();
+    b.api.open_farm(&farm(7)).await.unwrap();
+    b.api.open_farm(&farm(8)).await.unwrap();
+    b.api.open_hub(&hub(8)).await.unwrap();
+    assert_eq!(*fleet_a.homes_given.lock().unwrap(), vec![None, None]);
+    assert_eq!(
+        *fleet_b.homes_given.lock().unwrap(),
+        vec![
+            Some("instance-7".to_string()),
+            None,
+            Some("instance-hub".to_string())
+        ]
+    );
+    assert_eq!(
+        control
+            .home(control_store::Home::Farm(8))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("instance-8")
+    );
+    a.kill();
+    b.kill();
     control.clear().await.unwrap();
 }

@@ -531,7 +531,7 @@ async fn plain_mode_opens_farms_on_their_home_pod_and_keeps_the_hub_on_one_pod()
     let alloc = Arc::new(KubeAllocator::new(client, plain()).unwrap());
     // Only pod 1 is ready: the farm opens there, which makes it the farm's home.
     let a = alloc.clone();
-    let opened = tokio::spawn(async move { a.open_farm(7).await });
+    let opened = tokio::spawn(async move { a.open_farm(7, None).await });
     let (method, path, _, _, send) = next(&mut handle).await;
     assert_eq!(
         (method.as_str(), path.as_str()),
@@ -542,10 +542,14 @@ async fn plain_mode_opens_farms_on_their_home_pod_and_keeps_the_hub_on_one_pod()
         200,
         pod_list(vec![pod("croft-instance-1", "127.0.0.2", true, stub.port)]),
     );
-    assert_eq!(opened.await.unwrap().unwrap(), stub_endpoint());
-    // Both ready now: pod 0 sorts first, but the farm goes home to pod 1.
+    let (home, endpoint) = opened.await.unwrap().unwrap();
+    assert_eq!(
+        (home.as_str(), endpoint),
+        ("croft-instance-1", stub_endpoint())
+    );
+    // Both ready now: pod 0 sorts first, but the farm goes to its home, pod 1.
     let a = alloc.clone();
-    let opened = tokio::spawn(async move { a.open_farm(7).await });
+    let opened = tokio::spawn(async move { a.open_farm(7, Some(home)).await });
     let (_, _, _, _, send) = next(&mut handle).await;
     answer(
         send,
@@ -555,10 +559,10 @@ async fn plain_mode_opens_farms_on_their_home_pod_and_keeps_the_hub_on_one_pod()
             pod("croft-instance-1", "127.0.0.2", true, stub.port),
         ]),
     );
-    opened.await.unwrap().unwrap();
+    assert_eq!(opened.await.unwrap().unwrap().0, "croft-instance-1");
     // Another player's farm goes to the first pod by name.
     let a = alloc.clone();
-    let opened = tokio::spawn(async move { a.open_farm(8).await });
+    let opened = tokio::spawn(async move { a.open_farm(8, None).await });
     let (_, _, _, _, send) = next(&mut handle).await;
     answer(
         send,
@@ -568,7 +572,7 @@ async fn plain_mode_opens_farms_on_their_home_pod_and_keeps_the_hub_on_one_pod()
             pod("croft-instance-0", "127.0.0.1", true, stub.port),
         ]),
     );
-    opened.await.unwrap().unwrap();
+    assert_eq!(opened.await.unwrap().unwrap().0, "croft-instance-0");
     let port = stub.port;
     assert_eq!(
         *stub.farms.lock().unwrap(),
@@ -580,17 +584,20 @@ async fn plain_mode_opens_farms_on_their_home_pod_and_keeps_the_hub_on_one_pod()
     );
     // The common area: a place through the pod's control API.
     let a = alloc.clone();
-    let kept = tokio::spawn(async move { a.open_hub(7, "ann".into()).await });
+    let kept = tokio::spawn(async move { a.open_hub(7, "ann".into(), None).await });
     let (_, _, _, _, send) = next(&mut handle).await;
     answer(
         send,
         200,
         pod_list(vec![pod("croft-instance-0", "127.0.0.1", true, stub.port)]),
     );
-    assert_eq!(kept.await.unwrap().unwrap(), (1, stub_endpoint()));
+    assert_eq!(
+        kept.await.unwrap().unwrap(),
+        ("croft-instance-0".to_string(), (1, stub_endpoint()))
+    );
     // No ready pod: no farm, and a clear answer rather than a hang.
     let a = alloc.clone();
-    let opened = tokio::spawn(async move { a.open_farm(9).await });
+    let opened = tokio::spawn(async move { a.open_farm(9, None).await });
     let (_, _, _, _, send) = next(&mut handle).await;
     answer(send, 200, pod_list(vec![]));
     assert!(matches!(opened.await.unwrap(), Err(AllocError::NoCapacity)));
@@ -602,7 +609,7 @@ async fn under_agones_a_farm_opens_on_an_allocated_game_server() {
     let (client, mut handle) = mock_client();
     let alloc = Arc::new(KubeAllocator::new(client, agones(stub.port)).unwrap());
     let a = alloc.clone();
-    let opened = tokio::spawn(async move { a.open_farm(7).await });
+    let opened = tokio::spawn(async move { a.open_farm(7, None).await });
     // No game server known yet: one is allocated from the Fleet.
     let (method, path, _, body, send) = next(&mut handle).await;
     assert_eq!(
@@ -614,9 +621,12 @@ async fn under_agones_a_farm_opens_on_an_allocated_game_server() {
     );
     assert_eq!(body["kind"], "GameServerAllocation");
     answer(send, 201, allocated("instances-abc"));
-    assert_eq!(opened.await.unwrap().unwrap(), stub_endpoint());
+    assert_eq!(
+        opened.await.unwrap().unwrap(),
+        ("instances-abc".to_string(), stub_endpoint())
+    );
     // Known now: the next farm goes there without another allocation.
-    alloc.open_farm(8).await.unwrap();
+    alloc.open_farm(8, None).await.unwrap();
     assert_eq!(stub.farms.lock().unwrap().len(), 2);
 }
 
@@ -630,9 +640,9 @@ async fn fifty_farm_and_hub_requests_at_once_list_the_pods_once() {
         let a = alloc.clone();
         calls.spawn(async move {
             if user % 2 == 0 {
-                a.open_farm(user).await.map(|_| ())
+                a.open_farm(user, None).await.map(|_| ())
             } else {
-                a.open_hub(user, "ann".into()).await.map(|_| ())
+                a.open_hub(user, "ann".into(), None).await.map(|_| ())
             }
         });
     }
