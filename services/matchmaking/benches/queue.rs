@@ -60,9 +60,6 @@ fn main() {
                 latencies.push(done.duration_since(t.enqueued_at).as_secs_f64() * 1000.0);
             }
             formed += g.len();
-            let users: Vec<u64> = g.iter().map(|t| t.user_id).collect();
-            // Stand in for allocation so the players leave the "forming" set.
-            q.release(&users);
         }
         if !groups.is_empty() {
             last_formed = Instant::now();

@@ -1,5 +1,7 @@
-//! The queue itself, without I/O: tickets, match formation with a rating window that widens
-//! with time waited, time-outs, and the rule that a player is in at most one queue or match.
+//! Match formation without I/O: the tickets of one formation pass, grouped with a rating window
+//! that widens with time waited, and their time-outs. Who is queued, forming or in a match is
+//! the control store's (`control_store`): the leader builds a `Queue` from its tickets each
+//! pass.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -42,14 +44,6 @@ pub struct Ticket {
     pub server: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum QueueError {
-    #[error("already in match {0}")]
-    InMatch(MatchId),
-    #[error("a match is being set up for this player")]
-    Forming,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     New,
@@ -64,10 +58,6 @@ pub struct Queue {
     tickets: Vec<Ticket>,
     /// The users in `tickets`, for O(1) membership checks on enqueue.
     queued_users: HashSet<UserId>,
-    /// Players whose match is being allocated.
-    forming: HashSet<UserId>,
-    in_match: HashMap<UserId, MatchId>,
-    matches: HashMap<MatchId, Vec<UserId>>,
 }
 
 impl Queue {
@@ -92,19 +82,13 @@ impl Queue {
         rating: i32,
         server: &str,
         now: Instant,
-    ) -> Result<Enqueued, QueueError> {
-        if let Some(m) = self.in_match.get(&user_id) {
-            return Err(QueueError::InMatch(*m));
-        }
-        if self.forming.contains(&user_id) {
-            return Err(QueueError::Forming);
-        }
+    ) -> Enqueued {
         if self.queued_users.contains(&user_id) {
             if let Some(t) = self.tickets.iter_mut().find(|t| t.user_id == user_id) {
                 // The player may have moved to another connection server.
                 t.server = server.to_string();
             }
-            return Ok(Enqueued::Existing);
+            return Enqueued::Existing;
         }
         self.queued_users.insert(user_id);
         self.tickets.push(Ticket {
@@ -113,7 +97,7 @@ impl Queue {
             enqueued_at: now,
             server: server.to_string(),
         });
-        Ok(Enqueued::New)
+        Enqueued::New
     }
 
     pub fn cancel(&mut self, user_id: UserId) -> Option<Ticket> {
@@ -122,11 +106,6 @@ impl Queue {
         }
         let i = self.tickets.iter().position(|t| t.user_id == user_id)?;
         Some(self.tickets.remove(i))
-    }
-
-    /// Whether the player's match is being set up (too late to cancel).
-    pub fn is_forming(&self, user_id: UserId) -> bool {
-        self.forming.contains(&user_id)
     }
 
     /// Removes and returns tickets older than the time-out.
@@ -145,8 +124,7 @@ impl Queue {
     }
 
     /// Forms every match it can, oldest tickets first: each takes the closest ratings that
-    /// both its own window and theirs accept. The players are "forming" until
-    /// [`Self::assign`] or [`Self::release`].
+    /// both its own window and theirs accept. The players leave the queue.
     pub fn form(&mut self, now: Instant) -> Vec<Vec<Ticket>> {
         let need = self.config.match_size.max(1);
         if self.tickets.len() < need {
@@ -237,46 +215,8 @@ impl Queue {
         self.tickets = keep;
         groups
             .into_iter()
-            .map(|g| {
-                g.into_iter()
-                    .filter_map(|i| taken.remove(&i))
-                    .inspect(|t| {
-                        self.forming.insert(t.user_id);
-                    })
-                    .collect()
-            })
+            .map(|g| g.into_iter().filter_map(|i| taken.remove(&i)).collect())
             .collect()
-    }
-
-    /// The forming players now play `match_id`.
-    pub fn assign(&mut self, match_id: MatchId, users: &[UserId]) {
-        for u in users {
-            self.forming.remove(u);
-            self.in_match.insert(*u, match_id);
-        }
-        self.matches.insert(match_id, users.to_vec());
-    }
-
-    /// The forming players are free again (their match could not be placed).
-    pub fn release(&mut self, users: &[UserId]) {
-        for u in users {
-            self.forming.remove(u);
-        }
-    }
-
-    /// Frees the players of a match that ended; returns them.
-    pub fn match_ended(&mut self, match_id: MatchId) -> Vec<UserId> {
-        let users = self.matches.remove(&match_id).unwrap_or_default();
-        for u in &users {
-            if self.in_match.get(u) == Some(&match_id) {
-                self.in_match.remove(u);
-            }
-        }
-        users
-    }
-
-    pub fn match_of(&self, user_id: UserId) -> Option<MatchId> {
-        self.in_match.get(&user_id).copied()
     }
 
     pub fn is_queued(&self, user_id: UserId) -> bool {
@@ -285,10 +225,6 @@ impl Queue {
 
     pub fn queued(&self) -> usize {
         self.tickets.len()
-    }
-
-    pub fn matches_running(&self) -> usize {
-        self.matches.len()
     }
 
     /// Seconds the oldest ticket has waited.
@@ -312,15 +248,15 @@ mod tests {
     fn pairs_close_ratings_and_keeps_far_ones_waiting_until_the_window_widens() {
         let mut q = queue();
         let t0 = Instant::now();
-        q.enqueue(1, 1000, "c", t0).unwrap();
-        q.enqueue(2, 1600, "c", t0).unwrap();
-        q.enqueue(3, 1050, "c", t0).unwrap();
+        q.enqueue(1, 1000, "c", t0);
+        q.enqueue(2, 1600, "c", t0);
+        q.enqueue(3, 1050, "c", t0);
         let groups = q.form(t0);
         assert_eq!(groups.len(), 1);
         let mut ids: Vec<u64> = groups[0].iter().map(|t| t.user_id).collect();
         ids.sort();
         assert_eq!(ids, vec![1, 3]);
-        q.enqueue(4, 1000, "c", t0).unwrap();
+        q.enqueue(4, 1000, "c", t0);
         // 600 apart: needs (600 - 100) / 50 = 10 s of waiting on both sides.
         assert!(q.form(t0 + Duration::from_secs(5)).is_empty());
         assert_eq!(q.form(t0 + Duration::from_secs(10)).len(), 1);
@@ -328,41 +264,34 @@ mod tests {
     }
 
     #[test]
-    fn a_player_is_never_in_two_queues_or_matches_and_requests_are_idempotent() {
+    fn a_player_is_queued_once_and_requests_are_idempotent() {
         let mut q = queue();
         let t0 = Instant::now();
-        assert_eq!(q.enqueue(1, 1000, "a", t0), Ok(Enqueued::New));
-        assert_eq!(q.enqueue(1, 1000, "b", t0), Ok(Enqueued::Existing));
+        assert_eq!(q.enqueue(1, 1000, "a", t0), Enqueued::New);
+        assert_eq!(q.enqueue(1, 1200, "b", t0), Enqueued::Existing);
         assert_eq!(q.queued(), 1);
-        q.enqueue(2, 1000, "a", t0).unwrap();
+        // The first ticket's rating stays; its server moves.
+        assert_eq!(q.tickets[0].rating, 1000);
+        assert_eq!(q.tickets[0].server, "b");
+        q.enqueue(2, 1000, "a", t0);
         let g = q.form(t0);
         assert_eq!(g.len(), 1);
-        assert_eq!(q.enqueue(1, 1000, "a", t0), Err(QueueError::Forming));
-        q.assign(77, &[1, 2]);
-        assert_eq!(q.enqueue(2, 1000, "a", t0), Err(QueueError::InMatch(77)));
-        assert_eq!(q.match_of(1), Some(77));
-        let mut freed = q.match_ended(77);
-        freed.sort();
-        assert_eq!(freed, vec![1, 2]);
-        assert_eq!(q.enqueue(1, 1000, "a", t0), Ok(Enqueued::New));
+        assert!(!q.is_queued(1));
+        assert_eq!(q.enqueue(1, 1000, "a", t0), Enqueued::New);
         assert!(q.cancel(1).is_some());
         assert!(q.cancel(1).is_none());
     }
 
     #[test]
-    fn tickets_time_out_and_released_players_can_queue_again() {
+    fn tickets_time_out() {
         let mut q = queue();
         let t0 = Instant::now();
-        q.enqueue(1, 1000, "a", t0).unwrap();
+        q.enqueue(1, 1000, "a", t0);
         assert!(q.expire(t0 + Duration::from_secs(119)).is_empty());
         let gone = q.expire(t0 + Duration::from_secs(120));
         assert_eq!(gone.len(), 1);
         assert!(!q.is_queued(1));
-        q.enqueue(1, 1000, "a", t0).unwrap();
-        q.enqueue(2, 1000, "a", t0).unwrap();
-        assert_eq!(q.form(t0).len(), 1);
-        q.release(&[1, 2]);
-        assert_eq!(q.enqueue(1, 1000, "a", t0), Ok(Enqueued::New));
+        assert_eq!(q.enqueue(1, 1000, "a", t0), Enqueued::New);
     }
 
     #[test]
@@ -372,10 +301,10 @@ mod tests {
             ..QueueConfig::default()
         });
         let t0 = Instant::now();
-        q.enqueue(1, 1000, "a", t0).unwrap();
-        q.enqueue(2, 1010, "a", t0).unwrap();
+        q.enqueue(1, 1000, "a", t0);
+        q.enqueue(2, 1010, "a", t0);
         assert!(q.form(t0).is_empty());
-        q.enqueue(3, 990, "a", t0).unwrap();
+        q.enqueue(3, 990, "a", t0);
         let g = q.form(t0);
         assert_eq!(g.len(), 1);
         assert_eq!(g[0].len(), 3);
@@ -392,7 +321,7 @@ mod tests {
             let mut q = Queue::new(QueueConfig { match_size: size, ..QueueConfig::default() });
             let t0 = Instant::now();
             for (i, (r, age)) in ratings.iter().enumerate() {
-                q.enqueue(i as u64 + 1, *r, "a", t0 + Duration::from_secs(30 - age)).unwrap();
+                q.enqueue(i as u64 + 1, *r, "a", t0 + Duration::from_secs(30 - age));
             }
             let now = t0 + Duration::from_secs(30);
             let before = q.queued();
