@@ -39,21 +39,26 @@ end
 "#;
 
 /// ARGV[2..]: tickets as (user, "rating:enqueued_ms", "tag|server"). Answers per ticket
-/// "new", "existing" (its wait kept, its server and tag replaced) or the player's seat.
+/// "new", "existing" (its wait kept, its server and tag replaced) or the player's seat. The
+/// seats of the whole batch are read in one `HMGET` (at most [`ENQUEUE_BATCH`] players, well
+/// under Lua's `unpack` limit).
 const ENQUEUE: &str = r#"
+local users = {}
+for i = 2, #ARGV, 3 do users[#users + 1] = ARGV[i] end
+local seats = redis.call('HMGET', P..'p', unpack(users))
 local out = {}
-for i = 2, #ARGV, 3 do
+for k = 1, #users do
+  local i = 2 + (k - 1) * 3
   local u, t, route = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local st = redis.call('HGET', P..'p', u)
-  if st then
-    out[#out + 1] = st
+  if seats[k] then
+    out[k] = seats[k]
   elseif redis.call('HSETNX', P..'tk', u, t..'|'..route) == 1 then
-    out[#out + 1] = 'new'
+    out[k] = 'new'
   else
     local old = redis.call('HGET', P..'tk', u)
     local wait = string.match(old, '^[^|]*')
     redis.call('HSET', P..'tk', u, wait..'|'..route)
-    out[#out + 1] = 'existing'
+    out[k] = 'existing'
   end
 end
 return out
@@ -84,34 +89,54 @@ return 1
 "#;
 
 /// ARGV[5..]: groups, each as (match, state, player count, players...). Answers 1 per group
-/// formed, 0 per group refused (a ticket gone or the match id taken).
+/// formed, 0 per group refused (a ticket gone, taken by an earlier group of the call, or the
+/// match id taken). Each group costs its checks and its routes; the ticket deletions, seats
+/// and match records of the whole call are written together at the end, in chunks that stay
+/// under Lua's `unpack` limit (an even size, so field-value pairs stay whole).
 const FORM: &str = r#"
 if fenced() then return 'fenced' end
-local out = {}
+local out, taken, gone, seats, made = {}, {}, {}, {}, {}
 local i = 5
 while i <= #ARGV do
   local m, state, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local first, last = i + 3, i + 2 + n
-  local ok = redis.call('HEXISTS', P..'m', m) == 0
-  for j = first, last do
-    if ok and redis.call('HEXISTS', P..'tk', ARGV[j]) == 0 then ok = false end
+  local ok = not taken['m'..m] and redis.call('HEXISTS', P..'m', m) == 0
+  local routes = {}
+  if ok then
+    for j = first, last do
+      local u = ARGV[j]
+      local t = not taken[u] and redis.call('HGET', P..'tk', u)
+      if not t then ok = false break end
+      routes[#routes + 1] = u
+      routes[#routes + 1] = string.match(t, '^[^|]*|[^|]*|(.*)$') or ''
+    end
   end
   if ok then
     for j = first, last do
       local u = ARGV[j]
-      local t = redis.call('HGET', P..'tk', u)
-      local server = string.match(t, '^[^|]*|[^|]*|(.*)$') or ''
-      redis.call('HDEL', P..'tk', u)
-      redis.call('HSET', P..'r:'..m, u, server)
-      redis.call('HSET', P..'p', u, 'f:'..m)
+      taken[u] = true
+      gone[#gone + 1] = u
+      seats[#seats + 1] = u
+      seats[#seats + 1] = 'f:'..m
     end
-    redis.call('HSET', P..'m', m, state)
+    taken['m'..m] = true
+    redis.call('HSET', P..'r:'..m, unpack(routes))
+    made[#made + 1] = m
+    made[#made + 1] = state
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
   i = last + 1
 end
+local function chunked(cmd, key, list)
+  for k = 1, #list, 1000 do
+    redis.call(cmd, key, unpack(list, k, math.min(k + 999, #list)))
+  end
+end
+chunked('HDEL', P..'tk', gone)
+chunked('HSET', P..'p', seats)
+chunked('HSET', P..'m', made)
 return out
 "#;
 
