@@ -2,12 +2,21 @@
 //! server (a real `croft instance` child process, reached over its control API), one after the
 //! other; we measure the latency of each placement and the placements per second.
 //!
+//! Then the whole allocation path as matchmaking's leader runs it over Redis: as many pairs
+//! queued at once, formation passes (`Matchmaking::tick`) form them, read both players' decks
+//! from the database, place each match on that instance, record the placement and mail both
+//! players in the control store, and write `match_found`; we measure matches placed per second
+//! (Redis at CROFT_BENCH_REDIS, default redis://127.0.0.1:6379; skipped when it does not answer).
+//!
 //! `cargo bench -p croft --bench allocate -- [ALLOCATIONS]` (default 5000).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use contracts::instance::v1::CreateMatchRequest;
+use control_store::{ControlStore, Ticket};
 use matchmaking::allocator::{Allocator, LocalAllocator, LocalConfig};
+use matchmaking::{Matchmaking, QueueConfig};
 
 fn main() {
     let n: usize = std::env::args()
@@ -30,9 +39,9 @@ fn main() {
         control,
         dir.join("instances"),
     );
-    // One instance with room for every placement: 12 sockets of 448 matches.
+    // One instance with room for every placement of both parts: sockets of 448 matches.
     config.max_instances = 1;
-    config.max_matches = n.max(1);
+    config.max_matches = 2 * n.max(1);
     config.extra_args = vec![
         "--cards".into(),
         cards.display().to_string(),
@@ -41,7 +50,7 @@ fn main() {
         "--control-token-file".into(),
         dir.join("control.token").display().to_string(),
         "--shards".into(),
-        n.div_ceil(448).max(1).to_string(),
+        (2 * n).div_ceil(448).max(1).to_string(),
     ];
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -49,7 +58,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let alloc = LocalAllocator::start(config).await.unwrap();
+        let alloc = Arc::new(LocalAllocator::start(config).await.unwrap());
         // Warm the HTTP connection.
         let mut next_id = 1u64;
         let mut request = |players: [u64; 2]| {
@@ -85,9 +94,83 @@ fn main() {
             ms(p(0.99)),
             ms(*lat.last().unwrap())
         );
+        through_matchmaking(alloc.clone(), n).await;
         alloc.shutdown().await;
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `pairs` matches through matchmaking's leader over Redis, on `alloc`'s instance.
+async fn through_matchmaking(alloc: Arc<LocalAllocator>, pairs: usize) {
+    let url =
+        std::env::var("CROFT_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = control_store::testing::fresh_prefix("alloc-bench");
+    let control = ControlStore::redis(&url, &prefix).expect("redis url");
+    if let Err(e) = control.ping().await {
+        println!("through matchmaking on Redis: not measured ({e})");
+        return;
+    }
+    let cards = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards");
+    let data = shared_sim::GameData::load_dir(&cards).expect("card data");
+    let mm = Matchmaking::new(
+        QueueConfig::default(),
+        store::testing::sqlite().await,
+        control.clone(),
+        Duration::from_secs(10),
+        alloc,
+        token::ConnectTokenIssuer::new(token::NetcodeKey::generate().unwrap()),
+        shared_sim::data::DataHandle::new(data),
+        "bench".into(),
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut queued = tokio::task::JoinSet::new();
+    for user in 0..2 * pairs as u64 {
+        let control = control.clone();
+        queued.spawn(async move {
+            let ticket = Ticket {
+                user_id: 1_000_000 + user,
+                rating: 1000 + (user / 2 % 400) as i32,
+                enqueued_ms: now_ms,
+                server: "bench-conn".into(),
+                tag: String::new(),
+            };
+            control.enqueue(&ticket).await.expect("enqueue")
+        });
+    }
+    queued.join_all().await;
+    let start = Instant::now();
+    let (mut found, mut refused, mut after) = (0usize, 0usize, 0u64);
+    while found + refused < 2 * pairs && start.elapsed() < Duration::from_secs(120) {
+        mm.tick().await;
+        let (mail, last) = control
+            .mail_after("bench-conn", after, 0)
+            .await
+            .expect("mailbox");
+        after = last;
+        for m in mail {
+            if m.body.contains("match_found") {
+                found += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let wall = start.elapsed();
+    println!(
+        "through matchmaking on Redis: {pairs} pairs queued, formed, placed on the instance, recorded and mailed"
+    );
+    println!(
+        "  {} matches placed in {:.2} s: {:.0} matches/s ({} players refused)",
+        found / 2,
+        wall.as_secs_f64(),
+        (found / 2) as f64 / wall.as_secs_f64(),
+        refused
+    );
+    let _ = control.clear().await;
 }
 
 fn ms(d: Duration) -> f64 {

@@ -269,8 +269,7 @@ impl Matchmaking {
         for t in &tickets {
             let waited = Duration::from_millis(now_wall.saturating_sub(t.enqueued_ms));
             let at = now.checked_sub(waited).unwrap_or(now);
-            // Tickets are distinct users, so this cannot be refused.
-            let _ = queue.enqueue(t.user_id, t.rating, &t.server, at);
+            queue.enqueue(t.user_id, t.rating, &t.server, at);
         }
         let by_user: std::collections::HashMap<UserId, &Ticket> =
             tickets.iter().map(|t| (t.user_id, t)).collect();
