@@ -3,10 +3,11 @@
 //! (this process) beside it on the same machine.
 //!
 //! `cargo bench -p server-connection --bench idle -- [CLIENTS] [SECONDS]` (default 10000, 20).
+//! Exits non-zero when a client is not logged in or drops, or the server does not start.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use headless_bot::Connection;
@@ -32,6 +33,16 @@ fn proc_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The server process, stopped however the bench ends (a panic included).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -39,6 +50,10 @@ fn main() {
         .collect();
     let clients: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20);
+    assert!(
+        clients > 0 && seconds > 0,
+        "CLIENTS and SECONDS must be at least 1"
+    );
 
     let dir = std::env::temp_dir().join(format!("croft-idle-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -67,8 +82,11 @@ fn main() {
     });
 
     let ready = dir.join("ready.json");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_server-connection"))
+    let cards = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/cards");
+    let server = Command::new(env!("CARGO_BIN_EXE_server-connection"))
         .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .arg("--cards")
+        .arg(&cards)
         .args(["--max-clients", &clients.to_string()])
         .args(["--database", &db])
         // Nothing listens here: the revocation and matchmaking polls fail fast and retry.
@@ -87,14 +105,23 @@ fn main() {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
-        .unwrap();
-    let pid = server.id();
+        .expect("starting server-connection");
+    let mut server = Server(server);
+    let pid = server.0.id();
+    let started = Instant::now();
     let info: server_connection::ReadyInfo = loop {
         if let Ok(b) = std::fs::read(&ready)
             && let Ok(i) = serde_json::from_slice(&b)
         {
             break i;
         }
+        if let Ok(Some(status)) = server.0.try_wait() {
+            panic!("server-connection exited before it was ready: {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "server-connection not ready after 60 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     std::thread::sleep(Duration::from_secs(1));
@@ -192,7 +219,13 @@ fn main() {
         .arg("-TERM")
         .arg(pid.to_string())
         .status();
-    let _ = server.wait();
+    let stop = Instant::now();
+    while !matches!(server.0.try_wait(), Ok(Some(_))) && stop.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(server);
     drop(conns);
     let _ = std::fs::remove_dir_all(Path::new(&dir));
+    assert_eq!(welcomed, clients, "clients not logged in");
+    assert_eq!(still, clients, "clients dropped while idle");
 }

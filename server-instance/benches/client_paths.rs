@@ -42,6 +42,10 @@ fn main() -> anyhow::Result<()> {
     let matches: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100);
     let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20);
     let think_ms: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100);
+    anyhow::ensure!(
+        matches > 0 && seconds > 0,
+        "matches and seconds must be at least 1"
+    );
     // The memory sets and the first phase's matches stay on the server (their players dropped,
     // within the reconnect grace) while later ones start: room for all of them.
     let max = (matches * 8).to_string();
@@ -130,6 +134,10 @@ fn main() -> anyhow::Result<()> {
             udp.client_cpu / udp.moves.max(1) as f64
         ),
     );
+    for p in [&udp, &ws] {
+        anyhow::ensure!(p.moves > 0, "{}: no move was answered", p.name);
+        anyhow::ensure!(p.failed == 0, "{}: {} bots failed", p.name, p.failed);
+    }
     Ok(())
 }
 

@@ -38,6 +38,10 @@ fn main() -> anyhow::Result<()> {
     let players: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(300);
     let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20);
     let move_ms: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(200);
+    anyhow::ensure!(
+        players > 0 && seconds > 0,
+        "players and seconds must be at least 1"
+    );
 
     let capacity = players.to_string();
     let server = Instance::start(&["--hub-capacity", &capacity]);
@@ -172,5 +176,10 @@ fn main() -> anyhow::Result<()> {
         100.0 * (bot_end.cpu_seconds - bot_start.cpu_seconds) / elapsed
     );
     drop(server);
+    anyhow::ensure!(moves > 0, "no move was made");
+    anyhow::ensure!(
+        !latencies.is_empty(),
+        "no move was seen by the other players"
+    );
     Ok(())
 }

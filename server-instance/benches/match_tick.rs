@@ -77,6 +77,10 @@ fn main() {
     let think_ms: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
     let seconds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(30);
     let events_per_sec: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(0);
+    assert!(
+        matches > 0 && seconds > 0,
+        "matches and seconds must be at least 1"
+    );
     let think_ticks = (think_ms * u64::from(TICK_HZ) / 1000).max(1);
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/cards");
@@ -130,6 +134,7 @@ fn main() {
         let budget = Duration::from_secs(1) / TICK_HZ;
         let per_core = matches as f64 * budget.as_secs_f64() / r.mean().as_secs_f64();
         println!("  matches per core at 20 Hz (budget / mean tick): {per_core:.0}");
+        assert!(r.moves > 0, "no move was made");
         return;
     }
     // The same run twice, paced at 20 Hz: without events, then with them.
@@ -184,6 +189,12 @@ fn main() {
         } else {
             ""
         }
+    );
+    assert!(base.moves > 0 && with.moves > 0, "no move was made");
+    assert!(
+        failed == 0.0 && dropped == 0.0 && acked >= with.emitted as f64,
+        "events lost: {failed} failed, {dropped} dropped, {acked} of {} acknowledged",
+        with.emitted
     );
 }
 

@@ -32,6 +32,10 @@ fn main() -> anyhow::Result<()> {
     let matches: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(200);
     let seconds: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(30);
     let think_ms: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100);
+    anyhow::ensure!(
+        matches > 0 && seconds > 0,
+        "matches and seconds must be at least 1"
+    );
 
     let dir = std::env::temp_dir().join(format!("croft-udp-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -61,14 +65,22 @@ fn main() -> anyhow::Result<()> {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()?;
-    let server = Server(child);
+    let mut server = Server(child);
     let pid = server.0.id().to_string();
+    let started = Instant::now();
     let ready: ReadyInfo = loop {
         if let Ok(b) = std::fs::read(&ready_file)
             && let Ok(r) = serde_json::from_slice(&b)
         {
             break r;
         }
+        if let Some(status) = server.0.try_wait()? {
+            anyhow::bail!("server-instance exited before it was ready: {status}");
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "server-instance not ready after 60 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     std::thread::sleep(Duration::from_millis(300));
@@ -245,5 +257,7 @@ fn main() -> anyhow::Result<()> {
     );
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+    anyhow::ensure!(moves > 0, "no move was acknowledged");
+    anyhow::ensure!(failed == 0, "{failed} bots failed");
     Ok(())
 }

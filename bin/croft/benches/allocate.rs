@@ -24,6 +24,7 @@ fn main() {
         .find(|a| !a.starts_with("--"))
         .and_then(|a| a.parse().ok())
         .unwrap_or(5000);
+    assert!(n >= 2, "ALLOCATIONS must be at least 2");
     let dir = std::env::temp_dir().join(format!("croft-alloc-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -108,6 +109,10 @@ async fn through_matchmaking(alloc: Arc<LocalAllocator>, pairs: usize) {
     let control = ControlStore::redis(&url, &prefix).expect("redis url");
     if let Err(e) = control.ping().await {
         println!("through matchmaking on Redis: not measured ({e})");
+        assert!(
+            std::env::var("CROFT_BENCH_REQUIRE_REDIS").as_deref() != Ok("1"),
+            "Redis is required here (CROFT_BENCH_REQUIRE_REDIS=1)"
+        );
         return;
     }
     let cards = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/cards");
@@ -170,7 +175,9 @@ async fn through_matchmaking(alloc: Arc<LocalAllocator>, pairs: usize) {
         (found / 2) as f64 / wall.as_secs_f64(),
         refused
     );
-    let _ = control.clear().await;
+    control.clear().await.expect("clearing the bench's keys");
+    assert_eq!(found, 2 * pairs, "players told of their match");
+    assert_eq!(refused, 0, "players refused a match");
 }
 
 fn ms(d: Duration) -> f64 {

@@ -39,14 +39,18 @@ fn raw_rate(passwords: &Passwords, hash: &str, cores: usize, seconds: u64) -> f6
             let (p, h, c) = (passwords.clone(), hash.to_string(), count.clone());
             std::thread::spawn(move || {
                 while Instant::now() < end {
-                    let _ = p.verify_blocking("correct horse battery", Some(&h));
+                    let verified = p.verify_blocking("correct horse battery", Some(&h));
+                    assert!(
+                        matches!(verified, Ok(true)),
+                        "the password did not verify: {verified:?}"
+                    );
                     c.fetch_add(1, Ordering::Relaxed);
                 }
             })
         })
         .collect();
     for t in threads {
-        let _ = t.join();
+        t.join().expect("a hashing thread panicked");
     }
     count.load(Ordering::Relaxed) as f64 / seconds as f64
 }
@@ -94,7 +98,7 @@ async fn hammer(
     }
     let mut lat = Vec::new();
     for t in tasks {
-        lat.extend(t.await.unwrap_or_default());
+        lat.extend(t.await.expect("a client task panicked"));
     }
     lat.sort_unstable();
     (
@@ -111,6 +115,7 @@ async fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let seconds: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(10);
+    assert!(seconds > 0, "seconds must be at least 1");
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -136,7 +141,10 @@ async fn main() {
     };
     println!("database: {:?}", store.backend());
     for i in 0..64 {
-        let _ = store.create_user(&format!("bench{i}"), &hash).await;
+        store
+            .create_user(&format!("bench{i}"), &hash)
+            .await
+            .expect("creating the bench's users (a fresh database)");
     }
     let state = AuthState::new(
         store.clone(),
@@ -223,6 +231,7 @@ async fn main() {
             .arg(format!("http://{addr}/v1/auth/login"))
             .output()
             .expect("wrk (apt install wrk)");
+        assert!(out.status.success(), "wrk failed: {}", out.status);
         let text = String::from_utf8_lossy(&out.stdout);
         let field = |name: &str| {
             text.lines()
@@ -249,6 +258,7 @@ async fn main() {
         let (ok, refused, lat) =
             hammer(client.clone(), clients, Duration::from_secs(seconds), login).await;
         let rate = ok as f64 / seconds as f64;
+        assert!(ok > 0, "no login succeeded");
         login_rate = rate;
         println!(
             "login via HTTP, {clients} clients: {rate:.1} logins/s = {:.2} of the raw rate; p50 {:.1} ms p99 {:.1} ms; refused (503 busy) {refused}",
@@ -296,11 +306,19 @@ async fn main() {
     );
     let url = format!("http://{addr}/.well-known/jwks.json");
     let jwks = Arc::new(move |c: &reqwest::Client| c.get(&url));
-    let (ok, bad, lat) = hammer(client, 64, Duration::from_secs(seconds), jwks).await;
+    let (jwks_ok, jwks_bad, lat) = hammer(client, 64, Duration::from_secs(seconds), jwks).await;
     println!(
-        "jwks via HTTP, 64 clients: {:.0} requests/s; p50 {:.2} ms p99 {:.2} ms; errors {bad}",
-        ok as f64 / seconds as f64,
+        "jwks via HTTP, 64 clients: {:.0} requests/s; p50 {:.2} ms p99 {:.2} ms; errors {jwks_bad}",
+        jwks_ok as f64 / seconds as f64,
         pct(&lat, 0.5),
         pct(&lat, 0.99)
+    );
+    assert!(
+        ok > 0 && bad == 0,
+        "introspection: {ok} answered, {bad} errors"
+    );
+    assert!(
+        jwks_ok > 0 && jwks_bad == 0,
+        "jwks: {jwks_ok} answered, {jwks_bad} errors"
     );
 }

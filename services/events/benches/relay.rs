@@ -34,6 +34,7 @@ async fn main() {
         .collect();
     let rows: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let batch: i64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5_000);
+    assert!(rows > 0 && batch > 0, "rows and batch must be at least 1");
     let (_cluster, brokers) = match std::env::var("CROFT_BENCH_KAFKA") {
         Ok(b) => (None, b),
         Err(_) => {

@@ -178,6 +178,11 @@ async fn run(replicas: Vec<ControlStore>, tickets: usize, rate: f64, pass: Durat
 }
 
 fn report(name: &str, tickets: usize, arrivals: f64, o: &Outcome) -> f64 {
+    assert!(
+        o.formed * 100 >= tickets * 99,
+        "{name}: only {} of {tickets} tickets formed",
+        o.formed
+    );
     // Formation ends when the last pair forms; the last few wait for a wider window.
     let rate = o.formed as f64 / o.wall.as_secs_f64();
     println!(
@@ -217,6 +222,10 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(100_000.0);
     let pass = Duration::from_millis(args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5));
+    assert!(
+        tickets >= 2 && arrivals > 0.0,
+        "TICKETS must be at least 2 and ARRIVALS_PER_SECOND above 0"
+    );
     let rt = common::runtime();
     rt.block_on(async {
         let local = ControlStore::local();
@@ -232,6 +241,7 @@ fn main() {
         let a = ControlStore::redis(&url, &prefix).expect("redis url");
         if let Err(e) = a.ping().await {
             println!("redis: not measured ({e})");
+            assert!(!common::redis_required(), "Redis is required here");
             return;
         }
         let b = ControlStore::redis(&url, &prefix).expect("redis url");
@@ -245,6 +255,6 @@ fn main() {
             "redis / in-process: {:.2} of the in-process rate (to 99.9% formed)",
             redis_rate / local_rate
         );
-        let _ = a.clear().await;
+        a.clear().await.expect("clearing the bench's keys");
     });
 }

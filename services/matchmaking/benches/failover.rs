@@ -68,6 +68,7 @@ fn main() {
             .and_then(|a| a.parse().ok())
             .unwrap_or(matchmaking::server::DEFAULT_LEADER_LEASE_MS),
     );
+    assert!(kills > 0, "KILLS must be at least 1");
     let url =
         std::env::var("CROFT_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let rt = common::runtime();
@@ -101,9 +102,15 @@ fn main() {
             let probe = ControlStore::redis(&url, &prefix).expect("redis url");
             if let Err(e) = probe.ping().await {
                 println!("redis: not measured ({e})");
+                assert!(!common::redis_required(), "Redis is required here");
                 return;
             }
+            let leading = Instant::now();
             while !first.is_leader() {
+                assert!(
+                    leading.elapsed() < Duration::from_secs(10),
+                    "the first replica did not lead in 10 s"
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let second_fleet = Arc::new(Stamped::default());
@@ -142,7 +149,7 @@ fn main() {
             );
             times.push(placed.duration_since(killed).as_secs_f64() * 1000.0);
             second_loops.abort();
-            let _ = probe.clear().await;
+            probe.clear().await.expect("clearing the bench's keys");
         }
         times.sort_by(|a, b| a.total_cmp(b));
         println!(

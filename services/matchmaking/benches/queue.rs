@@ -18,6 +18,10 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(200_000.0);
     let pass = Duration::from_millis(args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5));
+    assert!(
+        tickets > 0 && rate > 0.0,
+        "TICKETS and ARRIVALS_PER_SECOND must be above 0"
+    );
 
     let mut q = Queue::new(QueueConfig::default());
     // Ratings spread like a real ladder: most near 1000-1600, a thin tail.
@@ -98,4 +102,8 @@ fn main() {
         latencies.last().copied().unwrap_or(0.0)
     );
     println!("  left in queue (no partner within window): {}", q.queued());
+    assert!(
+        formed * 100 >= tickets * 99,
+        "only {formed} of {tickets} tickets formed"
+    );
 }

@@ -25,3 +25,10 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// Whether a Redis that does not answer fails the bench (`CROFT_BENCH_REQUIRE_REDIS=1`, as the
+/// smoke runs set) instead of skipping its Redis half.
+#[allow(dead_code)] // the queue bench uses no Redis
+pub fn redis_required() -> bool {
+    std::env::var("CROFT_BENCH_REQUIRE_REDIS").is_ok_and(|v| v == "1")
+}
