@@ -1,9 +1,16 @@
 //! Passwords: argon2id hashing and verification, off the async threads and bounded.
+//!
+//! Verification (every login) runs on a few threads of its own, one per hashing permit, each
+//! reusing one argon2 block buffer: argon2's own `verify_password` allocates and zeroes its
+//! 19 MiB of blocks on every call, which is about a tenth of a verification's time and lets the
+//! kernel hand out fresh pages each time.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, mpsc};
 
-use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
-use tokio::sync::Semaphore;
+use argon2::password_hash::phc::Output;
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHasher, Version};
+use tokio::sync::{Semaphore, oneshot};
 
 /// OWASP's argon2id recommendation: 19 MiB, 2 passes, 1 lane.
 pub const M_COST_KIB: u32 = 19_456;
@@ -26,6 +33,18 @@ pub enum PasswordError {
     Hash(String),
 }
 
+/// The largest memory cost a stored hash may ask for (1 GiB): an imported hash with more is
+/// refused rather than allocated.
+const MAX_M_COST_KIB: u32 = 1 << 20;
+
+thread_local! {
+    /// This thread's argon2 blocks, kept between verifications (grown to the largest cost seen,
+    /// up to the production cost; larger imported hashes use a buffer of their own).
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
 /// Hashes and verifies passwords with argon2id, a bounded number at once.
 ///
 /// Hashing costs ~20 MiB and tens of milliseconds by design, so concurrent hashes are capped;
@@ -42,6 +61,8 @@ pub struct Passwords {
     /// Requests allowed to wait for a permit; beyond them callers get `Busy` at once, so the
     /// wait (and the p99) is bounded by `queue / permits` hash times.
     queue: Arc<Semaphore>,
+    /// The hashing threads' work queue (one thread per permit; they end with the last clone).
+    jobs: Arc<Mutex<mpsc::Sender<Job>>>,
 }
 
 impl Passwords {
@@ -64,11 +85,34 @@ impl Passwords {
             .hash_password(b"croft-dummy-password-for-unknown-users")
             .map_err(|e| PasswordError::Hash(e.to_string()))?
             .to_string();
+        let threads = max_concurrent.max(1);
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("croft-argon2-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        // A job answers through its own channel; a panic drops that channel
+                        // (the caller gets an error) and the thread goes on.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })
+                .map_err(|e| PasswordError::Hash(format!("hashing thread: {e}")))?;
+        }
         Ok(Self {
             hasher,
             dummy: dummy.into(),
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
-            queue: Arc::new(Semaphore::new(2 * max_concurrent.max(1))),
+            permits: Arc::new(Semaphore::new(threads)),
+            queue: Arc::new(Semaphore::new(2 * threads)),
+            jobs: Arc::new(Mutex::new(tx)),
         })
     }
 
@@ -99,11 +143,7 @@ impl Passwords {
         } else {
             (hash, known)
         };
-        match self.hasher.verify_password(password.as_bytes(), hash) {
-            Ok(()) => Ok(known),
-            Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
-            Err(e) => Err(PasswordError::BadHash(e.to_string())),
-        }
+        Ok(verify_reusing(password.as_bytes(), hash)? && known)
     }
 
     /// Checks that a PHC string from elsewhere (an import) is an argon2 hash this service can verify.
@@ -133,33 +173,84 @@ impl Passwords {
             .map_err(|_| PasswordError::Busy)
     }
 
-    /// [`Self::hash_blocking`] on the blocking pool, refused with `Busy` when the bound is full.
-    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
+    /// Runs `work` on a hashing thread once admitted; `Busy` at once when the bound is full.
+    async fn on_hashing_thread<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Self) -> Result<T, PasswordError> + Send + 'static,
+    ) -> Result<T, PasswordError> {
         let permit = self.admit().await?;
+        let (tx, rx) = oneshot::channel();
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        let job: Job = Box::new(move || {
             let _permit = permit;
-            this.hash_blocking(&password)
-        })
-        .await
-        .map_err(|e| PasswordError::Hash(e.to_string()))?
+            let _ = tx.send(work(&this));
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| PasswordError::Hash("hashing threads are gone".into()))?
+            .send(job)
+            .map_err(|_| PasswordError::Hash("hashing threads are gone".into()))?;
+        rx.await
+            .map_err(|_| PasswordError::Hash("a hashing job failed".into()))?
     }
 
-    /// [`Self::verify_blocking`] on the blocking pool, refused with `Busy` when the bound is full.
+    /// [`Self::hash_blocking`] on a hashing thread, refused with `Busy` when the bound is full.
+    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
+        self.on_hashing_thread(move |p| p.hash_blocking(&password))
+            .await
+    }
+
+    /// [`Self::verify_blocking`] on a hashing thread, refused with `Busy` when the bound is full.
     pub async fn verify(
         &self,
         password: String,
         stored: Option<String>,
     ) -> Result<bool, PasswordError> {
-        let permit = self.admit().await?;
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            this.verify_blocking(&password, stored.as_deref())
-        })
-        .await
-        .map_err(|e| PasswordError::Hash(e.to_string()))?
+        self.on_hashing_thread(move |p| p.verify_blocking(&password, stored.as_deref()))
+            .await
     }
+}
+
+/// Whether `password` matches the PHC string `phc`, computed in this thread's reused blocks
+/// (the same computation and constant-time comparison as argon2's `verify_password`).
+fn verify_reusing(password: &[u8], phc: &str) -> Result<bool, PasswordError> {
+    let bad = |e: &dyn std::fmt::Display| PasswordError::BadHash(e.to_string());
+    let hash = argon2::PasswordHash::new(phc).map_err(|e| bad(&e))?;
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return Err(PasswordError::BadHash("no salt or no hash".into()));
+    };
+    let algorithm = Algorithm::try_from(hash.algorithm.as_str()).map_err(|e| bad(&e))?;
+    let version = match hash.version {
+        Some(v) => Version::try_from(v).map_err(|e| bad(&e))?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(&hash).map_err(|e| bad(&e))?;
+    if params.m_cost() > MAX_M_COST_KIB {
+        return Err(PasswordError::BadHash(format!(
+            "memory cost {} KiB is over the limit of {MAX_M_COST_KIB} KiB",
+            params.m_cost()
+        )));
+    }
+    let blocks = params.block_count();
+    let context = Argon2::new(algorithm, version, params);
+    let mut out = [0u8; Output::MAX_LENGTH];
+    let out = out
+        .get_mut(..expected.len())
+        .ok_or_else(|| PasswordError::BadHash("hash too long".into()))?;
+    let computed = if blocks <= M_COST_KIB as usize {
+        BLOCKS.with_borrow_mut(|memory| {
+            if memory.len() < blocks {
+                memory.resize(blocks, Block::new());
+            }
+            context.hash_password_into_with_memory(password, salt, &mut *out, &mut memory[..blocks])
+        })
+    } else {
+        context.hash_password_into(password, salt, &mut *out)
+    };
+    computed.map_err(|e| PasswordError::Hash(e.to_string()))?;
+    let computed = Output::new(out).map_err(|e| bad(&e))?;
+    // `Output`'s equality is constant-time.
+    Ok(computed == *expected)
 }
 
 #[cfg(test)]
@@ -197,6 +288,88 @@ mod tests {
         assert!(h.contains("m=19456,t=2,p=1"), "{h}");
         assert!(Passwords::check_phc(&h).is_ok());
         assert!(Passwords::check_phc("$pbkdf2-sha256$i=1000$c2FsdA$aGFzaA").is_err());
+    }
+
+    #[test]
+    fn reused_blocks_verify_exactly_as_argon2_does() {
+        use argon2::PasswordVerifier;
+        // Other algorithms, versions, lanes and costs than production's, in one thread, so the
+        // reused buffer is larger than some hashes need and smaller than others.
+        let cases = [
+            (Algorithm::Argon2id, Version::V0x13, 64, 1, 1),
+            (Algorithm::Argon2id, Version::V0x13, 256, 3, 2),
+            (Algorithm::Argon2i, Version::V0x13, 32, 2, 1),
+            (Algorithm::Argon2d, Version::V0x10, 128, 1, 4),
+            (Algorithm::Argon2id, Version::V0x13, 8, 1, 1),
+        ];
+        for (algorithm, version, m, t, p) in cases {
+            let hasher = Argon2::new(algorithm, version, Params::new(m, t, p, None).unwrap());
+            let phc = hasher.hash_password(b"correct horse").unwrap().to_string();
+            for (password, expected) in [("correct horse", true), ("correct horsf", false)] {
+                let library = hasher
+                    .verify_password(password.as_bytes(), phc.as_str())
+                    .is_ok();
+                assert_eq!(library, expected, "{phc}");
+                assert_eq!(
+                    verify_reusing(password.as_bytes(), &phc),
+                    Ok(expected),
+                    "{phc}"
+                );
+            }
+            // The same password against a hash with one output byte changed.
+            let parsed = argon2::PasswordHash::new(&phc).unwrap();
+            let mut out = parsed.hash.unwrap().as_bytes().to_vec();
+            out[0] ^= 1;
+            let mut forged = parsed.clone();
+            forged.hash = Some(Output::new(&out).unwrap());
+            assert_eq!(
+                verify_reusing(b"correct horse", &forged.to_string()),
+                Ok(false)
+            );
+        }
+        // A hash asking for more memory than any account would use is refused, not allocated.
+        let small = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(64, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"correct horse")
+        .unwrap()
+        .to_string();
+        let huge = small.replace("m=64,", "m=4194304,");
+        assert_ne!(huge, small);
+        assert!(matches!(
+            verify_reusing(b"correct horse", &huge),
+            Err(PasswordError::BadHash(e)) if e.contains("over the limit")
+        ));
+        assert!(matches!(
+            verify_reusing(b"x", "$argon2id$v=19$m=64,t=1,p=1"),
+            Err(PasswordError::BadHash(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn hashing_threads_answer_many_callers() {
+        let p = Passwords::with_params(2, 64, 1, 1).unwrap();
+        let h = p.hash("correct horse".into()).await.unwrap();
+        let mut calls = Vec::new();
+        for i in 0..4 {
+            let (p, h) = (p.clone(), h.clone());
+            calls.push(tokio::spawn(async move {
+                let password = if i % 2 == 0 {
+                    "correct horse"
+                } else {
+                    "wrong horse"
+                };
+                p.verify(password.into(), Some(h)).await
+            }));
+        }
+        let mut answers = Vec::new();
+        for c in calls {
+            answers.push(c.await.unwrap());
+        }
+        assert_eq!(answers, [Ok(true), Ok(false), Ok(true), Ok(false)]);
+        assert_eq!(p.verify("correct horse".into(), None).await, Ok(false));
     }
 
     #[tokio::test]
