@@ -91,6 +91,51 @@ async fn outbox_rows_come_back_in_order_and_are_marked_sent() {
 }
 
 #[tokio::test]
+async fn outbox_reads_after_a_cursor_and_marks_thousands_of_ids_at_once() {
+    for (engine, store) in both().await {
+        let events: Vec<OutboxEvent> = (0..2_500)
+            .map(|i| OutboxEvent {
+                event_id: format!("bulk-{i}"),
+                event_type: "user_login".into(),
+                key: (i % 7).to_string(),
+                payload: format!("{{\"n\":{i}}}"),
+            })
+            .collect();
+        store.insert_events(&events).await.unwrap();
+        let first = store.unsent_events(1_000).await.unwrap();
+        assert_eq!(first.len(), 1_000, "{engine}");
+        let cursor = first.last().unwrap().id;
+        // The next batch starts after the cursor although the first is not marked yet.
+        let second = store.unsent_events_after(cursor, 1_000).await.unwrap();
+        assert_eq!(second.len(), 1_000, "{engine}");
+        assert!(second.iter().all(|r| r.id > cursor), "{engine}");
+        assert_eq!(second[0].event.event_id, "bulk-1000", "{engine}");
+        assert_eq!(second[0].event.payload, "{\"n\":1000}", "{engine}");
+        assert!(second.iter().all(|r| r.sent_at.is_none()), "{engine}");
+        // 1,999 ids in one mark (the old statement took 500 at a time); one id left out.
+        let mut ids: Vec<i64> = first.iter().chain(&second).map(|r| r.id).collect();
+        let kept = ids.remove(1_500);
+        store.mark_sent(&ids).await.unwrap();
+        store.mark_sent(&[]).await.unwrap();
+        assert_eq!(store.unsent_count().await.unwrap(), 501, "{engine}");
+        let rest = store.unsent_events(10).await.unwrap();
+        assert_eq!(rest[0].id, kept, "{engine}: only the given ids are marked");
+        assert_eq!(rest[1].event.event_id, "bulk-2000", "{engine}");
+        let sent = store.outbox(3).await.unwrap();
+        assert!(sent.iter().all(|r| r.sent_at.is_some()), "{engine}");
+        // Past the end: nothing.
+        let last = store.unsent_events(1_000).await.unwrap().last().unwrap().id;
+        assert!(
+            store
+                .unsent_events_after(last, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_failed_transaction_leaves_neither_user_nor_event() {
     for (engine, store) in both().await {
         store.create_user("dave", "$h").await.unwrap();

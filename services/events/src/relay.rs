@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::bus::DeliveryMetrics;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use store::Store;
+use store::{OutboxRow, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -14,6 +14,9 @@ pub enum RelayError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The broker did not acknowledge a row; it and the rows after it stay unsent.
+    #[error("the broker did not acknowledge: {0}")]
+    NotAcknowledged(String),
 }
 
 #[derive(Debug, Clone)]
@@ -69,18 +72,91 @@ impl Relay {
         })
     }
 
-    /// Publishes one batch of unsent rows; returns how many were acknowledged and marked.
-    /// Rows after the first failure stay unsent (order is kept; they go again next time).
+    /// Publishes one batch of unsent rows, oldest first; returns how many were acknowledged
+    /// and marked. Rows after the first failure stay unsent (order is kept; they go again next
+    /// time).
     pub async fn publish_batch(&self) -> Result<usize, RelayError> {
         let rows = self.store.unsent_events(self.config.batch).await?;
-        if rows.is_empty() {
-            return Ok(0);
+        let (acked, failed) = self.deliver(&rows).await;
+        if !acked.is_empty() {
+            self.store.mark_sent(&acked).await?;
+            metrics::counter!("croft_events_published_total").increment(acked.len() as u64);
         }
+        match failed {
+            Some(e) => Err(self.failed(e, acked.len())),
+            None => Ok(acked.len()),
+        }
+    }
+
+    /// Publishes every unsent row until none is left, the stages overlapped: while the broker
+    /// acknowledges one batch, the next is read (after the last id handed to the producer) and
+    /// the one before is marked sent. Once a read comes back short, the relay reads again from
+    /// the oldest unsent row (marks landed first), which picks up rows committed late with
+    /// lower ids. Returns how many rows were acknowledged and marked.
+    pub async fn publish_all(&self) -> Result<usize, RelayError> {
+        let batch = self.config.batch.max(1);
+        let mut total = 0usize;
+        let mut after = 0i64;
+        let mut next: Option<Vec<OutboxRow>> = None;
+        let mut marking: Option<tokio::task::JoinHandle<Result<usize, store::StoreError>>> = None;
+        loop {
+            let rows = match next.take() {
+                Some(rows) => rows,
+                None => {
+                    if after == 0 {
+                        total += finish(marking.take()).await?;
+                    }
+                    self.store.unsent_events_after(after, batch).await?
+                }
+            };
+            if rows.is_empty() {
+                if after == 0 {
+                    return Ok(total + finish(marking.take()).await?);
+                }
+                after = 0;
+                continue;
+            }
+            let full = rows.len() as i64 >= batch;
+            let last = rows.last().map_or(0, |r| r.id);
+            let read_next = async {
+                if full {
+                    Some(self.store.unsent_events_after(last, batch).await)
+                } else {
+                    None
+                }
+            };
+            let ((acked, failed), read, marked) =
+                tokio::join!(self.deliver(&rows), read_next, finish(marking.take()));
+            total += marked?;
+            if !acked.is_empty() {
+                let store = self.store.clone();
+                marking = Some(tokio::spawn(async move {
+                    store.mark_sent(&acked).await?;
+                    metrics::counter!("croft_events_published_total").increment(acked.len() as u64);
+                    Ok(acked.len())
+                }));
+            }
+            if let Some(e) = failed {
+                let marked = finish(marking.take()).await?;
+                return Err(self.failed(e, marked));
+            }
+            match read {
+                Some(read) => {
+                    after = last;
+                    next = Some(read?);
+                }
+                None => after = 0,
+            }
+        }
+    }
+
+    /// Queues `rows` on the producer (per-partition order kept) and awaits every delivery in
+    /// order: the ids acknowledged before the first failure, and that failure.
+    async fn deliver(&self, rows: &[OutboxRow]) -> (Vec<i64>, Option<String>) {
         let topics: Vec<String> = rows
             .iter()
             .map(|r| format!("{}{}", self.config.topic_prefix, r.event.event_type))
             .collect();
-        // Queue them all (the producer keeps per-partition order), then await in order.
         let mut pending = Vec::with_capacity(rows.len());
         for (row, topic) in rows.iter().zip(&topics) {
             let headers = OwnedHeaders::new().insert(Header {
@@ -93,7 +169,7 @@ impl Relay {
                 .headers(headers);
             pending.push(self.producer.send_result(record));
         }
-        let mut acked = Vec::new();
+        let mut acked = Vec::with_capacity(rows.len());
         let mut failed = None;
         for ((row, topic), p) in rows.iter().zip(&topics).zip(pending) {
             match p {
@@ -116,15 +192,13 @@ impl Relay {
                 }
             }
         }
-        if !acked.is_empty() {
-            self.store.mark_sent(&acked).await?;
-            metrics::counter!("croft_events_published_total").increment(acked.len() as u64);
-        }
-        if let Some(e) = failed {
-            metrics::counter!("croft_events_publish_failures_total").increment(1);
-            tracing::warn!(error = %e, published = acked.len(), "outbox relay: broker did not acknowledge; will retry");
-        }
-        Ok(acked.len())
+        (acked, failed)
+    }
+
+    fn failed(&self, error: String, published: usize) -> RelayError {
+        metrics::counter!("croft_events_publish_failures_total").increment(1);
+        tracing::warn!(error = %error, published, "outbox relay: broker did not acknowledge; will retry");
+        RelayError::NotAcknowledged(error)
     }
 
     /// Runs until the task is dropped: publishes whatever is unsent, backing off while the
@@ -132,13 +206,11 @@ impl Relay {
     pub async fn run(self, idle: Duration) {
         let mut backoff = idle;
         loop {
-            match self.publish_batch().await {
-                Ok(n) if n as i64 >= self.config.batch => {
-                    backoff = idle;
-                    continue;
+            match self.publish_all().await {
+                Ok(_) => backoff = idle,
+                Err(RelayError::NotAcknowledged(_)) => {
+                    backoff = (backoff * 2).min(Duration::from_secs(2))
                 }
-                Ok(n) if n > 0 => backoff = idle,
-                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay error");
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -146,5 +218,17 @@ impl Relay {
             }
             tokio::time::sleep(backoff).await;
         }
+    }
+}
+
+/// Awaits a batch's marking, if one is running: how many rows it marked.
+async fn finish(
+    marking: Option<tokio::task::JoinHandle<Result<usize, store::StoreError>>>,
+) -> Result<usize, store::StoreError> {
+    match marking {
+        Some(task) => task
+            .await
+            .map_err(|e| store::StoreError::Internal(format!("marking task: {e}")))?,
+        None => Ok(0),
     }
 }
