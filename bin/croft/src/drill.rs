@@ -52,6 +52,14 @@ pub struct DrillArgs {
     /// Milliseconds a bot waits before each move.
     #[arg(long, default_value_t = 50)]
     think_ms: u64,
+    /// A soak instead of a drill: no faults; every process's memory (RSS) is sampled every
+    /// `--sample-secs` and must stay flat after the first third of the run (at most 20% and
+    /// 16 MiB above its size then), besides the drill's checks.
+    #[arg(long)]
+    soak: bool,
+    /// Seconds between the soak's memory samples.
+    #[arg(long, default_value_t = 60)]
+    sample_secs: u64,
 }
 
 /// Matches a drill bot plays between visits to its farm, crafting bench and the common area.
@@ -650,56 +658,74 @@ fn drill(
             Ok(())
         };
 
-    // 1. The matchmaking leader.
-    if let Err(e) = sleep_until(at(0.10)) {
-        return bots_failed(e, &bots_out);
-    }
-    let leader = (0..2).find(|&i| is_leader(&http, mm_http[i])).unwrap_or(0);
-    kill_and_restart(&mut mms[leader], " (the leader)", &mut faults)?;
+    let mut memory = Memory::default();
+    if args.soak {
+        // Memory of every process, sampled until the end.
+        let every = Duration::from_secs(args.sample_secs.max(1));
+        let mut next = started;
+        while next <= at(1.0) {
+            if let Err(e) = sleep_until(next) {
+                return bots_failed(e, &bots_out);
+            }
+            let parts = std::iter::once(&broker)
+                .chain(&auths)
+                .chain(&mms)
+                .chain(&conns)
+                .chain(&instances);
+            memory.sample(started.elapsed(), parts);
+            next += every;
+        }
+    } else {
+        // 1. The matchmaking leader.
+        if let Err(e) = sleep_until(at(0.10)) {
+            return bots_failed(e, &bots_out);
+        }
+        let leader = (0..2).find(|&i| is_leader(&http, mm_http[i])).unwrap_or(0);
+        kill_and_restart(&mut mms[leader], " (the leader)", &mut faults)?;
 
-    // 2. A connection server.
-    if let Err(e) = sleep_until(at(0.25)) {
-        return bots_failed(e, &bots_out);
-    }
-    kill_and_restart(&mut conns[0], "", &mut faults)?;
+        // 2. A connection server.
+        if let Err(e) = sleep_until(at(0.25)) {
+            return bots_failed(e, &bots_out);
+        }
+        kill_and_restart(&mut conns[0], "", &mut faults)?;
 
-    // 3. An instance with matches running.
-    if let Err(e) = sleep_until(at(0.40)) {
-        return bots_failed(e, &bots_out);
-    }
-    let busy = (0..instances.len())
-        .max_by_key(|&i| live_matches(&http, inst_http[i], &dir.join("control.token")))
-        .unwrap_or(0);
-    let live = live_matches(&http, inst_http[busy], &dir.join("control.token"));
-    let why = format!(" ({live} matches running)");
-    kill_and_restart(&mut instances[busy], &why, &mut faults)?;
+        // 3. An instance with matches running.
+        if let Err(e) = sleep_until(at(0.40)) {
+            return bots_failed(e, &bots_out);
+        }
+        let busy = (0..instances.len())
+            .max_by_key(|&i| live_matches(&http, inst_http[i], &dir.join("control.token")))
+            .unwrap_or(0);
+        let live = live_matches(&http, inst_http[busy], &dir.join("control.token"));
+        let why = format!(" ({live} matches running)");
+        kill_and_restart(&mut instances[busy], &why, &mut faults)?;
 
-    // 4. An auth replica.
-    if let Err(e) = sleep_until(at(0.55)) {
-        return bots_failed(e, &bots_out);
-    }
-    kill_and_restart(&mut auths[0], "", &mut faults)?;
+        // 4. An auth replica.
+        if let Err(e) = sleep_until(at(0.55)) {
+            return bots_failed(e, &bots_out);
+        }
+        kill_and_restart(&mut auths[0], "", &mut faults)?;
 
-    // 5. The broker, 10 s.
-    if let Err(e) = sleep_until(at(0.70)) {
-        return bots_failed(e, &bots_out);
-    }
-    broker.signal("-USR1");
-    note(&mut faults, "broker down".into());
-    std::thread::sleep(Duration::from_secs(10));
-    broker.signal("-USR2");
-    note(&mut faults, "broker up".into());
+        // 5. The broker, 10 s.
+        if let Err(e) = sleep_until(at(0.70)) {
+            return bots_failed(e, &bots_out);
+        }
+        broker.signal("-USR1");
+        note(&mut faults, "broker down".into());
+        std::thread::sleep(Duration::from_secs(10));
+        broker.signal("-USR2");
+        note(&mut faults, "broker up".into());
 
-    // 6. Postgres, 5 s.
-    if let Err(e) = sleep_until(at(0.85)) {
-        return bots_failed(e, &bots_out);
+        // 6. Postgres, 5 s.
+        if let Err(e) = sleep_until(at(0.85)) {
+            return bots_failed(e, &bots_out);
+        }
+        proxy.cut();
+        note(&mut faults, "database cut off".into());
+        std::thread::sleep(Duration::from_secs(5));
+        proxy.restore();
+        note(&mut faults, "database back".into());
     }
-    proxy.cut();
-    note(&mut faults, "database cut off".into());
-    std::thread::sleep(Duration::from_secs(5));
-    proxy.restore();
-    note(&mut faults, "database back".into());
-
     if let Err(e) = sleep_until(at(1.0)) {
         return bots_failed(e, &bots_out);
     }
@@ -722,7 +748,7 @@ fn drill(
         }
     }
 
-    let report = runtime.block_on(check(
+    let mut report = runtime.block_on(check(
         database,
         &mm_url,
         &dir.join("service.token"),
@@ -731,6 +757,21 @@ fn drill(
         &kills,
         &data,
     ))?;
+    if args.soak {
+        report.extend(memory.report());
+        let mut seated: Vec<u64> = bots
+            .iter()
+            .filter_map(|b| b.login_to_match.map(|d| d.as_millis() as u64))
+            .collect();
+        seated.sort_unstable();
+        println!(
+            "drill: login -> seated in a match: p50 {} ms, p99 {} ms, max {} ms ({} bots)",
+            headless_bot::percentile(&seated, 0.5),
+            headless_bot::percentile(&seated, 0.99),
+            seated.last().copied().unwrap_or(0),
+            seated.len()
+        );
+    }
     // Stop in order: connection servers, matchmaking, instances, auth, broker.
     for part in conns
         .iter_mut()
@@ -755,6 +796,78 @@ fn drill(
             dir.display()
         )
     }
+}
+
+/// The soak's memory samples: (seconds into the run, RSS in KiB) per process.
+#[derive(Default)]
+struct Memory {
+    samples: Vec<(String, Vec<(u64, u64)>)>,
+}
+
+impl Memory {
+    fn sample<'a>(&mut self, at: Duration, parts: impl Iterator<Item = &'a Part>) {
+        let mut line = Vec::new();
+        for part in parts {
+            let Some(kib) = part.child.as_ref().and_then(|c| rss_kib(c.id())) else {
+                continue;
+            };
+            line.push(format!("{} {} MiB", part.name, kib / 1024));
+            match self.samples.iter_mut().find(|(n, _)| *n == part.name) {
+                Some((_, v)) => v.push((at.as_secs(), kib)),
+                None => self
+                    .samples
+                    .push((part.name.clone(), vec![(at.as_secs(), kib)])),
+            }
+        }
+        println!(
+            "drill: {:>6.1} s  rss: {}",
+            at.as_secs_f64(),
+            line.join(", ")
+        );
+    }
+
+    /// Processes whose memory grew after the warm-up (the first third of the samples): more
+    /// than 20% and more than 16 MiB above the last warm-up sample.
+    fn report(&self) -> Vec<String> {
+        let mut grew = Vec::new();
+        for (name, v) in &self.samples {
+            if v.len() < 3 {
+                grew.push(format!(
+                    "{name}: {} memory samples, too few to judge",
+                    v.len()
+                ));
+                continue;
+            }
+            let warm = v[(v.len() - 1) / 3].1;
+            let last = v[v.len() - 1].1;
+            let peak = v.iter().map(|s| s.1).max().unwrap_or(0);
+            println!(
+                "drill: memory of {name}: {} MiB after warm-up, {} MiB at the end, peak {} MiB ({} samples)",
+                warm / 1024,
+                last / 1024,
+                peak / 1024,
+                v.len()
+            );
+            if last > warm + warm / 5 && last > warm + 16 * 1024 {
+                grew.push(format!(
+                    "{name}'s memory grew after warm-up: {} MiB -> {} MiB",
+                    warm / 1024,
+                    last / 1024
+                ));
+            }
+        }
+        grew
+    }
+}
+
+/// A process's resident memory in KiB (Linux: `VmRSS` in `/proc/PID/status`).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// The bots' own error when their thread ended early, else `e`.

@@ -32,7 +32,8 @@ enum Command {
     /// Run the whole stack locally on embedded defaults and play matches with bots.
     Up(up::UpArgs),
     /// Kill and restart each kind of process of a multi-process stack under load, stop the
-    /// broker and the database, and check that nothing was lost.
+    /// broker and the database, and check that nothing was lost (`--soak`: no faults, memory of
+    /// every process sampled and checked flat).
     Drill(drill::DrillArgs),
     /// Run an instance server (the same as the `server-instance` binary).
     Instance(server_instance::InstanceConfig),

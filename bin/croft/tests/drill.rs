@@ -49,3 +49,65 @@ fn killing_any_process_loses_nothing() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The soak, small: no faults, every process's memory sampled and judged flat after warm-up,
+/// login-to-seated times printed, and the drill's checks.
+#[test]
+fn a_soak_samples_memory_and_loses_nothing() {
+    let dir = test_stack::fresh_dir("soak");
+    let postgres = std::env::var("CROFT_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let redis =
+        std::env::var("CROFT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let out = Command::new(env!("CARGO_BIN_EXE_croft"))
+        .args(["drill", "--soak", "--bots", "6", "--minutes", "0.6"])
+        .args(["--sample-secs", "4", "--instances", "1"])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--cards")
+        .arg(test_stack::cards_dir())
+        .args(["--postgres", &postgres, "--redis", &redis])
+        .output()
+        .expect("croft drill --soak runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: String = stderr
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        out.status.success() && stdout.contains("drill: nothing lost"),
+        "the soak failed ({}):\n{stdout}\n--- stderr (last lines) ---\n{tail}",
+        out.status
+    );
+    assert!(
+        !stdout.contains("kill -9"),
+        "a soak kills nothing:\n{stdout}"
+    );
+    let samples = stdout.lines().filter(|l| l.contains("rss: ")).count();
+    assert!(samples >= 8, "{samples} memory samples in:\n{stdout}");
+    for part in [
+        "broker",
+        "auth-1",
+        "auth-2",
+        "matchmaking-1",
+        "connection-2",
+        "instance-1",
+    ] {
+        assert!(
+            stdout.contains(&format!("drill: memory of {part}: ")),
+            "no memory line for {part} in:\n{stdout}"
+        );
+    }
+    let seated = stdout
+        .lines()
+        .find(|l| l.starts_with("drill: login -> seated"))
+        .unwrap_or_else(|| panic!("no login -> seated line in:\n{stdout}"));
+    assert!(seated.ends_with("(6 bots)"), "{seated}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
