@@ -36,7 +36,7 @@ impl RelayConfig {
         Self {
             brokers: brokers.to_string(),
             topic_prefix: String::new(),
-            batch: 500,
+            batch: 5_000,
             delivery_timeout: Duration::from_secs(10),
         }
     }
