@@ -4,15 +4,17 @@
 
 use std::process::Command;
 
-#[test]
-fn killing_any_process_loses_nothing() {
-    let dir = test_stack::fresh_dir("drill");
+/// Runs `croft drill ARGS` on the test Postgres and Redis in a fresh folder; asserts it found
+/// nothing lost and answers its standard output (the folder is removed).
+fn drill(name: &str, args: &[&str]) -> String {
+    let dir = test_stack::fresh_dir(name);
     let postgres = std::env::var("CROFT_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let redis =
         std::env::var("CROFT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let out = Command::new(env!("CARGO_BIN_EXE_croft"))
-        .args(["drill", "--bots", "20", "--minutes", "2"])
+        .arg("drill")
+        .args(args)
         .arg("--dir")
         .arg(&dir)
         .arg("--cards")
@@ -20,22 +22,22 @@ fn killing_any_process_loses_nothing() {
         .args(["--postgres", &postgres, "--redis", &redis])
         .output()
         .expect("croft drill runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let tail: String = stderr
-        .lines()
-        .rev()
-        .take(40)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join("\n");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
     assert!(
         out.status.success() && stdout.contains("drill: nothing lost"),
-        "the drill failed ({}):\n{stdout}\n--- stderr (last lines) ---\n{tail}",
+        "croft drill {args:?} failed ({}):\n{stdout}\n--- stderr (last lines) ---\n{tail}",
         out.status
     );
+    let _ = std::fs::remove_dir_all(&dir);
+    stdout
+}
+
+#[test]
+fn killing_any_process_loses_nothing() {
+    let stdout = drill("drill", &["--bots", "20", "--minutes", "2"]);
     // Every fault happened.
     for fault in [
         "(the leader)",
@@ -47,43 +49,25 @@ fn killing_any_process_loses_nothing() {
     ] {
         assert!(stdout.contains(fault), "no {fault:?} in:\n{stdout}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The soak, small: no faults, every process's memory sampled and judged flat after warm-up,
 /// login-to-seated times printed, and the drill's checks.
 #[test]
 fn a_soak_samples_memory_and_loses_nothing() {
-    let dir = test_stack::fresh_dir("soak");
-    let postgres = std::env::var("CROFT_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let redis =
-        std::env::var("CROFT_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let out = Command::new(env!("CARGO_BIN_EXE_croft"))
-        .args(["drill", "--soak", "--bots", "6", "--minutes", "0.6"])
-        .args(["--sample-secs", "4", "--instances", "1"])
-        .arg("--dir")
-        .arg(&dir)
-        .arg("--cards")
-        .arg(test_stack::cards_dir())
-        .args(["--postgres", &postgres, "--redis", &redis])
-        .output()
-        .expect("croft drill --soak runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let tail: String = stderr
-        .lines()
-        .rev()
-        .take(40)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert!(
-        out.status.success() && stdout.contains("drill: nothing lost"),
-        "the soak failed ({}):\n{stdout}\n--- stderr (last lines) ---\n{tail}",
-        out.status
+    let stdout = drill(
+        "soak",
+        &[
+            "--soak",
+            "--bots",
+            "6",
+            "--minutes",
+            "0.6",
+            "--sample-secs",
+            "4",
+            "--instances",
+            "1",
+        ],
     );
     assert!(
         !stdout.contains("kill -9"),
@@ -109,5 +93,4 @@ fn a_soak_samples_memory_and_loses_nothing() {
         .find(|l| l.starts_with("drill: login -> seated"))
         .unwrap_or_else(|| panic!("no login -> seated line in:\n{stdout}"));
     assert!(seated.ends_with("(6 bots)"), "{seated}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

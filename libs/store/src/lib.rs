@@ -382,30 +382,18 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, event_id, event_type, event_key, payload, created_at FROM outbox \
+        sqlx::query(
+            "SELECT id, event_id, event_type, event_key, payload, created_at, sent_at FROM outbox \
              WHERE sent_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    id: r.try_get("id")?,
-                    event: OutboxEvent {
-                        event_id: r.try_get("event_id")?,
-                        event_type: r.try_get("event_type")?,
-                        key: r.try_get("event_key")?,
-                        payload: r.try_get("payload")?,
-                    },
-                    created_at: r.try_get("created_at")?,
-                    sent_at: None,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        .await?
+        .iter()
+        .map(outbox_row)
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
     }
 
     /// Creates the database `name` on this server (Postgres; the name: lowercase letters,
@@ -436,36 +424,17 @@ impl Store {
 
     /// Every outbox row, sent or not, oldest first (tests and operators).
     pub async fn outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        self.outbox_rows(
+        sqlx::query(
             "SELECT id, event_id, event_type, event_key, payload, created_at, sent_at FROM outbox \
              ORDER BY id LIMIT $1",
-            limit,
         )
-        .await
-    }
-
-    async fn outbox_rows(
-        &self,
-        sql: &'static str,
-        limit: i64,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = sqlx::query(sql).bind(limit).fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    id: r.try_get("id")?,
-                    event: OutboxEvent {
-                        event_id: r.try_get("event_id")?,
-                        event_type: r.try_get("event_type")?,
-                        key: r.try_get("event_key")?,
-                        payload: r.try_get("payload")?,
-                    },
-                    created_at: r.try_get("created_at")?,
-                    sent_at: r.try_get("sent_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(outbox_row)
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
     }
 
     /// Marks these events sent (by row id). Only the given ids: a row with a lower id committed
@@ -777,6 +746,21 @@ pub fn resolve_url(url: &str, file: Option<&std::path::Path>) -> Result<String, 
 }
 
 /// A database URL with any password removed, for messages and logs.
+/// An outbox row as the outbox queries select it.
+fn outbox_row(r: &sqlx::any::AnyRow) -> Result<OutboxRow, sqlx::Error> {
+    Ok(OutboxRow {
+        id: r.try_get("id")?,
+        event: OutboxEvent {
+            event_id: r.try_get("event_id")?,
+            event_type: r.try_get("event_type")?,
+            key: r.try_get("event_key")?,
+            payload: r.try_get("payload")?,
+        },
+        created_at: r.try_get("created_at")?,
+        sent_at: r.try_get("sent_at")?,
+    })
+}
+
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {

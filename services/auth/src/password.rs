@@ -62,7 +62,7 @@ pub struct Passwords {
     /// wait (and the p99) is bounded by `queue / permits` hash times.
     queue: Arc<Semaphore>,
     /// The hashing threads' work queue (one thread per permit; they end with the last clone).
-    jobs: Arc<Mutex<mpsc::Sender<Job>>>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl Passwords {
@@ -112,7 +112,7 @@ impl Passwords {
             dummy: dummy.into(),
             permits: Arc::new(Semaphore::new(threads)),
             queue: Arc::new(Semaphore::new(2 * threads)),
-            jobs: Arc::new(Mutex::new(tx)),
+            jobs: tx,
         })
     }
 
@@ -186,8 +186,6 @@ impl Passwords {
             let _ = tx.send(work(&this));
         });
         self.jobs
-            .lock()
-            .map_err(|_| PasswordError::Hash("hashing threads are gone".into()))?
             .send(job)
             .map_err(|_| PasswordError::Hash("hashing threads are gone".into()))?;
         rx.await
