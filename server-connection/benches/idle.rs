@@ -4,6 +4,8 @@
 //!
 //! `cargo bench -p server-connection --bench idle -- [CLIENTS] [SECONDS]` (default 10000, 20).
 //! Exits non-zero when a client is not logged in or drops, or the server does not start.
+//! `CROFT_BENCH_SERVER=PATH` measures another `server-connection` binary (an older build, for
+//! a before/after in one session).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -83,29 +85,32 @@ fn main() {
 
     let ready = dir.join("ready.json");
     let cards = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/cards");
-    let server = Command::new(env!("CARGO_BIN_EXE_server-connection"))
-        .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .arg("--cards")
-        .arg(&cards)
-        .args(["--max-clients", &clients.to_string()])
-        .args(["--database", &db])
-        // Nothing listens here: the revocation and matchmaking polls fail fast and retry.
-        .args([
-            "--auth-url",
-            "http://127.0.0.1:9",
-            "--matchmaking-url",
-            "http://127.0.0.1:9",
-        ])
-        .arg("--netcode-key-file")
-        .arg(dir.join("netcode.key"))
-        .arg("--service-token-file")
-        .arg(dir.join("service.token"))
-        .arg("--ready-file")
-        .arg(&ready)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("starting server-connection");
+    let server = Command::new(
+        std::env::var_os("CROFT_BENCH_SERVER")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_server-connection").into()),
+    )
+    .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+    .arg("--cards")
+    .arg(&cards)
+    .args(["--max-clients", &clients.to_string()])
+    .args(["--database", &db])
+    // Nothing listens here: the revocation and matchmaking polls fail fast and retry.
+    .args([
+        "--auth-url",
+        "http://127.0.0.1:9",
+        "--matchmaking-url",
+        "http://127.0.0.1:9",
+    ])
+    .arg("--netcode-key-file")
+    .arg(dir.join("netcode.key"))
+    .arg("--service-token-file")
+    .arg(dir.join("service.token"))
+    .arg("--ready-file")
+    .arg(&ready)
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::null())
+    .spawn()
+    .expect("starting server-connection");
     let mut server = Server(server);
     let pid = server.0.id();
     let started = Instant::now();

@@ -4,6 +4,9 @@
 //! server memory per match.
 //!
 //! cargo bench -p server-instance --bench udp_load -- [matches] [seconds] [think_ms]
+//!
+//! `CROFT_BENCH_SERVER=PATH` measures another `server-instance` binary (an older build, for a
+//! before/after in one session).
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -46,25 +49,28 @@ fn main() -> anyhow::Result<()> {
     let cards = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/cards");
     let shards = matches.div_ceil(400).max(1);
     let ready_file = dir.join("ready.json");
-    let child = Command::new(env!("CARGO_BIN_EXE_server-instance"))
-        .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .arg("--shards")
-        .arg(shards.to_string())
-        .arg("--max-matches")
-        .arg((matches * 2).to_string())
-        .arg("--netcode-key-file")
-        .arg(dir.join("netcode.key"))
-        .arg("--control-token-file")
-        .arg(dir.join("control.token"))
-        .arg("--cards")
-        .arg(&cards)
-        .arg("--match-log")
-        .arg(dir.join("matches.jsonl"))
-        .arg("--ready-file")
-        .arg(&ready_file)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
+    let child = Command::new(
+        std::env::var_os("CROFT_BENCH_SERVER")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_server-instance").into()),
+    )
+    .args(["--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+    .arg("--shards")
+    .arg(shards.to_string())
+    .arg("--max-matches")
+    .arg((matches * 2).to_string())
+    .arg("--netcode-key-file")
+    .arg(dir.join("netcode.key"))
+    .arg("--control-token-file")
+    .arg(dir.join("control.token"))
+    .arg("--cards")
+    .arg(&cards)
+    .arg("--match-log")
+    .arg(dir.join("matches.jsonl"))
+    .arg("--ready-file")
+    .arg(&ready_file)
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::null())
+    .spawn()?;
     let mut server = Server(child);
     let pid = server.0.id().to_string();
     let started = Instant::now();

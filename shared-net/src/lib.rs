@@ -1,5 +1,6 @@
 //! One secure netcode socket feeding one renet server, with a per-client flush policy.
 
+pub mod netcode;
 pub mod rate;
 pub mod ws;
 pub mod ws_token;
@@ -11,11 +12,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use netcode::{Event, MAX_PACKET_BYTES, NetcodeServer, ServerConfig, USER_DATA_BYTES};
 use renet::{ClientId, RenetServer};
-use renetcode::{
-    NETCODE_MAX_PACKET_BYTES, NETCODE_USER_DATA_BYTES, NetcodeServer, ServerAuthentication,
-    ServerConfig, ServerResult,
-};
 use shared_sim::protocol::{PROTOCOL_ID, connection_config};
 
 /// Most clients one netcode server (one socket) accepts.
@@ -52,7 +50,7 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub fn user_data(&self, client: ClientId) -> Option<[u8; NETCODE_USER_DATA_BYTES]> {
+    pub fn user_data(&self, client: ClientId) -> Option<[u8; USER_DATA_BYTES]> {
         match self {
             Transport::Netcode(t) => t.user_data(client),
             Transport::Ws(t) => t.user_data(client),
@@ -171,7 +169,7 @@ pub fn bind_shards(
             max_clients: MAX_CLIENTS_PER_SOCKET,
             protocol_id: PROTOCOL_ID,
             public_addresses: vec![public_addr],
-            authentication: ServerAuthentication::Secure { private_key },
+            private_key,
         };
         out.push(Shard {
             server: RenetServer::new(connection_config()),
@@ -185,6 +183,11 @@ pub fn bind_shards(
 /// renet's wire tag of an ack-only packet (`Packet::Ack`).
 pub const RENET_ACK_PACKET: u8 = 4;
 
+/// Datagrams read per system call.
+const RECV_BATCH: usize = udp_batch::MAX_BATCH;
+/// Datagrams sent per system call.
+const SEND_BATCH: usize = udp_batch::MAX_BATCH;
+
 /// A secure netcode socket feeding a renet server, in place of renet_netcode's transport.
 ///
 /// renet_netcode's `NetcodeServerTransport` flushes every client on every call, and renet puts
@@ -192,11 +195,12 @@ pub const RENET_ACK_PACKET: u8 = 4;
 /// other's acks). At hundreds of clients that makes idle clients cost one encrypted `sendto` per
 /// tick each. This adapter sends a client's packets when it has news and otherwise only every
 /// few ticks, and runs netcode's per-client upkeep (timeouts, keep-alives) once per tick rather
-/// than on every receive frame.
+/// than on every receive frame. The netcode protocol is croft's own server ([`netcode`]), and
+/// datagrams move in batches ([`udp_batch`]: `recvmmsg`/`sendmmsg` on Linux).
 pub struct NetcodeSocket {
-    socket: UdpSocket,
+    rx: udp_batch::Receiver,
+    tx: udp_batch::Sender,
     netcode: NetcodeServer,
-    buffer: Box<[u8; NETCODE_MAX_PACKET_BYTES]>,
     /// Ticks between a client's netcode upkeeps (timeout check, keep-alive): 1 checks every
     /// tick (netcode then sends a keep-alive whenever 250 ms passed without a packet); more
     /// spaces keep-alives out for idle clients.
@@ -214,11 +218,10 @@ fn due(client: ClientId, tick: u64, every: u64) -> bool {
 
 impl NetcodeSocket {
     pub fn new(config: ServerConfig, socket: UdpSocket) -> io::Result<Self> {
-        socket.set_nonblocking(true)?;
         Ok(Self {
-            socket,
+            rx: udp_batch::Receiver::new(socket.try_clone()?, RECV_BATCH, MAX_PACKET_BYTES)?,
+            tx: udp_batch::Sender::new(socket, SEND_BATCH, MAX_PACKET_BYTES)?,
             netcode: NetcodeServer::new(config),
-            buffer: Box::new([0; NETCODE_MAX_PACKET_BYTES]),
             upkeep_every: 1,
             active: HashSet::new(),
         })
@@ -230,29 +233,48 @@ impl NetcodeSocket {
         self.upkeep_every = ticks.max(1);
     }
 
-    pub fn user_data(&self, client: ClientId) -> Option<[u8; NETCODE_USER_DATA_BYTES]> {
+    /// See [`NetcodeServer::set_keep_alive`].
+    pub fn set_keep_alive(&mut self, interval: Duration) {
+        self.netcode.set_keep_alive(interval);
+    }
+
+    pub fn user_data(&self, client: ClientId) -> Option<[u8; USER_DATA_BYTES]> {
         self.netcode.user_data(client)
     }
 
     /// Advances netcode's clock and reads every waiting datagram.
     pub fn receive(&mut self, dt: Duration, server: &mut RenetServer) -> io::Result<()> {
         self.netcode.update(dt);
-        loop {
-            match self.socket.recv_from(&mut self.buffer[..]) {
-                Ok((len, addr)) => {
-                    let result = self.netcode.process_packet(addr, &mut self.buffer[..len]);
-                    if let ServerResult::Payload { client_id, .. } = &result {
-                        self.active.insert(*client_id);
+        let result = loop {
+            let n = match self.rx.recv() {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            for i in 0..n {
+                let (addr, buf) = self.rx.datagram(i);
+                match self.netcode.process(addr, buf, &mut self.tx) {
+                    Ok(Event::None) => {}
+                    Ok(Event::Payload(client_id, payload)) => {
+                        self.active.insert(client_id);
+                        if server.process_packet_from(payload, client_id).is_err() {
+                            tracing::debug!(client_id, "payload for an unknown client");
+                        }
                     }
-                    handle(result, &self.socket, server);
+                    Ok(Event::Connected(client_id)) => server.add_connection(client_id),
+                    Ok(Event::Disconnected(client_id)) => server.remove_connection(client_id),
+                    Err(refused) => {
+                        metrics::counter!("croft_netcode_refused_total", "reason" => refused.label())
+                            .increment(1);
+                        tracing::trace!(%addr, %refused, "datagram refused");
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
-                // An ICMP "port unreachable" from a client that went away.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
-                Err(e) => return Err(e),
             }
-        }
+            if n < RECV_BATCH {
+                break Ok(());
+            }
+        };
+        self.send_queued();
+        result
     }
 
     /// The clients that sent renet packets since the last call: only they can have new
@@ -265,26 +287,33 @@ impl NetcodeSocket {
     /// netcode upkeep runs every [`Self::set_upkeep_every`] ticks, in its own phase.
     pub fn maintain(&mut self, server: &mut RenetServer, tick: u64) {
         let every = self.upkeep_every;
-        for client in self.netcode.clients_id() {
-            if due(client, tick, every) {
-                let result = self.netcode.update_client(client);
-                handle(result, &self.socket, server);
+        let due_now: Vec<ClientId> = self
+            .netcode
+            .clients_id()
+            .filter(|&client| due(client, tick, every))
+            .collect();
+        for client in due_now {
+            if let Some(dropped) = self.netcode.upkeep(client, &mut self.tx) {
+                server.remove_connection(dropped);
             }
         }
         for client in server.disconnections_id() {
-            let result = self.netcode.disconnect(client);
-            handle(result, &self.socket, server);
+            if self.netcode.disconnect(client, &mut self.tx) {
+                server.remove_connection(client);
+            }
         }
+        self.send_queued();
     }
 
     /// Sends one client's queued packets now, acks included.
     pub fn flush_client(&mut self, server: &mut RenetServer, client: ClientId) {
-        self.send_client(server, client, true);
+        self.queue_client(server, client, true);
+        self.send_queued();
     }
 
-    /// Sends one client's packets; renet's ack-only packet only when `with_acks` (acks are
+    /// Queues one client's packets; renet's ack-only packet only when `with_acks` (acks are
     /// cumulative and repeated until acknowledged, so a skipped one loses nothing).
-    fn send_client(&mut self, server: &mut RenetServer, client: ClientId, with_acks: bool) {
+    fn queue_client(&mut self, server: &mut RenetServer, client: ClientId, with_acks: bool) {
         let Ok(packets) = server.get_packets_to_send(client) else {
             return;
         };
@@ -292,18 +321,21 @@ impl NetcodeSocket {
             if !with_acks && packet.first() == Some(&RENET_ACK_PACKET) {
                 continue;
             }
-            match self.netcode.generate_payload_packet(client, &packet) {
-                Ok((addr, payload)) => {
-                    if let Err(e) = self.socket.send_to(payload, addr) {
-                        metrics::counter!("croft_netcode_send_errors_total").increment(1);
-                        tracing::debug!(client, error = %e, "send failed");
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(client, error = %e, "cannot encrypt packet");
-                    return;
-                }
+            if let Err(e) = self.netcode.send_payload(client, &packet, &mut self.tx) {
+                tracing::debug!(client, error = %e, "cannot send packet");
+                return;
+            }
+        }
+    }
+
+    /// Sends every queued datagram, counting the ones the kernel refused.
+    fn send_queued(&mut self) {
+        self.tx.flush();
+        let failures = self.tx.take_failures();
+        if failures.count > 0 {
+            metrics::counter!("croft_netcode_send_errors_total").increment(failures.count);
+            if let Some(e) = failures.last {
+                tracing::debug!(count = failures.count, error = %e, "sends failed");
             }
         }
     }
@@ -321,55 +353,21 @@ impl NetcodeSocket {
         let clients: Vec<ClientId> = server.clients_id_iter().collect();
         for client in clients {
             if due(client, tick, idle_ticks) {
-                self.send_client(server, client, true);
+                self.queue_client(server, client, true);
             } else if dirty(client) {
-                self.send_client(server, client, false);
+                self.queue_client(server, client, false);
             }
         }
+        self.send_queued();
     }
 
     pub fn disconnect_all(&mut self, server: &mut RenetServer) {
-        for client in self.netcode.clients_id() {
-            let result = self.netcode.disconnect(client);
-            handle(result, &self.socket, server);
+        let clients: Vec<ClientId> = self.netcode.clients_id().collect();
+        for client in clients {
+            self.netcode.disconnect(client, &mut self.tx);
+            server.remove_connection(client);
         }
+        self.send_queued();
         self.active.clear();
-    }
-}
-
-/// Acts on netcode's answer: sends what it produced, feeds payloads to renet.
-fn handle(result: ServerResult, socket: &UdpSocket, server: &mut RenetServer) {
-    let send = |packet: &[u8], addr: SocketAddr| {
-        if let Err(e) = socket.send_to(packet, addr) {
-            tracing::debug!(%addr, error = %e, "send failed");
-        }
-    };
-    match result {
-        ServerResult::None => {}
-        ServerResult::PacketToSend { payload, addr } => send(payload, addr),
-        ServerResult::Payload { client_id, payload } => {
-            if server.process_packet_from(payload, client_id).is_err() {
-                tracing::debug!(client_id, "payload for an unknown client");
-            }
-        }
-        ServerResult::ClientConnected {
-            client_id,
-            addr,
-            payload,
-            ..
-        } => {
-            server.add_connection(client_id);
-            send(payload, addr);
-        }
-        ServerResult::ClientDisconnected {
-            client_id,
-            addr,
-            payload,
-        } => {
-            server.remove_connection(client_id);
-            if let Some(payload) = payload {
-                send(payload, addr);
-            }
-        }
     }
 }

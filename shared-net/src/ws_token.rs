@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use chacha20poly1305::{AeadInPlace, Key, KeyInit, Tag, XChaCha20Poly1305, XNonce};
 use renetcode::ConnectToken;
 
-const VERSION_INFO: &[u8; 13] = b"NETCODE 1.02\0";
+pub(crate) const VERSION_INFO: &[u8; 13] = b"NETCODE 1.02\0";
 const MAC_BYTES: usize = 16;
 
 /// What a valid token says.
@@ -67,18 +67,64 @@ pub fn verify_connect_token(
     if now_secs >= token.expire_timestamp {
         return Err(TokenError::Expired);
     }
+    let private = open_private(
+        &token.private_data,
+        &token.xnonce,
+        token.protocol_id,
+        token.expire_timestamp,
+        key,
+    )?;
+    if !private
+        .server_addresses
+        .iter()
+        .any(|a| public_addrs.contains(a))
+    {
+        return Err(TokenError::WrongServer);
+    }
+    Ok(VerifiedToken {
+        client_id: private.client_id,
+        timeout_seconds: private.timeout_seconds,
+        server_addresses: private.server_addresses,
+        user_data: private.user_data,
+        expire_timestamp: token.expire_timestamp,
+        mac: private.mac,
+    })
+}
+
+/// The private part of a connect token, decrypted and authenticated.
+#[derive(Debug, Clone)]
+pub(crate) struct PrivateToken {
+    pub client_id: u64,
+    pub timeout_seconds: i32,
+    pub server_addresses: Vec<SocketAddr>,
+    pub client_to_server_key: [u8; 32],
+    pub server_to_client_key: [u8; 32],
+    pub user_data: [u8; 256],
+    /// The authentication tag: the same token used twice has the same one.
+    pub mac: [u8; MAC_BYTES],
+}
+
+/// Decrypts and reads a token's private part (1024 bytes, the last 16 the tag) with its
+/// nonce, protocol id and expiry (the additional data), under `key`.
+pub(crate) fn open_private(
+    private_data: &[u8; 1024],
+    xnonce: &[u8; 24],
+    protocol_id: u64,
+    expire_timestamp: u64,
+    key: &[u8; 32],
+) -> Result<PrivateToken, TokenError> {
     let mut aad = [0u8; 29];
     aad[..13].copy_from_slice(VERSION_INFO);
-    aad[13..21].copy_from_slice(&token.protocol_id.to_le_bytes());
-    aad[21..29].copy_from_slice(&token.expire_timestamp.to_le_bytes());
-    let mut private = token.private_data;
+    aad[13..21].copy_from_slice(&protocol_id.to_le_bytes());
+    aad[21..29].copy_from_slice(&expire_timestamp.to_le_bytes());
+    let mut private = *private_data;
     let split = private.len() - MAC_BYTES;
     let mut mac = [0u8; MAC_BYTES];
     mac.copy_from_slice(&private[split..]);
     let (plain, tag) = private.split_at_mut(split);
     XChaCha20Poly1305::new(Key::from_slice(key))
         .decrypt_in_place_detached(
-            XNonce::from_slice(&token.xnonce),
+            XNonce::from_slice(xnonce),
             &aad,
             plain,
             Tag::from_slice(tag),
@@ -101,18 +147,13 @@ pub fn verify_connect_token(
         let port = u16::from_le_bytes(r.take::<2>()?);
         server_addresses.push(SocketAddr::new(ip, port));
     }
-    let _client_to_server = r.take::<32>()?;
-    let _server_to_client = r.take::<32>()?;
-    let user_data = r.take::<256>()?;
-    if !server_addresses.iter().any(|a| public_addrs.contains(a)) {
-        return Err(TokenError::WrongServer);
-    }
-    Ok(VerifiedToken {
+    Ok(PrivateToken {
         client_id,
         timeout_seconds,
         server_addresses,
-        user_data,
-        expire_timestamp: token.expire_timestamp,
+        client_to_server_key: r.take::<32>()?,
+        server_to_client_key: r.take::<32>()?,
+        user_data: r.take::<256>()?,
         mac,
     })
 }
