@@ -263,12 +263,16 @@ pub fn deliver_messages(mut net: ResMut<NetServer>, clock: Res<MatchClock>, mut 
     let since_tick = now - net.last_tick_update;
     net.last_tick_update = now;
     let mut events = Vec::new();
+    // Only clients whose packets carried payload since the last tick can have messages
+    // waiting; with thousands of connected players most ticks have a few dozen of them.
+    let mut active = Vec::new();
     for (i, shard) in net.shards.iter_mut().enumerate() {
         shard.server.update(since_tick);
         shard.transport.maintain(&mut shard.server, clock.tick);
         while let Some(event) = shard.server.get_event() {
             events.push((i, event));
         }
+        active.extend(shard.transport.take_active());
     }
     for (shard, event) in events {
         match event {
@@ -289,7 +293,7 @@ pub fn deliver_messages(mut net: ResMut<NetServer>, clock: Res<MatchClock>, mut 
         }
     }
     drop_revoked(&mut net, &mut places);
-    read_messages(&mut net, &clock, &mut places);
+    read_messages(&mut net, &clock, &mut places, active);
 }
 
 /// Players whose session the auth service revoked leave now: a match is forfeited at once
@@ -407,8 +411,13 @@ fn check(
     Ok(message)
 }
 
-fn read_messages(net: &mut NetServer, clock: &MatchClock, places: &mut Places) {
-    let clients: Vec<ClientId> = net.sessions.keys().copied().collect();
+/// Reads every waiting message of `clients` (those that sent payload since the last tick).
+fn read_messages(
+    net: &mut NetServer,
+    clock: &MatchClock,
+    places: &mut Places,
+    clients: Vec<ClientId>,
+) {
     let window = clock.tick / u64::from(clock.tick_hz.max(1));
     for client in clients {
         while let Some(s) = net.sessions.get(&client) {
