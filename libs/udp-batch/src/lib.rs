@@ -21,21 +21,19 @@ use std::net::{SocketAddr, UdpSocket};
 /// Most datagrams one call moves.
 pub const MAX_BATCH: usize = 64;
 
-/// Reads datagrams in batches from a non-blocking socket.
-pub struct Receiver {
+/// A non-blocking socket with room for a batch of datagrams: slot `i` is
+/// `buffers[i * size..][..size]`, with its length and peer address in `lens[i]`, `addrs[i]`.
+struct Slots {
     socket: UdpSocket,
     size: usize,
     batch: usize,
     buffers: Box<[u8]>,
     lens: Vec<usize>,
     addrs: Vec<SocketAddr>,
-    truncated: u64,
 }
 
-impl Receiver {
-    /// Reads from `socket` (set non-blocking here), up to `batch` datagrams (at most
-    /// [`MAX_BATCH`]) of up to `size` bytes per call; a longer datagram is dropped.
-    pub fn new(socket: UdpSocket, batch: usize, size: usize) -> io::Result<Self> {
+impl Slots {
+    fn new(socket: UdpSocket, batch: usize, size: usize) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
         let batch = batch.clamp(1, MAX_BATCH);
         Ok(Self {
@@ -45,38 +43,59 @@ impl Receiver {
             buffers: vec![0; batch * size].into_boxed_slice(),
             lens: Vec::with_capacity(batch),
             addrs: Vec::with_capacity(batch),
+        })
+    }
+
+    fn clear(&mut self) {
+        self.lens.clear();
+        self.addrs.clear();
+    }
+}
+
+/// Reads datagrams in batches from a non-blocking socket.
+pub struct Receiver {
+    slots: Slots,
+    truncated: u64,
+}
+
+impl Receiver {
+    /// Reads from `socket` (set non-blocking here), up to `batch` datagrams (at most
+    /// [`MAX_BATCH`]) of up to `size` bytes per call; a longer datagram is dropped.
+    pub fn new(socket: UdpSocket, batch: usize, size: usize) -> io::Result<Self> {
+        Ok(Self {
+            slots: Slots::new(socket, batch, size)?,
             truncated: 0,
         })
     }
 
     pub fn socket(&self) -> &UdpSocket {
-        &self.socket
+        &self.slots.socket
     }
 
     /// Reads what is waiting, up to one batch; returns how many datagrams were read (0 when
     /// none was waiting). Read them with [`Self::datagram`] before the next call.
     pub fn recv(&mut self) -> io::Result<usize> {
-        self.lens.clear();
-        self.addrs.clear();
+        self.slots.clear();
         #[cfg(target_os = "linux")]
         let result = linux::recv(self);
         #[cfg(not(target_os = "linux"))]
         let result = self.recv_each();
         match result {
-            Ok(()) => Ok(self.lens.len()),
-            Err(e) if would_block(&e) => Ok(self.lens.len()),
+            Ok(()) => Ok(self.slots.lens.len()),
+            Err(e) if would_block(&e) => Ok(self.slots.lens.len()),
             Err(e) => Err(e),
         }
     }
 
     #[cfg(not(target_os = "linux"))]
     fn recv_each(&mut self) -> io::Result<()> {
-        for i in 0..self.batch {
-            let buf = &mut self.buffers[i * self.size..(i + 1) * self.size];
-            match self.socket.recv_from(buf) {
+        let s = &mut self.slots;
+        for i in 0..s.batch {
+            let buf = &mut s.buffers[i * s.size..(i + 1) * s.size];
+            match s.socket.recv_from(buf) {
                 Ok((len, addr)) => {
-                    self.lens.push(len);
-                    self.addrs.push(addr);
+                    s.lens.push(len);
+                    s.addrs.push(addr);
                 }
                 // An ICMP error about an earlier send: nothing to read from it.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
@@ -89,9 +108,10 @@ impl Receiver {
     /// The `i`th datagram of the last [`Self::recv`] and its sender; a datagram longer than
     /// the buffer comes back empty (refuse it as too short).
     pub fn datagram(&mut self, i: usize) -> (SocketAddr, &mut [u8]) {
-        let start = i * self.size;
-        let len = self.lens[i];
-        (self.addrs[i], &mut self.buffers[start..start + len])
+        let s = &mut self.slots;
+        let start = i * s.size;
+        let len = s.lens[i];
+        (s.addrs[i], &mut s.buffers[start..start + len])
     }
 
     /// Datagrams dropped so far because they were longer than the buffer.
@@ -109,12 +129,7 @@ pub struct SendFailures {
 
 /// Queues datagrams and sends them in batches on a non-blocking socket.
 pub struct Sender {
-    socket: UdpSocket,
-    size: usize,
-    batch: usize,
-    buffers: Box<[u8]>,
-    lens: Vec<usize>,
-    addrs: Vec<SocketAddr>,
+    slots: Slots,
     sent: u64,
     failures: SendFailures,
 }
@@ -123,15 +138,8 @@ impl Sender {
     /// Sends on `socket` (set non-blocking here) in batches of up to `batch` datagrams (at most
     /// [`MAX_BATCH`]) of up to `size` bytes each.
     pub fn new(socket: UdpSocket, batch: usize, size: usize) -> io::Result<Self> {
-        socket.set_nonblocking(true)?;
-        let batch = batch.clamp(1, MAX_BATCH);
         Ok(Self {
-            socket,
-            size,
-            batch,
-            buffers: vec![0; batch * size].into_boxed_slice(),
-            lens: Vec::with_capacity(batch),
-            addrs: Vec::with_capacity(batch),
+            slots: Slots::new(socket, batch, size)?,
             sent: 0,
             failures: SendFailures::default(),
         })
@@ -145,15 +153,16 @@ impl Sender {
         addr: SocketAddr,
         write: impl FnOnce(&mut [u8]) -> Result<usize, E>,
     ) -> Result<(), E> {
-        if self.lens.len() == self.batch {
+        if self.slots.lens.len() == self.slots.batch {
             self.flush();
         }
-        let i = self.lens.len();
-        let buf = &mut self.buffers[i * self.size..(i + 1) * self.size];
+        let s = &mut self.slots;
+        let i = s.lens.len();
+        let buf = &mut s.buffers[i * s.size..(i + 1) * s.size];
         let len = write(buf)?;
         if len > 0 {
-            self.lens.push(len.min(self.size));
-            self.addrs.push(addr);
+            s.lens.push(len.min(s.size));
+            s.addrs.push(addr);
         }
         Ok(())
     }
@@ -169,30 +178,30 @@ impl Sender {
 
     /// Datagrams waiting to be sent.
     pub fn queued(&self) -> usize {
-        self.lens.len()
+        self.slots.lens.len()
     }
 
     /// Sends everything queued. A datagram the kernel refuses is dropped and counted in
     /// [`Self::take_failures`]; the rest are still sent.
     pub fn flush(&mut self) {
-        if self.lens.is_empty() {
+        if self.slots.lens.is_empty() {
             return;
         }
         #[cfg(target_os = "linux")]
         linux::send(self);
         #[cfg(not(target_os = "linux"))]
         self.send_each();
-        self.lens.clear();
-        self.addrs.clear();
+        self.slots.clear();
     }
 
     #[cfg(not(target_os = "linux"))]
     fn send_each(&mut self) {
-        for i in 0..self.lens.len() {
-            let start = i * self.size;
-            match self
+        for i in 0..self.slots.lens.len() {
+            let s = &self.slots;
+            let start = i * s.size;
+            match s
                 .socket
-                .send_to(&self.buffers[start..start + self.lens[i]], self.addrs[i])
+                .send_to(&s.buffers[start..start + s.lens[i]], s.addrs[i])
             {
                 Ok(_) => self.sent += 1,
                 Err(e) => self.fail(e),
@@ -200,6 +209,7 @@ impl Sender {
         }
     }
 
+    #[cfg(not(target_os = "linux"))]
     fn fail(&mut self, e: io::Error) {
         self.failures.count += 1;
         self.failures.last = Some(e);

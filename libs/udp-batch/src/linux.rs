@@ -9,7 +9,8 @@ use std::os::fd::AsRawFd;
 
 use crate::{MAX_BATCH, Receiver, Sender};
 
-pub(crate) fn recv(rx: &mut Receiver) -> io::Result<()> {
+pub(crate) fn recv(receiver: &mut Receiver) -> io::Result<()> {
+    let rx = &mut receiver.slots;
     let batch = rx.batch;
     let size = rx.size;
     // SAFETY: all-zero is a valid value of these plain C structs.
@@ -61,7 +62,7 @@ pub(crate) fn recv(rx: &mut Receiver) -> io::Result<()> {
         // datagram is kept empty (to be refused as too short) so that slots stay in line.
         let addr = to_socket_addr(name);
         let len = if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-            rx.truncated += 1;
+            receiver.truncated += 1;
             0
         } else if addr.is_none() {
             0
@@ -75,7 +76,8 @@ pub(crate) fn recv(rx: &mut Receiver) -> io::Result<()> {
     Ok(())
 }
 
-pub(crate) fn send(tx: &mut Sender) {
+pub(crate) fn send(sender: &mut Sender) {
+    let tx = &mut sender.slots;
     let count = tx.lens.len();
     let size = tx.size;
     // SAFETY: all-zero is a valid value of these plain C structs.
@@ -111,7 +113,7 @@ pub(crate) fn send(tx: &mut Sender) {
             )
         };
         if n > 0 {
-            tx.sent += n as u64;
+            sender.sent += n as u64;
             at += n as usize;
             continue;
         }
@@ -120,7 +122,8 @@ pub(crate) fn send(tx: &mut Sender) {
             continue;
         }
         // The datagram at `at` was refused (or the call sent nothing): drop it, go on.
-        tx.fail(if n < 0 {
+        sender.failures.count += 1;
+        sender.failures.last = Some(if n < 0 {
             e
         } else {
             io::Error::other("sendmmsg sent nothing")
