@@ -187,6 +187,9 @@ pub const RENET_ACK_PACKET: u8 = 4;
 const RECV_BATCH: usize = udp_batch::MAX_BATCH;
 /// Datagrams sent per system call.
 const SEND_BATCH: usize = udp_batch::MAX_BATCH;
+/// Most receive calls per frame: a flood cannot keep the loop from its other work (the kernel
+/// drops what does not fit its buffer, as it would for a slow reader).
+const MAX_RECV_CALLS: usize = 32;
 
 /// A secure netcode socket feeding a renet server, in place of renet_netcode's transport.
 ///
@@ -221,7 +224,7 @@ impl NetcodeSocket {
         Ok(Self {
             rx: udp_batch::Receiver::new(socket.try_clone()?, RECV_BATCH, MAX_PACKET_BYTES)?,
             tx: udp_batch::Sender::new(socket, SEND_BATCH, MAX_PACKET_BYTES)?,
-            netcode: NetcodeServer::new(config),
+            netcode: NetcodeServer::new(config)?,
             upkeep_every: 1,
             active: HashSet::new(),
         })
@@ -245,7 +248,9 @@ impl NetcodeSocket {
     /// Advances netcode's clock and reads every waiting datagram.
     pub fn receive(&mut self, dt: Duration, server: &mut RenetServer) -> io::Result<()> {
         self.netcode.update(dt);
+        let mut calls = 0;
         let result = loop {
+            calls += 1;
             let n = match self.rx.recv() {
                 Ok(n) => n,
                 Err(e) => break Err(e),
@@ -269,7 +274,7 @@ impl NetcodeSocket {
                     }
                 }
             }
-            if n < RECV_BATCH {
+            if n < RECV_BATCH || calls == MAX_RECV_CALLS {
                 break Ok(());
             }
         };

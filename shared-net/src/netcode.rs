@@ -225,6 +225,8 @@ struct Client {
 
 struct Pending {
     client_id: u64,
+    /// From the connect token this server decrypted (the challenge token's copy is not used).
+    user_data: Box<[u8; USER_DATA_BYTES]>,
     send_key: [u8; KEY_BYTES],
     receive_key: [u8; KEY_BYTES],
     timeout_seconds: i32,
@@ -259,25 +261,24 @@ pub struct NetcodeServer {
 }
 
 impl NetcodeServer {
-    pub fn new(config: ServerConfig) -> Self {
+    /// Fails only when the operating system's random generator does (the challenge key must be
+    /// unpredictable: a client that could forge challenge tokens could skip the handshake's
+    /// proof of address).
+    pub fn new(config: ServerConfig) -> Result<Self, std::io::Error> {
         let mut challenge_key = [0u8; KEY_BYTES];
-        // The challenge key only has to be unpredictable to clients; the OS generator
-        // failing leaves it to the clock, which still changes per process.
-        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut challenge_key)
-            .is_err()
-        {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos();
-            challenge_key[..16].copy_from_slice(&t.to_le_bytes());
-        }
-        Self {
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut challenge_key)
+            .map_err(|_| std::io::Error::other("the OS random generator failed"))?;
+        Ok(Self {
             protocol_id: config.protocol_id,
             private_key: config.private_key,
             challenge_key,
             challenge_sequence: 0,
-            global_sequence: 0,
+            // As the reference implementation: handshake packets are sealed under the token's
+            // server-to-client key on this sequence, the client's own packets later on its
+            // slot's sequence from 0; starting at 2^63 keeps the two nonce ranges apart (and
+            // makes a denial long enough for renetcode's client, which drops packets under 18
+            // bytes).
+            global_sequence: 1 << 63,
             public_addresses: config.public_addresses,
             max_clients: config.max_clients,
             now: config.current_time,
@@ -289,13 +290,13 @@ impl NetcodeServer {
             pending: HashMap::new(),
             used_tokens: HashMap::new(),
             last_prune_secs: 0,
-        }
+        })
     }
 
     /// A keep-alive goes to a client when its upkeep runs and nothing was sent to it for
     /// `interval` (the standard's 250 ms by default).
     pub fn set_keep_alive(&mut self, interval: Duration) {
-        self.keep_alive = interval;
+        self.keep_alive = interval.min(Duration::from_secs(3600));
     }
 
     pub fn connected_clients(&self) -> usize {
@@ -478,8 +479,9 @@ impl NetcodeServer {
             body[8..8 + CHALLENGE_TOKEN_BYTES].copy_from_slice(&challenge);
             8 + CHALLENGE_TOKEN_BYTES
         });
-        self.pending.entry(addr).or_insert(Pending {
+        self.pending.entry(addr).or_insert_with(|| Pending {
             client_id: token.client_id,
+            user_data: Box::new(token.user_data),
             send_key: token.server_to_client_key,
             receive_key: token.client_to_server_key,
             timeout_seconds: token.timeout_seconds,
@@ -506,8 +508,16 @@ impl NetcodeServer {
         if self.used_tokens.len() >= cap {
             let now = self.now_secs();
             self.used_tokens.retain(|_, t| t.expire_timestamp >= now);
-            if self.used_tokens.len() >= cap {
-                return Err(Refused::Busy);
+            // Still full of live tokens: forget the one that expires first (as renetcode
+            // forgets its oldest), so that a flood of valid tokens cannot lock players out.
+            if self.used_tokens.len() >= cap
+                && let Some(soonest) = self
+                    .used_tokens
+                    .iter()
+                    .min_by_key(|(_, t)| t.expire_timestamp)
+                    .map(|(mac, _)| *mac)
+            {
+                self.used_tokens.remove(&soonest);
             }
         }
         self.used_tokens.insert(
@@ -548,8 +558,6 @@ impl NetcodeServer {
         if plain_len < 8 + USER_DATA_BYTES || le_u64(&challenge[..8]) != pending.client_id {
             return Err(Refused::Challenge);
         }
-        let mut user_data = Box::new([0u8; USER_DATA_BYTES]);
-        user_data.copy_from_slice(&challenge[8..8 + USER_DATA_BYTES]);
         let Some(pending) = self.pending.remove(&addr) else {
             return Err(Refused::Unexpected);
         };
@@ -573,7 +581,7 @@ impl NetcodeServer {
             addr,
             send_key: pending.send_key,
             receive_key: pending.receive_key,
-            user_data,
+            user_data: pending.user_data,
             last_received: self.now,
             last_sent: self.now,
             timeout_seconds: pending.timeout_seconds,

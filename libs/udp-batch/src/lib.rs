@@ -34,6 +34,12 @@ struct Slots {
 
 impl Slots {
     fn new(socket: UdpSocket, batch: usize, size: usize) -> io::Result<Self> {
+        if size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "datagram buffers of 0 bytes",
+            ));
+        }
         socket.set_nonblocking(true)?;
         let batch = batch.clamp(1, MAX_BATCH);
         Ok(Self {

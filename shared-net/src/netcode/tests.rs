@@ -26,6 +26,7 @@ fn server(max_clients: usize) -> NetcodeServer {
         public_addresses: vec![server_addr()],
         private_key: KEY,
     })
+    .unwrap()
 }
 
 fn token_with(
@@ -618,4 +619,52 @@ fn the_bit_window_refuses_exactly_what_renetcodes_window_refuses() {
     assert!(w.seen(u64::MAX));
     assert!(!w.seen(u64::MAX - 1));
     assert!(w.seen(0));
+}
+
+#[test]
+fn a_full_table_of_used_tokens_forgets_the_soonest_to_expire_instead_of_refusing() {
+    // One slot: room for 8 remembered tokens.
+    let mut server = server(1);
+    let mut out = Vec::new();
+    let mut first = None;
+    for i in 0..9u16 {
+        // Each token expires a second later than the one before.
+        let t = token_with(
+            100 + u64::from(i),
+            epoch() + Duration::from_secs(u64::from(i)),
+            PROTOCOL,
+            &KEY,
+            vec![server_addr()],
+        );
+        let mut peer = Peer::new(t, 3000 + i);
+        let request = peer.tick().unwrap();
+        assert_eq!(
+            feed(&mut server, peer.addr, request.clone(), &mut out),
+            Ok(Got::None),
+            "token {i}"
+        );
+        if i == 0 {
+            first = Some(request);
+        }
+    }
+    assert_eq!(server.used_tokens.len(), 8);
+    // The first token (the soonest to expire) was forgotten, so another address may use it;
+    // that is the trade renetcode makes too, and the handshake still needs the token's keys.
+    let stranger: SocketAddr = "127.0.0.1:3999".parse().unwrap();
+    assert_eq!(
+        feed(&mut server, stranger, first.unwrap(), &mut out),
+        Ok(Got::None)
+    );
+}
+
+#[test]
+fn handshake_packets_use_sequences_far_from_the_clients_own() {
+    let mut server = server(16);
+    let mut peer = Peer::new(token(1), 3000);
+    let mut out = Vec::new();
+    feed(&mut server, peer.addr, peer.tick().unwrap(), &mut out).unwrap();
+    let (_, challenge) = &out[0];
+    assert_eq!(challenge[0] & 0xF, CHALLENGE);
+    assert_eq!(challenge[0] >> 4, 8, "an 8-byte sequence");
+    assert_eq!(challenge[8] & 0x80, 0x80, "at or above 2^63");
 }
