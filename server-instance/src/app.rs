@@ -57,6 +57,7 @@ impl PluginGroup for InstancePlugins {
             .add(FarmPlugin)
             .add(HubPlugin {
                 chat_per_10s: self.hub_chat_per_10s,
+                moves_every_ticks: HubPlugin::moves_every_ticks_at(self.tick_hz),
             })
             .add(ServerPlugin {
                 grace: self.grace,

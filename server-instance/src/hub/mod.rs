@@ -26,17 +26,32 @@ pub struct HubSystems;
 /// Hosts the common-area shards: a [`Hubs`] resource, its inbox and its outbox.
 ///
 /// It runs the shards on the simulation tick from a [`HubInbox`] into a [`HubOutbox`]. Joining
-/// and leaving are broadcast to the shard; moves are batched into one `HubMoves` per tick.
+/// and leaving are broadcast to the shard; moves are batched into one `HubMoves` every
+/// `moves_every_ticks` ticks (so a faster simulation tick does not raise the common area's
+/// packet rate).
 pub struct HubPlugin {
     /// Chat messages a player may send per 10 seconds.
     pub chat_per_10s: u32,
+    /// Ticks between two batches of moves (1: every tick).
+    pub moves_every_ticks: u64,
 }
 
 impl Default for HubPlugin {
     fn default() -> Self {
         Self {
             chat_per_10s: DEFAULT_CHAT_PER_10S,
+            moves_every_ticks: 1,
         }
+    }
+}
+
+/// Batches of moves per second the common area sends at most (its rate at the 20 Hz tick).
+pub const HUB_MOVES_HZ: u32 = 20;
+
+impl HubPlugin {
+    /// Ticks between batches of moves for a simulation at `tick_hz`.
+    pub fn moves_every_ticks_at(tick_hz: u32) -> u64 {
+        u64::from(tick_hz.div_ceil(HUB_MOVES_HZ).max(1))
     }
 }
 
@@ -44,6 +59,7 @@ impl Plugin for HubPlugin {
     fn build(&self, app: &mut App) {
         app.insert_resource(Hubs {
             chat_per_10s: self.chat_per_10s,
+            moves_every_ticks: self.moves_every_ticks.max(1),
             ..Default::default()
         })
         .init_resource::<HubInbox>()
@@ -144,6 +160,9 @@ pub struct Hubs {
     expected: HashMap<(u32, UserId), (String, Duration)>,
     shards: HashMap<u32, Shard>,
     chat_per_10s: u32,
+    moves_every_ticks: u64,
+    /// Ticks run, for the moves' cadence.
+    ticks: u64,
 }
 
 impl Default for Hubs {
@@ -152,6 +171,8 @@ impl Default for Hubs {
             expected: HashMap::new(),
             shards: HashMap::new(),
             chat_per_10s: DEFAULT_CHAT_PER_10S,
+            moves_every_ticks: 1,
+            ticks: 0,
         }
     }
 }
@@ -275,11 +296,13 @@ fn hub_system(
             }
         }
     }
+    hubs.ticks += 1;
+    let moves_due = hubs.ticks.is_multiple_of(hubs.moves_every_ticks);
     for shard in hubs.shards.values_mut() {
-        if shard.moved.is_empty() {
+        if !moves_due || shard.moved.is_empty() {
             continue;
         }
-        // The last position of each player this tick.
+        // The last position of each player since the last batch.
         let mut last: BTreeMap<u64, (i32, i32)> = BTreeMap::new();
         for (u, x, y) in shard.moved.drain(..) {
             last.insert(u, (x, y));

@@ -15,11 +15,15 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::with(HubPlugin::default())
+    }
+
+    fn with(plugin: HubPlugin) -> Self {
         let mut app = App::new();
         app.add_plugins((TaskPoolPlugin::default(), bevy::time::TimePlugin))
             .insert_resource(TimeUpdateStrategy::ManualDuration(FRAME))
             .insert_resource(Time::<Fixed>::from_duration(FRAME))
-            .add_plugins(HubPlugin::default());
+            .add_plugins(plugin);
         app.update();
         Self { app }
     }
@@ -368,5 +372,58 @@ fn chat_in_the_common_area_is_rate_limited_per_player() {
         Harness::received(&h.outputs(), 2)
             .iter()
             .any(|m| matches!(m, ServerMessage::HubChat { from: 1, .. }))
+    );
+}
+
+#[test]
+fn at_a_faster_tick_moves_go_out_at_the_common_areas_own_rate() {
+    assert_eq!(HubPlugin::moves_every_ticks_at(20), 1);
+    assert_eq!(HubPlugin::moves_every_ticks_at(40), 2);
+    assert_eq!(HubPlugin::moves_every_ticks_at(60), 3);
+    assert_eq!(HubPlugin::moves_every_ticks_at(10), 1);
+    let mut h = Harness::with(HubPlugin {
+        moves_every_ticks: 2,
+        ..HubPlugin::default()
+    });
+    h.join(1, "ann");
+    h.join(2, "bob");
+    h.wait(Duration::from_millis(200));
+    h.outputs();
+    let batches = |out: &[HubOutput]| {
+        Harness::received(out, 1)
+            .into_iter()
+            .filter(|m| matches!(m, ServerMessage::HubMoves(_)))
+            .collect::<Vec<_>>()
+    };
+    // A move every tick for 6 ticks: 3 batches, each with the last position of its two ticks.
+    let mut seen = Vec::new();
+    for step in 1..=6 {
+        let to = (SPAWN.0 + 10 * step, SPAWN.1);
+        h.input(HubInput::Move {
+            hub_id: HUB,
+            user: 2,
+            to,
+        });
+        seen.extend(batches(&h.outputs()));
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for batch in &seen {
+        let ServerMessage::HubMoves(moves) = batch else {
+            unreachable!()
+        };
+        assert_eq!(moves.len(), 1);
+        // Positions 20, 40, 60 or 10, 30, 50 past the spawn, depending on the phase.
+        assert!(moves[0].1 - SPAWN.0 >= 10, "{moves:?}");
+    }
+    let ServerMessage::HubMoves(last) = &seen[2] else {
+        unreachable!()
+    };
+    let ServerMessage::HubMoves(first) = &seen[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        last[0].1 - first[0].1,
+        40,
+        "two ticks of 10 between batches"
     );
 }
