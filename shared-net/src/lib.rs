@@ -236,11 +236,6 @@ impl NetcodeSocket {
         self.upkeep_every = ticks.max(1);
     }
 
-    /// See [`NetcodeServer::set_keep_alive`].
-    pub fn set_keep_alive(&mut self, interval: Duration) {
-        self.netcode.set_keep_alive(interval);
-    }
-
     pub fn user_data(&self, client: ClientId) -> Option<[u8; USER_DATA_BYTES]> {
         self.netcode.user_data(client)
     }

@@ -138,17 +138,6 @@ impl Outgoing for udp_batch::Sender {
     }
 }
 
-/// Collects datagrams (tests, and anything that sends them itself).
-impl Outgoing for Vec<(SocketAddr, Vec<u8>)> {
-    fn packet(&mut self, addr: SocketAddr, write: &mut dyn FnMut(&mut [u8]) -> usize) {
-        let mut buf = [0u8; MAX_PACKET_BYTES];
-        let len = write(&mut buf);
-        if len > 0 {
-            self.push((addr, buf[..len].to_vec()));
-        }
-    }
-}
-
 /// The configuration renetcode's `ServerConfig` carried, for the secure mode only.
 pub struct ServerConfig {
     pub current_time: Duration,

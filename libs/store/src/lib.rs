@@ -382,18 +382,15 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        sqlx::query(
+        let rows = sqlx::query(
             "SELECT id, event_id, event_type, event_key, payload, created_at, sent_at FROM outbox \
              WHERE sent_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(outbox_row)
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+        .await?;
+        outbox_rows(rows)
     }
 
     /// Creates the database `name` on this server (Postgres; the name: lowercase letters,
@@ -424,17 +421,14 @@ impl Store {
 
     /// Every outbox row, sent or not, oldest first (tests and operators).
     pub async fn outbox(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        sqlx::query(
+        let rows = sqlx::query(
             "SELECT id, event_id, event_type, event_key, payload, created_at, sent_at FROM outbox \
              ORDER BY id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(outbox_row)
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+        .await?;
+        outbox_rows(rows)
     }
 
     /// Marks these events sent (by row id). Only the given ids: a row with a lower id committed
@@ -745,8 +739,15 @@ pub fn resolve_url(url: &str, file: Option<&std::path::Path>) -> Result<String, 
     }
 }
 
-/// A database URL with any password removed, for messages and logs.
-/// An outbox row as the outbox queries select it.
+/// Outbox rows as the outbox queries select them (`id, event_id, event_type, event_key,
+/// payload, created_at, sent_at`).
+fn outbox_rows(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<OutboxRow>, StoreError> {
+    rows.iter()
+        .map(outbox_row)
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(StoreError::from)
+}
+
 fn outbox_row(r: &sqlx::any::AnyRow) -> Result<OutboxRow, sqlx::Error> {
     Ok(OutboxRow {
         id: r.try_get("id")?,
@@ -761,6 +762,7 @@ fn outbox_row(r: &sqlx::any::AnyRow) -> Result<OutboxRow, sqlx::Error> {
     })
 }
 
+/// A database URL with any password removed, for messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {

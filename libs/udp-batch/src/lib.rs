@@ -74,10 +74,6 @@ impl Receiver {
         })
     }
 
-    pub fn socket(&self) -> &UdpSocket {
-        &self.slots.socket
-    }
-
     /// Reads what is waiting, up to one batch; returns how many datagrams were read (0 when
     /// none was waiting). Read them with [`Self::datagram`] before the next call.
     pub fn recv(&mut self) -> io::Result<usize> {

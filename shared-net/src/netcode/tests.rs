@@ -4,6 +4,17 @@
 use super::*;
 use renetcode::{ClientAuthentication, ConnectToken, DisconnectReason, NetcodeClient};
 
+/// Collects the server's datagrams in place of a socket.
+impl Outgoing for Vec<(SocketAddr, Vec<u8>)> {
+    fn packet(&mut self, addr: SocketAddr, write: &mut dyn FnMut(&mut [u8]) -> usize) {
+        let mut buf = [0u8; MAX_PACKET_BYTES];
+        let len = write(&mut buf);
+        if len > 0 {
+            self.push((addr, buf[..len].to_vec()));
+        }
+    }
+}
+
 const PROTOCOL: u64 = 0x6372_6f66_7400_0001;
 const KEY: [u8; 32] = [7; 32];
 const STEP: Duration = Duration::from_millis(10);
