@@ -309,7 +309,7 @@ fn route_outboxes(
                 net.send_if(user, in_hub, &message);
             }
             HubOutput::ToPlayers { users, message } => {
-                let bytes = renet::Bytes::from(message.encode());
+                let bytes = shared_net::Bytes::from(message.encode());
                 for user in users {
                     if net.sessions.get(&user).is_some_and(|s| in_hub(&s.place)) {
                         net.send_bytes(user, bytes.clone());

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
-use renet::{ClientId, ServerEvent};
+use shared_net::{ClientId, ServerEvent};
 use shared_sim::plugin::{MatchClock, MatchId, UserId};
 use shared_sim::protocol::{Channel, ClientMessage, ErrorCode, ServerMessage, TokenUserData};
 
@@ -15,7 +15,7 @@ use crate::places::{Place, Places, Refusal};
 /// Network systems, around the match simulation.
 #[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NetSystems {
-    /// PreUpdate: drain the sockets into renet, every frame.
+    /// PreUpdate: drain the sockets into the link servers, every frame.
     Receive,
     /// FixedUpdate, before the places: admit clients, decode messages into the places' inboxes.
     Deliver,
@@ -52,8 +52,8 @@ pub struct PlayerSession {
 /// Every message is decoded, rate-limited and verified before the place gets it.
 ///
 /// One netcode server holds at most 1024 clients, so the instance opens several sockets
-/// ("shards") and keeps their renet servers side by side; bevy_renet's single-resource adapter
-/// cannot hold more than one, which is why this module drives renet directly.
+/// ("shards") and keeps their link servers ([`shared_net::LinkServer`], renet's wire protocol)
+/// side by side.
 #[derive(Resource)]
 pub struct NetServer {
     pub shards: Vec<Shard>,
@@ -186,7 +186,7 @@ impl NetServer {
     }
 
     /// Sends encoded bytes (shared by every receiver of a broadcast) to a connected `user`.
-    pub fn send_bytes(&mut self, user: UserId, bytes: renet::Bytes) -> bool {
+    pub fn send_bytes(&mut self, user: UserId, bytes: shared_net::Bytes) -> bool {
         let Some(session) = self.sessions.get(&user) else {
             return false;
         };
@@ -236,7 +236,7 @@ impl NetServer {
     }
 }
 
-/// Renet time step since the last receive.
+/// Time step since the last receive.
 fn elapsed(net: &mut NetServer) -> Duration {
     let now = Instant::now();
     let dt = now - net.last_update;
@@ -255,7 +255,7 @@ pub fn drain_sockets(mut net: ResMut<NetServer>) {
     }
 }
 
-/// Once per simulation tick, right before the places run: renet's per-connection upkeep,
+/// Once per simulation tick, right before the places run: the links' clock and netcode upkeep,
 /// admissions and departures, and decoding messages into the places' inboxes.
 pub fn deliver_messages(mut net: ResMut<NetServer>, clock: Res<MatchClock>, mut places: Places) {
     let now = Instant::now();
@@ -467,8 +467,8 @@ fn read_messages(
     }
 }
 
-/// Flushes packets once per simulation tick: renet repeats pending acks on every flush, so
-/// flushing on every (more frequent) receive frame would multiply packets without news.
+/// Flushes packets once per simulation tick: renet's protocol repeats pending acks on every
+/// flush, so flushing on every (more frequent) receive frame would multiply packets without news.
 pub fn send_system(mut net: ResMut<NetServer>, clock: Res<MatchClock>, mut last_tick: Local<u64>) {
     if clock.tick == *last_tick {
         return;

@@ -1,10 +1,14 @@
-//! One secure netcode socket feeding one renet server, with a per-client flush policy.
+//! One secure netcode socket feeding one link server (renet's wire protocol, [`link`]), with a
+//! per-client flush policy.
 
+pub mod link;
 pub mod netcode;
 pub mod rate;
 pub mod ws;
 pub mod ws_token;
 
+pub use bytes::Bytes;
+pub use link::{ClientId, DisconnectReason, LinkServer, ServerEvent};
 pub use rate::RateWindow;
 
 use std::collections::HashSet;
@@ -13,15 +17,14 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use netcode::{Event, MAX_PACKET_BYTES, NetcodeServer, ServerConfig, USER_DATA_BYTES};
-use renet::{ClientId, RenetServer};
-use shared_sim::protocol::{PROTOCOL_ID, connection_config};
+use shared_sim::protocol::PROTOCOL_ID;
 
 /// Most clients one netcode server (one socket) accepts.
 pub const MAX_CLIENTS_PER_SOCKET: usize = 1024;
 
-/// One socket and the renet server it feeds.
+/// One socket and the link server it feeds.
 pub struct Shard {
-    pub server: RenetServer,
+    pub server: LinkServer,
     pub transport: Transport,
     /// The address connect tokens must name for this socket (for a WebSocket shard, the
     /// listener's address: tokens name the UDP sockets, see [`ws`]).
@@ -32,7 +35,7 @@ impl Shard {
     /// A shard of WebSocket clients (one per server), listening at `addr`.
     pub fn websocket(socket: ws::WsSocket, addr: SocketAddr) -> Self {
         Self {
-            server: RenetServer::new(connection_config()),
+            server: LinkServer::default(),
             transport: Transport::Ws(socket),
             public_addr: addr,
         }
@@ -43,7 +46,7 @@ impl Shard {
     }
 }
 
-/// What feeds a shard's renet server: a netcode UDP socket, or WebSocket clients.
+/// What feeds a shard's link server: a netcode UDP socket, or WebSocket clients.
 pub enum Transport {
     Netcode(Box<NetcodeSocket>),
     Ws(ws::WsSocket),
@@ -65,11 +68,11 @@ impl Transport {
     }
 
     /// Reads what arrived and feeds it to `server`.
-    pub fn receive(&mut self, dt: Duration, server: &mut RenetServer) -> io::Result<()> {
+    pub fn receive(&mut self, dt: Duration, server: &mut LinkServer) -> io::Result<()> {
         match self {
             Transport::Netcode(t) => t.receive(dt, server),
             Transport::Ws(t) => {
-                t.receive(dt, server);
+                t.receive(server);
                 Ok(())
             }
         }
@@ -82,14 +85,14 @@ impl Transport {
         }
     }
 
-    pub fn maintain(&mut self, server: &mut RenetServer, tick: u64) {
+    pub fn maintain(&mut self, server: &mut LinkServer, tick: u64) {
         match self {
             Transport::Netcode(t) => t.maintain(server, tick),
             Transport::Ws(t) => t.maintain(server),
         }
     }
 
-    pub fn flush_client(&mut self, server: &mut RenetServer, client: ClientId) {
+    pub fn flush_client(&mut self, server: &mut LinkServer, client: ClientId) {
         match self {
             Transport::Netcode(t) => t.flush_client(server, client),
             Transport::Ws(t) => t.flush_client(server, client),
@@ -99,7 +102,7 @@ impl Transport {
     /// See [`NetcodeSocket::flush`]; WebSocket clients get their messages every call.
     pub fn flush(
         &mut self,
-        server: &mut RenetServer,
+        server: &mut LinkServer,
         tick: u64,
         idle_ticks: u64,
         dirty: impl Fn(ClientId) -> bool,
@@ -110,7 +113,7 @@ impl Transport {
         }
     }
 
-    pub fn disconnect_all(&mut self, server: &mut RenetServer) {
+    pub fn disconnect_all(&mut self, server: &mut LinkServer) {
         match self {
             Transport::Netcode(t) => t.disconnect_all(server),
             Transport::Ws(t) => t.disconnect_all(server),
@@ -172,16 +175,13 @@ pub fn bind_shards(
             private_key,
         };
         out.push(Shard {
-            server: RenetServer::new(connection_config()),
+            server: LinkServer::default(),
             transport: Transport::Netcode(Box::new(NetcodeSocket::new(config, socket)?)),
             public_addr,
         });
     }
     Ok(out)
 }
-
-/// renet's wire tag of an ack-only packet (`Packet::Ack`).
-pub const RENET_ACK_PACKET: u8 = 4;
 
 /// Datagrams read per system call.
 const RECV_BATCH: usize = udp_batch::MAX_BATCH;
@@ -191,15 +191,15 @@ const SEND_BATCH: usize = udp_batch::MAX_BATCH;
 /// drops what does not fit its buffer, as it would for a slow reader).
 const MAX_RECV_CALLS: usize = 32;
 
-/// A secure netcode socket feeding a renet server, in place of renet_netcode's transport.
+/// A secure netcode socket feeding a link server, in place of renet_netcode's transport.
 ///
-/// renet_netcode's `NetcodeServerTransport` flushes every client on every call, and renet puts
-/// an ack packet in every flush while acks are pending (they always are: both ends ack each
-/// other's acks). At hundreds of clients that makes idle clients cost one encrypted `sendto` per
-/// tick each. This adapter sends a client's packets when it has news and otherwise only every
-/// few ticks, and runs netcode's per-client upkeep (timeouts, keep-alives) once per tick rather
-/// than on every receive frame. The netcode protocol is croft's own server ([`netcode`]), and
-/// datagrams move in batches ([`udp_batch`]: `recvmmsg`/`sendmmsg` on Linux).
+/// renet_netcode's `NetcodeServerTransport` flushes every client on every call, and renet's
+/// protocol puts an ack packet in every flush while acks are pending (they always are: both ends
+/// ack each other's acks). At hundreds of clients that makes idle clients cost one encrypted
+/// `sendto` per tick each. This adapter sends a client's packets when it has news and otherwise
+/// only every few ticks, and runs netcode's per-client upkeep (timeouts, keep-alives) once per
+/// tick rather than on every receive frame. The netcode protocol is croft's own server
+/// ([`netcode`]), and datagrams move in batches ([`udp_batch`]: `recvmmsg`/`sendmmsg` on Linux).
 pub struct NetcodeSocket {
     rx: udp_batch::Receiver,
     tx: udp_batch::Sender,
@@ -241,7 +241,7 @@ impl NetcodeSocket {
     }
 
     /// Advances netcode's clock and reads every waiting datagram.
-    pub fn receive(&mut self, dt: Duration, server: &mut RenetServer) -> io::Result<()> {
+    pub fn receive(&mut self, dt: Duration, server: &mut LinkServer) -> io::Result<()> {
         self.netcode.update(dt);
         let mut calls = 0;
         let result = loop {
@@ -277,15 +277,15 @@ impl NetcodeSocket {
         result
     }
 
-    /// The clients that sent renet packets since the last call: only they can have new
+    /// The clients that sent packets since the last call: only they can have new
     /// messages waiting, so servers with many idle clients read just these.
     pub fn take_active(&mut self) -> HashSet<ClientId> {
         std::mem::take(&mut self.active)
     }
 
-    /// Timeouts, keep-alives and renet-initiated disconnects, once per tick; each client's
+    /// Timeouts, keep-alives and server-initiated disconnects, once per tick; each client's
     /// netcode upkeep runs every [`Self::set_upkeep_every`] ticks, in its own phase.
-    pub fn maintain(&mut self, server: &mut RenetServer, tick: u64) {
+    pub fn maintain(&mut self, server: &mut LinkServer, tick: u64) {
         let every = self.upkeep_every;
         let due_now: Vec<ClientId> = self
             .netcode
@@ -306,26 +306,25 @@ impl NetcodeSocket {
     }
 
     /// Sends one client's queued packets now, acks included.
-    pub fn flush_client(&mut self, server: &mut RenetServer, client: ClientId) {
+    pub fn flush_client(&mut self, server: &mut LinkServer, client: ClientId) {
         self.queue_client(server, client, true);
         self.send_queued();
     }
 
-    /// Queues one client's packets; renet's ack-only packet only when `with_acks` (acks are
+    /// Queues one client's packets; the ack packet only when `with_acks` (acks are
     /// cumulative and repeated until acknowledged, so a skipped one loses nothing).
-    fn queue_client(&mut self, server: &mut RenetServer, client: ClientId, with_acks: bool) {
-        let Ok(packets) = server.get_packets_to_send(client) else {
-            return;
-        };
-        for packet in packets {
-            if !with_acks && packet.first() == Some(&RENET_ACK_PACKET) {
-                continue;
-            }
-            if let Err(e) = self.netcode.send_payload(client, &packet, &mut self.tx) {
-                tracing::debug!(client, error = %e, "cannot send packet");
+    fn queue_client(&mut self, server: &mut LinkServer, client: ClientId, with_acks: bool) {
+        let (netcode, tx) = (&mut self.netcode, &mut self.tx);
+        let mut failed = false;
+        server.write_packets(client, with_acks, |packet| {
+            if failed {
                 return;
             }
-        }
+            if let Err(e) = netcode.send_payload(client, packet, tx) {
+                tracing::debug!(client, error = %e, "cannot send packet");
+                failed = true;
+            }
+        });
     }
 
     /// Sends every queued datagram, counting the ones the kernel refused.
@@ -345,7 +344,7 @@ impl NetcodeSocket {
     /// packets too, so the full-flush cadence is the idle packet rate of a connection.
     pub fn flush(
         &mut self,
-        server: &mut RenetServer,
+        server: &mut LinkServer,
         tick: u64,
         idle_ticks: u64,
         dirty: impl Fn(ClientId) -> bool,
@@ -361,7 +360,7 @@ impl NetcodeSocket {
         self.send_queued();
     }
 
-    pub fn disconnect_all(&mut self, server: &mut RenetServer) {
+    pub fn disconnect_all(&mut self, server: &mut LinkServer) {
         let clients: Vec<ClientId> = self.netcode.clients_id().collect();
         for client in clients {
             self.netcode.disconnect(client, &mut self.tx);

@@ -15,11 +15,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
-use renet::{ClientId, RenetClient, RenetServer};
 use renetcode::NETCODE_USER_DATA_BYTES;
-use shared_sim::protocol::{Channel, PROTOCOL_ID};
+use shared_sim::protocol::PROTOCOL_ID;
 use tokio::sync::mpsc;
 
+use crate::link::{ClientId, LinkServer};
 use crate::ws_token::{TokenError, verify_connect_token};
 
 pub use shared_sim::protocol::{WS_PATH, ws_close as close_code, ws_subprotocol as subprotocol};
@@ -88,9 +88,11 @@ enum Out {
 /// a [`crate::Shard`]. `public_addrs` are the UDP addresses of this server's netcode sockets: a
 /// token must name one of them, exactly as netcode requires.
 ///
-/// Each client becomes a renet *local client* of a renet server of its own shard
-/// ([`crate::Transport::Ws`]): the servers' admission, decoding, rate limits and duplicate-user
-/// checks run unchanged, and sessions index the WebSocket shard like a UDP one. The async side
+/// Each client becomes a *direct* link of its shard's link server ([`crate::Transport::Ws`],
+/// [`LinkServer::add_direct`]): its frames are the messages the server reads, and the messages
+/// the server sends are its frames, with no packets or acks between (the socket is reliable and
+/// ordered). The servers' admission, decoding, rate limits and duplicate-user checks run
+/// unchanged, and sessions index the WebSocket shard like a UDP one. The async side
 /// ([`WsAcceptor`], on the server's tokio runtime) checks the token (the same checks netcode
 /// makes, [`crate::ws_token`]; each token once), then passes frames to the Bevy side
 /// ([`WsSocket`]) over a channel; each connection has a bounded outgoing queue, and a client that
@@ -373,7 +375,7 @@ async fn refuse(mut socket: WebSocket, code: u16, reason: &'static str, label: &
     let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
-/// The Bevy half: WebSocket clients as renet local clients of one renet server.
+/// The Bevy half: WebSocket clients as direct links of one link server.
 pub struct WsSocket {
     events: mpsc::UnboundedReceiver<WsEvent>,
     conns: HashMap<ClientId, WsConn>,
@@ -385,7 +387,6 @@ pub struct WsSocket {
 
 struct WsConn {
     conn: u64,
-    local: RenetClient,
     out: mpsc::Sender<Out>,
     user_data: [u8; NETCODE_USER_DATA_BYTES],
 }
@@ -395,9 +396,9 @@ impl WsSocket {
         self.conns.get(&client).map(|c| c.user_data)
     }
 
-    /// Takes what the connections' tasks passed on: new sessions (renet then reports them as
-    /// connected), messages, closes; then moves packets between the local clients and `server`.
-    pub fn receive(&mut self, dt: Duration, server: &mut RenetServer) {
+    /// Takes what the connections' tasks passed on: new sessions (the link server then reports
+    /// them as connected), messages, closes.
+    pub fn receive(&mut self, server: &mut LinkServer) {
         while let Ok(event) = self.events.try_recv() {
             match event {
                 WsEvent::Open {
@@ -417,12 +418,11 @@ impl WsSocket {
                             "replaced by a newer connection",
                         );
                     }
-                    let local = server.new_local_client(client_id);
+                    server.add_direct(client_id);
                     self.conns.insert(
                         client_id,
                         WsConn {
                             conn,
-                            local,
                             out,
                             user_data: *user_data,
                         },
@@ -433,34 +433,23 @@ impl WsSocket {
                     client_id,
                     bytes,
                 } => {
-                    if let Some(c) = self.conns.get_mut(&client_id)
-                        && c.conn == conn
-                    {
-                        c.local.send_message(Channel::Reliable, bytes);
-                        self.active.insert(client_id);
+                    if self.conns.get(&client_id).is_some_and(|c| c.conn == conn) {
+                        if server.push_direct(client_id, bytes) {
+                            self.active.insert(client_id);
+                        } else {
+                            // Over the budget of unread messages: the link is disconnected,
+                            // and `maintain` closes the socket.
+                            self.active.remove(&client_id);
+                        }
                     }
                 }
                 WsEvent::Closed { conn, client_id } => {
-                    if let Some(c) = self.conns.get_mut(&client_id)
-                        && c.conn == conn
-                    {
-                        // What the client sent last reaches the server before the close.
-                        let _ = server.process_local_client(client_id, &mut c.local);
+                    // What the client sent last is read before the close is.
+                    if self.conns.get(&client_id).is_some_and(|c| c.conn == conn) {
                         self.closing.insert(client_id);
                     }
                 }
             }
-        }
-        let mut broken = Vec::new();
-        for (id, c) in &mut self.conns {
-            c.local.update(dt);
-            if c.local.is_disconnected() || server.process_local_client(*id, &mut c.local).is_err()
-            {
-                broken.push(*id);
-            }
-        }
-        for id in broken {
-            self.drop_conn(server, id, close_code::CLOSED_BY_SERVER, "session error");
         }
     }
 
@@ -469,8 +458,9 @@ impl WsSocket {
         std::mem::take(&mut self.active)
     }
 
-    /// Ends the sessions renet disconnected (kicks, refusals), after the messages sent before.
-    pub fn maintain(&mut self, server: &mut RenetServer) {
+    /// Ends the sessions the server disconnected (kicks, refusals, clients over their budget),
+    /// after the messages sent before.
+    pub fn maintain(&mut self, server: &mut LinkServer) {
         for id in server.disconnections_id() {
             self.flush_client(server, id);
             self.drop_conn(
@@ -483,22 +473,21 @@ impl WsSocket {
     }
 
     /// Passes one client's queued messages to its connection now.
-    pub fn flush_client(&mut self, server: &mut RenetServer, client: ClientId) {
+    pub fn flush_client(&mut self, server: &mut LinkServer, client: ClientId) {
         let Some(c) = self.conns.get_mut(&client) else {
             return;
         };
-        if server.process_local_client(client, &mut c.local).is_err() {
-            return;
-        }
         let mut slow = false;
-        for channel in [Channel::Reliable, Channel::Unreliable] {
-            while let Some(message) = c.local.receive_message(channel) {
-                if c.out.try_send(Out::Frame(message)).is_err() {
-                    slow = true;
-                    break;
-                }
-                metrics::counter!("croft_ws_frames_sent_total").increment(1);
+        let mut sent = 0;
+        for message in server.take_direct(client) {
+            if c.out.try_send(Out::Frame(message)).is_err() {
+                slow = true;
+                break;
             }
+            sent += 1;
+        }
+        if sent > 0 {
+            metrics::counter!("croft_ws_frames_sent_total").increment(sent);
         }
         if slow && !self.closing.contains(&client) {
             metrics::counter!("croft_ws_slow_clients_total").increment(1);
@@ -519,7 +508,7 @@ impl WsSocket {
 
     /// Passes every client's messages on (there are no acks to pace over WebSocket), and
     /// ends the sessions their clients closed.
-    pub fn flush(&mut self, server: &mut RenetServer) {
+    pub fn flush(&mut self, server: &mut LinkServer) {
         for client in std::mem::take(&mut self.closing) {
             if self.conns.remove(&client).is_some() {
                 self.active.remove(&client);
@@ -532,7 +521,7 @@ impl WsSocket {
         }
     }
 
-    pub fn disconnect_all(&mut self, server: &mut RenetServer) {
+    pub fn disconnect_all(&mut self, server: &mut LinkServer) {
         let clients: Vec<ClientId> = self.conns.keys().copied().collect();
         for client in clients {
             self.flush_client(server, client);
@@ -548,7 +537,7 @@ impl WsSocket {
 
     fn drop_conn(
         &mut self,
-        server: &mut RenetServer,
+        server: &mut LinkServer,
         client: ClientId,
         code: u16,
         reason: &'static str,

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bevy::prelude::*;
-use renet::{Bytes, ClientId};
 use shared_net::RateWindow;
+use shared_net::{Bytes, ClientId};
 use shared_sim::protocol::{ErrorCode, LobbyServerMessage, Presence, USER_DATA_BYTES};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 

@@ -211,7 +211,7 @@ impl Lobby {
         friends: &HashSet<UserId>,
         presence: Presence,
     ) {
-        let bytes = renet::Bytes::from(
+        let bytes = shared_net::Bytes::from(
             LobbyServerMessage::FriendPresence {
                 user_id: user,
                 presence,

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bevy::prelude::*;
-use renet::{ClientId, ServerEvent};
+use shared_net::{ClientId, ServerEvent};
 use shared_net::{RateWindow, Shard};
 use shared_sim::protocol::{
     Channel, ErrorCode, Presence, TokenKind, TokenUserData, USER_DATA_BYTES,
@@ -14,7 +14,7 @@ use shared_sim::protocol::{
 use super::{Lobby, NetEvent, Outgoing, Session};
 use crate::bridge::{Job, UserId};
 
-/// The sockets: one renet server per shard, and what the flush policy tracks.
+/// The sockets: one link server per shard, and what the flush policy tracks.
 #[derive(Resource)]
 pub struct LobbyNet {
     pub shards: Vec<Shard>,
