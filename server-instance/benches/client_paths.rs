@@ -9,6 +9,8 @@
 //! once).
 //!
 //! cargo bench -p server-instance --bench client_paths -- [matches] [seconds] [think_ms]
+//!
+//! `CROFT_BENCH_SERVER=PATH` measures another `server-instance` binary.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

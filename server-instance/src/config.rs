@@ -62,6 +62,12 @@ pub struct InstanceConfig {
     #[arg(long, env = "CROFT_IDLE_FLUSH_MS", default_value_t = 250)]
     pub idle_flush_ms: u32,
 
+    /// Milliseconds between the server's keep-alives to a client it has sent nothing else
+    /// (netcode's own rate is 250 ms; the client's time-out is the token's 15 s). Each
+    /// client's netcode upkeep (time-out check, keep-alive) runs this often.
+    #[arg(long, env = "CROFT_INSTANCE_KEEPALIVE_MS", default_value_t = 1000)]
+    pub keepalive_ms: u32,
+
     /// Seconds a disconnected player has to come back before forfeiting.
     #[arg(long, env = "CROFT_RECONNECT_GRACE_SECONDS", default_value_t = 30)]
     pub grace_seconds: u32,

@@ -85,6 +85,10 @@ pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
         },
     )?;
     let mut net = net;
+    let upkeep = (u64::from(config.keepalive_ms) * u64::from(config.tick_hz) / 1000).max(1);
+    for shard in &mut net.shards {
+        shard.transport.set_upkeep_every(upkeep);
+    }
     let ws = shared_net::ws::start(
         &config.ws,
         &runtime,

@@ -479,7 +479,7 @@ pub fn send_system(mut net: ResMut<NetServer>, clock: Res<MatchClock>, mut last_
     for shard in &mut net.shards {
         shard
             .transport
-            .flush(&mut shard.server, clock.tick, idle, |c| dirty.contains(&c));
+            .flush(&mut shard.server, clock.tick, idle, dirty);
     }
     net.dirty.clear();
     let connected = net.connected();

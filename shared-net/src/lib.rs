@@ -105,7 +105,7 @@ impl Transport {
         server: &mut LinkServer,
         tick: u64,
         idle_ticks: u64,
-        dirty: impl Fn(ClientId) -> bool,
+        dirty: &HashSet<ClientId>,
     ) {
         match self {
             Transport::Netcode(t) => t.flush(server, tick, idle_ticks, dirty),
@@ -339,21 +339,26 @@ impl NetcodeSocket {
         }
     }
 
-    /// Every `idle_ticks` (in its phase) a client gets a full flush, acks included; in
-    /// between, a client with news (`dirty`) gets its messages only. renet acknowledges ack
-    /// packets too, so the full-flush cadence is the idle packet rate of a connection.
+    /// Every `idle_ticks` (in its phase) a client gets a full flush, its ack packet included
+    /// when messages arrived from it since the last one (see [`link`]); in between, a client
+    /// with news (`dirty`) gets its messages only. A client with nothing due costs a lookup.
     pub fn flush(
         &mut self,
         server: &mut LinkServer,
         tick: u64,
         idle_ticks: u64,
-        dirty: impl Fn(ClientId) -> bool,
+        dirty: &HashSet<ClientId>,
     ) {
-        let clients: Vec<ClientId> = server.clients_id_iter().collect();
-        for client in clients {
-            if due(client, tick, idle_ticks) {
-                self.queue_client(server, client, true);
-            } else if dirty(client) {
+        // The walk reads ids only; a link with nothing to write costs one lookup.
+        let due_now: Vec<ClientId> = server
+            .ids()
+            .filter(|&client| due(client, tick, idle_ticks))
+            .collect();
+        for client in due_now {
+            self.queue_client(server, client, true);
+        }
+        for &client in dirty {
+            if !due(client, tick, idle_ticks) {
                 self.queue_client(server, client, false);
             }
         }

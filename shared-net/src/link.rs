@@ -157,7 +157,8 @@ pub struct UnknownClient(pub ClientId);
 /// Every client's link, and the clock they share.
 pub struct LinkServer {
     config: LinkConfig,
-    links: HashMap<ClientId, Link>,
+    /// Boxed, so a walk over the ids (the flush policy's, every frame) stays in a dense table.
+    links: HashMap<ClientId, Box<Link>>,
     events: VecDeque<ServerEvent>,
     /// Links marked disconnected and not yet removed by their transport.
     disconnecting: Vec<ClientId>,
@@ -209,7 +210,7 @@ impl LinkServer {
             // The transport reconnected the id without a removal: end the old link first.
             self.remove_connection(client_id);
         }
-        self.links.insert(client_id, Link::new(direct));
+        self.links.insert(client_id, Box::new(Link::new(direct)));
         self.events
             .push_back(ServerEvent::ClientConnected { client_id });
     }
@@ -254,6 +255,12 @@ impl LinkServer {
 
     pub fn disconnect_reason(&self, client_id: ClientId) -> Option<DisconnectReason> {
         self.links.get(&client_id).and_then(|l| l.disconnected)
+    }
+
+    /// Every link's id, disconnected ones included (cheaper than [`Self::clients_id_iter`]: it
+    /// reads no link).
+    pub fn ids(&self) -> impl Iterator<Item = ClientId> + '_ {
+        self.links.keys().copied()
     }
 
     pub fn clients_id_iter(&self) -> impl Iterator<Item = ClientId> + '_ {
@@ -416,6 +423,8 @@ struct Link {
     // Receiving.
     /// Sequences of the peer's packets to acknowledge, as sorted disjoint ranges.
     pending_acks: Vec<Range<u64>>,
+    /// A packet with messages arrived since the last ack packet went out.
+    owe_ack: bool,
     /// The next reliable message id to deliver.
     recv_next: u64,
     /// Reliable messages past a gap.
@@ -575,6 +584,7 @@ impl Link {
             direct,
             disconnected: None,
             pending_acks: Vec::new(),
+            owe_ack: false,
             recv_next: 0,
             early: BTreeMap::new(),
             slices_in: Vec::new(),
@@ -706,6 +716,9 @@ impl Link {
             ACK => self.receive_ack(now, &mut r)?,
             other => return Err(WireError::PacketType(other)),
         }
+        // Only packets with messages call for an ack packet: renet acknowledges every packet,
+        // ack packets included, so answering acks with acks would never end (see `write`).
+        self.owe_ack |= kind != ACK;
         self.add_pending_ack(sequence);
         Ok(())
     }
@@ -1018,7 +1031,7 @@ impl Link {
         if self.disconnected.is_some() || self.direct {
             return false;
         }
-        (with_acks && !self.pending_acks.is_empty())
+        (with_acks && self.owe_ack)
             || !self.unreliable_out.is_empty()
             || self.unsent_from < self.unacked_base + self.unacked.len() as u64
             || (!self.unacked.is_empty() && now >= self.resend_at)
@@ -1139,7 +1152,13 @@ impl Link {
             written += self.write_unreliable(&mut buf, config, now, budget, send);
         }
 
-        if with_acks && !self.pending_acks.is_empty() {
+        // The ack packet goes out when packets with messages arrived since the last one. The
+        // pending ranges also cover the peer's ack packets, so the peer trims its own pending
+        // acks whenever it sends messages; acks of acks alone are never answered, which is what
+        // stops the ping-pong renet's servers keep up at every flush (an idle peer's ack packets
+        // cost one received datagram each, and nothing sent back).
+        if with_acks && self.owe_ack && !self.pending_acks.is_empty() {
+            self.owe_ack = false;
             let largest = self.pending_acks.last().map_or(0, |r| r.end - 1);
             let sequence = self.record(now, SentWhat::Ack { largest });
             let len = write_ack(&mut buf, sequence, &self.pending_acks);

@@ -229,7 +229,7 @@ pub fn send(mut net: ResMut<LobbyNet>, mut lobby: ResMut<Lobby>) {
     for shard in &mut net.shards {
         shard
             .transport
-            .flush(&mut shard.server, frame, idle, |c| dirty.contains(&c));
+            .flush(&mut shard.server, frame, idle, &dirty);
         // After the flush, in the same phase: a client that just got its periodic ack packet
         // needs no netcode keep-alive on top of it.
         shard.transport.maintain(&mut shard.server, frame);

@@ -60,7 +60,11 @@ impl Instance {
             ("--match-log", path(dir.join("matches.jsonl"))),
             ("--ready-file", path(ready_file.clone())),
         ];
-        let mut command = Command::new(env!("CARGO_BIN_EXE_server-instance"));
+        // A bench may measure another build (`CROFT_BENCH_SERVER`, see `BENCHMARKS.md`).
+        let mut command = Command::new(
+            std::env::var_os("CROFT_BENCH_SERVER")
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_server-instance").into()),
+        );
         for (flag, value) in &defaults {
             if !extra.contains(flag) {
                 command.args([flag, value.as_str()]);
