@@ -311,8 +311,8 @@ impl NetcodeSocket {
         self.send_queued();
     }
 
-    /// Queues one client's packets; the ack packet only when `with_acks` (acks are
-    /// cumulative and repeated until acknowledged, so a skipped one loses nothing).
+    /// Queues one client's packets; the ack packet only when `with_acks` (an owed ack waits
+    /// for the next full flush, so leaving it out loses nothing).
     fn queue_client(&mut self, server: &mut LinkServer, client: ClientId, with_acks: bool) {
         let (netcode, tx) = (&mut self.netcode, &mut self.tx);
         let mut failed = false;

@@ -49,9 +49,15 @@ const SENT_KEPT: Duration = Duration::from_secs(3);
 const MAX_SENT: usize = 4096;
 /// Most ack ranges kept (renet keeps 64).
 const MAX_ACK_RANGES: usize = 64;
+/// A peer's ack packet with this many further ranges gets acknowledged (so it trims them), even
+/// though ack packets alone are otherwise never answered.
+const TRIM_PEER_RANGES: u64 = 8;
 /// Most reliable messages queued for one link (unacknowledged, or for a direct link unsent),
 /// whatever their size.
 const MAX_QUEUED: usize = 65_536;
+/// What a received message counts against its channel's memory limit beyond its bytes (its
+/// queue entry), so that empty messages cannot fill memory for free.
+const MESSAGE_OVERHEAD: usize = 16;
 /// Incomplete unreliable sliced messages kept per link.
 const MAX_UNRELIABLE_SLICED: usize = 4;
 /// Largest datagram payload written (renet's buffer).
@@ -313,11 +319,11 @@ impl LinkServer {
         }
         if channel == self.config.reliable_channel {
             let m = link.inbox.pop_front()?;
-            link.inbox_bytes -= m.len();
+            link.inbox_bytes -= cost(m.len());
             Some(m)
         } else if channel == self.config.unreliable_channel {
             let m = link.unreliable_in.pop_front()?;
-            link.unreliable_in_bytes -= m.len();
+            link.unreliable_in_bytes -= cost(m.len());
             Some(m)
         } else {
             None
@@ -384,14 +390,14 @@ impl LinkServer {
         if link.disconnected.is_some() {
             return false;
         }
-        if link.inbox_bytes + message.len() > self.config.reliable_memory {
+        if link.inbox_bytes + cost(message.len()) > self.config.reliable_memory {
             self.mark(
                 client_id,
                 DisconnectReason::Protocol(WireError::ReliableMemory),
             );
             return false;
         }
-        link.inbox_bytes += message.len();
+        link.inbox_bytes += cost(message.len());
         link.inbox.push_back(message);
         true
     }
@@ -559,6 +565,11 @@ fn read_slice<'a>(
     Ok((id, index, count, payload))
 }
 
+/// A received message's charge against its channel's memory limit.
+fn cost(len: usize) -> usize {
+    len + MESSAGE_OVERHEAD
+}
+
 /// A slice's header and payload, checked: a non-final slice is exactly [`SLICE_SIZE`] bytes,
 /// the final one 1 to [`SLICE_SIZE`], and there are no more slices than `max_bytes` allows.
 fn check_slice(
@@ -696,8 +707,8 @@ impl Link {
                 let count = r.u16()?;
                 for _ in 0..count {
                     let message = r.bytes_with_len()?;
-                    if self.unreliable_in_bytes + message.len() <= config.unreliable_memory {
-                        self.unreliable_in_bytes += message.len();
+                    if self.unreliable_in_bytes + cost(message.len()) <= config.unreliable_memory {
+                        self.unreliable_in_bytes += cost(message.len());
                         self.unreliable_in
                             .push_back(Bytes::copy_from_slice(message));
                     }
@@ -732,7 +743,7 @@ impl Link {
         if id < self.recv_next || self.early.contains_key(&id) {
             return Ok(());
         }
-        if self.inbox_bytes + message.len() > config.reliable_memory {
+        if self.inbox_bytes + cost(message.len()) > config.reliable_memory {
             return Err(WireError::ReliableMemory);
         }
         self.accept_reliable(id, Bytes::copy_from_slice(message))
@@ -741,7 +752,7 @@ impl Link {
     /// Delivers or parks a new reliable message (`inbox_bytes` not yet counting it).
     fn accept_reliable(&mut self, id: u64, message: Bytes) -> Result<(), WireError> {
         if id == self.recv_next {
-            self.inbox_bytes += message.len();
+            self.inbox_bytes += cost(message.len());
             self.inbox.push_back(message);
             self.recv_next += 1;
             while let Some(next) = self.early.remove(&self.recv_next) {
@@ -767,7 +778,7 @@ impl Link {
         if self.early.len() >= MAX_EARLY {
             return Err(WireError::TooManyEarly);
         }
-        self.inbox_bytes += message.len();
+        self.inbox_bytes += cost(message.len());
         self.early.insert(id, message);
         Ok(())
     }
@@ -848,7 +859,7 @@ impl Link {
         if let Some(message) = self.unreliable_slices_in[at].0.add(index, count, payload)? {
             self.unreliable_slices_in.swap_remove(at);
             self.unreliable_in_bytes -= count * SLICE_SIZE;
-            self.unreliable_in_bytes += message.len();
+            self.unreliable_in_bytes += cost(message.len());
             self.unreliable_in.push_back(Bytes::from(message));
         }
         Ok(())
@@ -862,6 +873,11 @@ impl Link {
         let remaining = r.varint()?;
         if end < size {
             return Err(WireError::AckRange);
+        }
+        // A peer reporting many ranges lost some of our packets and keeps acking them all in
+        // every packet until one of its ack packets is acknowledged: owe it that.
+        if remaining >= TRIM_PEER_RANGES {
+            self.owe_ack = true;
         }
         let mut start = end - size;
         self.ack_range(start..end + 1);
@@ -975,6 +991,12 @@ impl Link {
     /// dropped).
     fn add_pending_ack(&mut self, sequence: u64) {
         let acks = &mut self.pending_acks;
+        // Full: a sequence below every range is dropped (renet inserts it and grows the list
+        // without bound, so a client sending descending sequences could make every packet
+        // cost a scan of a list as long as its packet count).
+        if acks.len() >= MAX_ACK_RANGES && acks.first().is_some_and(|r| sequence < r.start) {
+            return;
+        }
         for index in 0..acks.len() {
             let range = &mut acks[index];
             if range.contains(&sequence) {
@@ -994,6 +1016,9 @@ impl Link {
             }
             if range.start > sequence + 1 {
                 acks.insert(index, sequence..sequence + 1);
+                if acks.len() > MAX_ACK_RANGES {
+                    acks.remove(0);
+                }
                 return;
             }
         }
@@ -1031,7 +1056,7 @@ impl Link {
         if self.disconnected.is_some() || self.direct {
             return false;
         }
-        (with_acks && self.owe_ack)
+        (with_acks && self.owe_ack && !self.pending_acks.is_empty())
             || !self.unreliable_out.is_empty()
             || self.unsent_from < self.unacked_base + self.unacked.len() as u64
             || (!self.unacked.is_empty() && now >= self.resend_at)

@@ -605,3 +605,84 @@ fn pending_acks_merge_like_renets() {
         "oldest ranges dropped"
     );
 }
+
+#[test]
+fn descending_sequences_cannot_grow_the_ack_ranges() {
+    let mut server = LinkServer::default();
+    server.add_connection(CLIENT);
+    // Ack-only packets with sequences 200000, 199998, ...: each below every range so far.
+    for i in 0..100_000u64 {
+        let p = packet(|w| {
+            w.u8(ACK);
+            w.varint(200_000 - 2 * i);
+            w.varint(0);
+            w.varint(0);
+            w.varint(0);
+        });
+        server.process_packet_from(&p, CLIENT).unwrap();
+    }
+    assert!(server.is_connected(CLIENT));
+    let link = &server.links[&CLIENT];
+    assert_eq!(link.pending_acks.len(), MAX_ACK_RANGES);
+    // The ack packet, were one owed, stays within the buffer: the ranges kept are the newest.
+    assert_eq!(link.pending_acks.last(), Some(&(200_000..200_001)));
+}
+
+#[test]
+fn empty_messages_count_against_the_receive_budget() {
+    let mut server = LinkServer::default();
+    server.add_connection(CLIENT);
+    for seq in 0..40u64 {
+        let p = packet(|w| {
+            w.u8(SMALL_UNRELIABLE);
+            w.varint(seq);
+            w.u8(1);
+            w.u16(600);
+            for _ in 0..600 {
+                w.varint(0);
+            }
+        });
+        server.process_packet_from(&p, CLIENT).unwrap();
+    }
+    let queued = std::iter::from_fn(|| server.receive_message(CLIENT, Channel::Unreliable)).count();
+    assert_eq!(
+        queued,
+        256 * 1024 / MESSAGE_OVERHEAD,
+        "the rest were dropped"
+    );
+    assert!(server.is_connected(CLIENT));
+}
+
+#[test]
+fn a_peer_reporting_many_lost_packets_gets_its_acks_acknowledged() {
+    let mut server = LinkServer::default();
+    server.add_connection(CLIENT);
+    let ack = |ranges: u64| {
+        packet(|w| {
+            w.u8(ACK);
+            w.varint(0);
+            w.varint(1_000);
+            w.varint(0);
+            w.varint(ranges);
+            for _ in 0..ranges {
+                w.varint(1);
+                w.varint(0);
+            }
+        })
+    };
+    server.process_packet_from(&ack(2), CLIENT).unwrap();
+    assert!(
+        !server.wants_write(CLIENT, true),
+        "a few ranges: not answered"
+    );
+    server
+        .process_packet_from(&ack(TRIM_PEER_RANGES), CLIENT)
+        .unwrap();
+    assert!(server.wants_write(CLIENT, true));
+    let mut sent = Vec::new();
+    assert_eq!(
+        server.write_packets(CLIENT, true, |p| sent.push(p.to_vec())),
+        1
+    );
+    assert_eq!(sent[0][0], ACK);
+}
