@@ -77,6 +77,11 @@ func _process(_delta):
 		return
 	if retry_at_ms >= 0 and OS.get_ticks_msec() >= retry_at_ms:
 		retry_at_ms = -1
+		# The Unavailable may have answered the friend request (a database call that failed on
+		# a slow machine) rather than the queue: ask again until the friends list shows it.
+		if friend != "" and not friend_seen:
+			print("engine3: friend request again")
+			client.friend_request(friend)
 		print("engine3: queueing again")
 		client.find_match()
 	# Once, on our second turn: lose the match connection; the binding must rejoin.
