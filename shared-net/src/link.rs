@@ -191,10 +191,6 @@ impl LinkServer {
         }
     }
 
-    pub fn config(&self) -> &LinkConfig {
-        &self.config
-    }
-
     /// Advances the clock (no per-link work: that happens when a link is read or written).
     pub fn update(&mut self, dt: Duration) {
         self.now += dt;
@@ -555,10 +551,7 @@ fn read_slice<'a>(
     channel: u8,
     max_bytes: usize,
 ) -> Result<(u64, usize, usize, &'a [u8]), WireError> {
-    let on = r.u8()?;
-    if on != channel {
-        return Err(WireError::Channel(on));
-    }
+    r.channel(channel)?;
     let (id, index, count) = (r.varint()?, r.varint()?, r.varint()?);
     let payload = r.bytes_with_len()?;
     let (index, count) = check_slice(index, count, payload.len(), max_bytes)?;
@@ -688,10 +681,7 @@ impl Link {
         let sequence = r.varint()?;
         match kind {
             SMALL_RELIABLE => {
-                let channel = r.u8()?;
-                if channel != config.reliable_channel {
-                    return Err(WireError::Channel(channel));
-                }
+                r.channel(config.reliable_channel)?;
                 let count = r.u16()?;
                 for _ in 0..count {
                     let id = r.varint()?;
@@ -700,10 +690,7 @@ impl Link {
                 }
             }
             SMALL_UNRELIABLE => {
-                let channel = r.u8()?;
-                if channel != config.unreliable_channel {
-                    return Err(WireError::Channel(channel));
-                }
+                r.channel(config.unreliable_channel)?;
                 let count = r.u16()?;
                 for _ in 0..count {
                     let message = r.bytes_with_len()?;
@@ -1392,6 +1379,14 @@ impl<'a> Reader<'a> {
 
     fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.take(1)?[0])
+    }
+
+    /// A channel id, which must be `expected`.
+    fn channel(&mut self, expected: u8) -> Result<(), WireError> {
+        match self.u8()? {
+            c if c == expected => Ok(()),
+            c => Err(WireError::Channel(c)),
+        }
     }
 
     fn u16(&mut self) -> Result<u16, WireError> {
