@@ -50,7 +50,8 @@ pub struct ConnectionConfig {
     pub hz: u32,
     /// Milliseconds between the server's keep-alives to an idle client (netcode's own rate is
     /// 250 ms; idle lobby clients need far fewer).
-    #[arg(long, env = "CROFT_CONNECTION_KEEPALIVE_MS", default_value_t = 2000)]
+    #[arg(long, env = "CROFT_CONNECTION_KEEPALIVE_MS",
+          default_value_t = shared_sim::protocol::LOBBY_KEEPALIVE.as_millis() as u64)]
     pub keepalive_ms: u64,
     /// Chat messages a player may send per 10 seconds.
     #[arg(long, env = "CROFT_CHAT_PER_10S", default_value_t = 10)]

@@ -49,6 +49,9 @@ pub fn load_service_token(file: Option<&std::path::Path>) -> anyhow::Result<Stri
 /// and service calls run on a tokio runtime beside the Bevy loop (see [`bridge`]).
 pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
     telemetry::init_logging("server-connection", telemetry::LogTarget::Stdout);
+    // The recorder before anything registers the metric handles it keeps (the WebSocket
+    // transport's counters; a handle taken before would count nowhere).
+    telemetry::metrics_handle();
     let key = token::NetcodeKey::load(config.netcode_key_file.as_deref())
         .context("loading the netcode key")?;
     let service_token = load_service_token(config.service_token_file.as_deref())?;
@@ -218,9 +221,10 @@ pub fn run(config: ConnectionConfig) -> anyhow::Result<()> {
         chat_per_10s: config.chat_per_10s,
         max_messages_per_second: config.max_messages_per_second,
         bad_message_budget: config.bad_message_budget,
-        // renet acknowledges acks, so this is the idle packet rate each way; clients that send
-        // get their acks at once (see `lobby/transport.rs`).
-        idle_flush_frames: upkeep,
+        // Clients that send new messages get their acks at once (see `lobby/transport.rs`);
+        // this full flush acknowledges the rest (a resent message whose ack was lost) well
+        // inside the client's 600 ms resend time. It sends nothing when no ack is owed.
+        idle_flush_frames: (250 * u64::from(hz)).div_ceil(1000).max(1),
     };
     let mut lobby = Lobby::new(job_tx, reply_rx, limits, status);
     lobby.bus = bus;

@@ -40,6 +40,9 @@ pub(crate) struct Control {
 /// finished matches are written to the match log by a background thread.
 pub fn run(config: InstanceConfig) -> anyhow::Result<()> {
     telemetry::init_logging("server-instance", telemetry::LogTarget::Stdout);
+    // The recorder before anything registers the metric handles it keeps (a handle taken
+    // before would count nowhere).
+    telemetry::metrics_handle();
     let data = GameData::load_dir(&config.cards)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("loading card data from {}", config.cards.display()))?;

@@ -76,6 +76,10 @@ pub struct NetServer {
     revoked: HashMap<[u8; 16], Duration>,
     /// Tags revoked since the last tick, whose players are dropped then.
     revoked_new: Vec<[u8; 16]>,
+    /// Counters bumped per message, registered once: `metrics::counter!` looks its key up in
+    /// the registry on every call (4-5% of the server's CPU at 1,000 matches, issue 19).
+    messages_sent: metrics::Counter,
+    messages_received: metrics::Counter,
 }
 
 /// How long a revoked tag is remembered: connect tokens live a minute, so no older one can be
@@ -104,6 +108,8 @@ impl NetServer {
             last_tick_update: Instant::now(),
             revoked: HashMap::new(),
             revoked_new: Vec::new(),
+            messages_sent: metrics::counter!("croft_instance_messages_sent_total"),
+            messages_received: metrics::counter!("croft_instance_messages_received_total"),
         })
     }
 
@@ -193,7 +199,7 @@ impl NetServer {
         let shard = &mut self.shards[session.shard];
         shard.server.send_message(user, Channel::Reliable, bytes);
         self.dirty.insert(user);
-        metrics::counter!("croft_instance_messages_sent_total").increment(1);
+        self.messages_sent.increment(1);
         true
     }
 
@@ -206,7 +212,7 @@ impl NetServer {
             .server
             .send_message(client, Channel::Reliable, message.encode());
         self.dirty.insert(client);
-        metrics::counter!("croft_instance_messages_sent_total").increment(1);
+        self.messages_sent.increment(1);
     }
 
     /// Sends `user` an error and disconnects them (their session ends here; the caller has
@@ -429,7 +435,7 @@ fn read_messages(
             else {
                 break;
             };
-            metrics::counter!("croft_instance_messages_received_total").increment(1);
+            net.messages_received.increment(1);
             let limit = net.max_messages_per_second;
             let Some(s) = net.sessions.get_mut(&client) else {
                 break;

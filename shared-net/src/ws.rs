@@ -113,6 +113,7 @@ pub fn ws_transport(
     }));
     let socket = WsSocket {
         events: events_rx,
+        frames_sent: metrics::counter!("croft_ws_frames_sent_total"),
         conns: HashMap::new(),
         active: HashSet::new(),
         closing: HashSet::new(),
@@ -254,6 +255,8 @@ impl WsAcceptor {
         // Every write has the idle time-out: a client that stops reading cannot hold its task
         // (and its session) by leaving the TCP window shut.
         let write_limit = limits.idle_timeout;
+        // Registered once: `counter!` looks its key up in the registry on every call.
+        let frames_received = metrics::counter!("croft_ws_frames_received_total");
         let close: Option<(u16, &'static str)> = loop {
             tokio::select! {
                 incoming = stream.next() => {
@@ -281,7 +284,7 @@ impl WsAcceptor {
                         metrics::counter!("croft_ws_refused_total", "reason" => "flood").increment(1);
                         break Some((close_code::CLOSED_BY_SERVER, "too many messages"));
                     }
-                    metrics::counter!("croft_ws_frames_received_total").increment(1);
+                    frames_received.increment(1);
                     if inner.events.send(WsEvent::Frame { conn, client_id, bytes }).is_err() {
                         break Some((close_code::GOING_AWAY, "the server is stopping"));
                     }
@@ -378,6 +381,8 @@ async fn refuse(mut socket: WebSocket, code: u16, reason: &'static str, label: &
 /// The Bevy half: WebSocket clients as direct links of one link server.
 pub struct WsSocket {
     events: mpsc::UnboundedReceiver<WsEvent>,
+    /// `croft_ws_frames_sent_total`, registered once (it is bumped per client per tick).
+    frames_sent: metrics::Counter,
     conns: HashMap<ClientId, WsConn>,
     active: HashSet<ClientId>,
     /// Closed by the client: removed at the next [`Self::flush`], after the server read the
@@ -487,7 +492,7 @@ impl WsSocket {
             sent += 1;
         }
         if sent > 0 {
-            metrics::counter!("croft_ws_frames_sent_total").increment(sent);
+            self.frames_sent.increment(sent);
         }
         if slow && !self.closing.contains(&client) {
             metrics::counter!("croft_ws_slow_clients_total").increment(1);

@@ -46,9 +46,11 @@ pub mod ws_close {
 }
 
 /// Idle keep-alive interval on connection-server connections, each way: players sit idle
-/// there for hours, so they send far less than netcode's default of 4 per second. Well
-/// inside the 15 s connection timeout.
-pub const LOBBY_KEEPALIVE: Duration = Duration::from_secs(2);
+/// there for hours, so they send far less than netcode's default of 4 per second. Five of
+/// them fit in the 15 s connection timeout, and the client core waits 10 s
+/// (`croft_client::lobby::LOBBY_SILENCE`) before it counts a silent server as gone, so two
+/// lost ones in a row drop nobody.
+pub const LOBBY_KEEPALIVE: Duration = Duration::from_secs(3);
 
 /// Client messages larger than this are rejected before decoding.
 pub const MAX_CLIENT_MESSAGE_BYTES: usize = 1024;
@@ -74,8 +76,8 @@ impl Channel {
             ChannelConfig {
                 channel_id: Channel::Reliable.into(),
                 max_memory_usage_bytes: 1024 * 1024,
-                // Longer than the 250 ms ack cadence of both ends, so that only real losses
-                // are resent.
+                // Longer than the 250 ms within which both ends acknowledge messages, so that
+                // only real losses are resent.
                 send_type: SendType::ReliableOrdered {
                     resend_time: Duration::from_millis(600),
                 },

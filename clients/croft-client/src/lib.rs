@@ -75,17 +75,20 @@ struct UdpLink {
     transport: ClientSocket,
     last: Instant,
     last_flush: Instant,
-    /// Full flushes (acks included) when idle: [`IDLE_FLUSH_EVERY`] by default.
-    idle_flush: Duration,
     /// A connected server not heard from for this long is gone (`None`: netcode's own
     /// time-out, the token's, decides).
     silence_limit: Option<Duration>,
 }
 
-/// How often a connection flushes its acks: renet repeats pending acks on every flush, so acks
-/// go out on this cadence (like delayed acks) and not with every message. Must stay well below
-/// the reliable channel's resend time.
+/// How often [`Connection::flush_if_due`] makes a full flush, with the ack packet when messages
+/// arrived since the last one: acks go out on this cadence (like delayed acks), not with every
+/// message. Must stay well below the server's resend time (600 ms).
 pub const IDLE_FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+/// Keep-alive interval of an idle UDP connection (netcode's own rate is 4 per second): the
+/// servers time a client out after the token's 15 s and keep-alive at 1 s themselves
+/// (instances) or slower (connection servers, [`set_keepalive`](Connection::set_keepalive)).
+pub const MATCH_KEEPALIVE: Duration = Duration::from_secs(1);
 
 /// Where and how to connect: the server's UDP address is in the token; WebSocket clients also
 /// need the server's URL (`ws_url` in `MatchFound`, `FarmReady`, `HubReady` and the login
@@ -122,7 +125,7 @@ impl Connection {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let transport = ClientSocket::new(
+        let mut transport = ClientSocket::new(
             now,
             ClientAuthentication::Secure {
                 connect_token: token,
@@ -130,13 +133,13 @@ impl Connection {
             socket,
         )
         .map_err(|e| ClientError::Netcode(e.to_string()))?;
+        transport.keepalive_every = MATCH_KEEPALIVE;
         Ok(Self {
             link: Link::Udp(Box::new(UdpLink {
                 client: RenetClient::new(connection_config()),
                 transport,
                 last: Instant::now(),
                 last_flush: Instant::now(),
-                idle_flush: IDLE_FLUSH_EVERY,
                 silence_limit: None,
             })),
         })
@@ -162,17 +165,15 @@ impl Connection {
     }
 
     /// Sends idle keep-alives only this often (connection-server connections use
-    /// [`shared_sim::protocol::LOBBY_KEEPALIVE`]).
+    /// [`shared_sim::protocol::LOBBY_KEEPALIVE`]; the default is [`MATCH_KEEPALIVE`]).
     ///
-    /// Idle acks then also go out at this interval (renet acknowledges ack packets, so the
-    /// ack cadence is the idle packet rate); the keep-alive is set a quarter later, so an idle
-    /// connection's periodic ack packet makes it unnecessary. Flush right after receiving
-    /// messages ([`Self::flush`]) so the peer is not left to resend them. (WebSocket: the
-    /// server pings; nothing to set.)
+    /// An ack packet goes out only when messages arrived since the last one, at the next full
+    /// flush ([`Self::flush`], or [`Self::flush_if_due`] every [`IDLE_FLUSH_EVERY`]), so an idle
+    /// connection sends one keep-alive per interval and nothing else. (WebSocket: the server
+    /// pings; nothing to set.)
     pub fn set_keepalive(&mut self, every: Duration) {
         if let Link::Udp(u) = &mut self.link {
-            u.idle_flush = every;
-            u.transport.keepalive_every = every + every / 4;
+            u.transport.keepalive_every = every;
         }
     }
 
@@ -223,10 +224,10 @@ impl Connection {
         }
     }
 
-    /// Sends new messages now if `urgent`; acks go out every [`IDLE_FLUSH_EVERY`].
+    /// Sends new messages now if `urgent`; an owed ack goes out every [`IDLE_FLUSH_EVERY`].
     pub fn flush_if_due(&mut self, urgent: bool) -> Result<(), ClientError> {
         match &mut self.link {
-            Link::Udp(u) if u.last_flush.elapsed() >= u.idle_flush => self.flush(),
+            Link::Udp(u) if u.last_flush.elapsed() >= IDLE_FLUSH_EVERY => self.flush(),
             Link::Udp(u) if urgent => u
                 .transport
                 .send(&mut u.client, false)

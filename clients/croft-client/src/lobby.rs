@@ -6,9 +6,9 @@ use shared_sim::protocol::{DecodeError, LOBBY_KEEPALIVE, LobbyClientMessage, Lob
 
 use crate::{ClientError, Connection, Route};
 
-/// A connected lobby whose server was not heard from for this long (three of its keep-alives)
-/// is lost: netcode alone would wait for the token's 15 s timeout.
-pub const LOBBY_SILENCE: std::time::Duration = std::time::Duration::from_secs(6);
+/// A connected lobby whose server was not heard from for this long (three of its keep-alives
+/// and a margin) is lost: netcode alone would wait for the token's 15 s timeout.
+pub const LOBBY_SILENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A connection to a connection server.
 pub struct Lobby {

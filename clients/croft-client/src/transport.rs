@@ -25,10 +25,14 @@ const NETCODE_KEEP_ALIVE: u8 = 4;
 
 /// A client's netcode socket that decides when renet's ack packets go out.
 ///
-/// renet appends an ack packet to every flush while acks are pending (always, as both ends
-/// ack each other's acks). Sending that ack packet only on the periodic flush, not with every
-/// action, halves the datagrams per move; acks are cumulative ranges, so one skipped ack
-/// packet loses nothing (renet counts it as a lost packet and forgets it after 3 s).
+/// renet appends an ack packet to every flush while acks are pending, which is always: its
+/// pending ranges are trimmed only when the peer acknowledges an ack packet, and croft's
+/// servers do not answer ack packets (that ping-pong cost both ends a datagram every flush).
+/// So the ack packet goes out only on a flush `with_acks`, and only when a packet carrying
+/// messages arrived since the last one went out (the server's own rule, see
+/// `shared_net::link`): an idle connection sends keep-alives only, and sending with an action
+/// adds no ack datagram. Acks are cumulative ranges, so a skipped ack packet loses nothing
+/// (renet counts it as a lost packet and forgets it after 3 s).
 pub struct ClientSocket {
     socket: UdpSocket,
     netcode: NetcodeClient,
@@ -37,6 +41,8 @@ pub struct ClientSocket {
     /// every 250 ms without other traffic).
     pub keepalive_every: Duration,
     last_sent: std::time::Instant,
+    /// A renet packet other than an ack arrived since the last ack packet went out.
+    owe_ack: bool,
 }
 
 impl ClientSocket {
@@ -62,6 +68,7 @@ impl ClientSocket {
             buffer: Box::new([0; NETCODE_MAX_PACKET_BYTES]),
             keepalive_every: Duration::from_millis(250),
             last_sent: std::time::Instant::now(),
+            owe_ack: false,
         })
     }
 
@@ -91,6 +98,7 @@ impl ClientSocket {
                 Err(e) => return Err(e.into()),
             };
             if let Some(payload) = self.netcode.process_packet(&mut self.buffer[..len]) {
+                self.owe_ack |= payload.first() != Some(&RENET_ACK_PACKET);
                 client.process_packet(payload);
             }
         }
@@ -108,7 +116,8 @@ impl ClientSocket {
         Ok(())
     }
 
-    /// Sends renet's packets; the ack-only packet only when `with_acks`.
+    /// Sends renet's packets; the ack packet only when `with_acks` and messages arrived since
+    /// the last one.
     pub fn send(
         &mut self,
         client: &mut RenetClient,
@@ -118,8 +127,11 @@ impl ClientSocket {
             return Err(TransportError::Disconnected(reason.to_string()));
         }
         for packet in client.get_packets_to_send() {
-            if !with_acks && packet.first() == Some(&RENET_ACK_PACKET) {
-                continue;
+            if packet.first() == Some(&RENET_ACK_PACKET) {
+                if !(with_acks && self.owe_ack) {
+                    continue;
+                }
+                self.owe_ack = false;
             }
             let (addr, payload) = self.netcode.generate_payload_packet(&packet)?;
             self.socket.send_to(payload, addr)?;

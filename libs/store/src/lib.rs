@@ -435,7 +435,9 @@ impl Store {
     /// later is still unsent. SQLite: one statement with the ids as a JSON array (`json_each`).
     /// Postgres: a statement per 500 ids in one transaction (measured: a 5,000-id batch costs
     /// about what updating its rows costs; `id = ANY(array)` and a join with `unnest` planned a
-    /// scan of the whole table while it had no statistics yet).
+    /// scan of the whole table while it had no statistics yet, and one statement with the ids
+    /// as one `BIGINT[]` parameter and `id BETWEEN min AND max` marked 5,000 rows in ~100 ms
+    /// against ~80 ms this way: the array is searched row by row, not hashed).
     pub async fn mark_sent(&self, ids: &[i64]) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());

@@ -1,7 +1,8 @@
 //! Many UDP datagrams per system call: a [`Receiver`] reads up to a batch of waiting datagrams
 //! with one `recvmmsg`, a [`Sender`] queues datagrams and sends them with one `sendmmsg`.
 //! Elsewhere than Linux both fall back to one `recv_from`/`send_to` per datagram, with the same
-//! behaviour.
+//! behaviour; the `portable` feature takes that path on Linux too (its tests run there:
+//! `cargo test -p udp-batch --features portable`).
 //!
 //! On loopback a datagram's system call costs several microseconds, most of it fixed per call;
 //! a server that answers hundreds of clients per tick pays that once per batch instead.
@@ -10,9 +11,12 @@
 //! and a datagram the kernel will not take now (a full send buffer, an ICMP error from a peer
 //! that went away) is dropped and counted, as UDP would lose it anyway.
 
-#![cfg_attr(not(target_os = "linux"), forbid(unsafe_code))]
+#![cfg_attr(
+    any(not(target_os = "linux"), feature = "portable"),
+    forbid(unsafe_code)
+)]
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(feature = "portable")))]
 mod linux;
 
 use std::io;
@@ -62,6 +66,10 @@ impl Slots {
 pub struct Receiver {
     slots: Slots,
     truncated: u64,
+    /// One datagram and a byte more: the portable path reads here first, so a datagram longer
+    /// than the slots is seen as such (`recv_from` truncates silently on Unix).
+    #[cfg(any(not(target_os = "linux"), feature = "portable"))]
+    spare: Box<[u8]>,
 }
 
 impl Receiver {
@@ -71,6 +79,8 @@ impl Receiver {
         Ok(Self {
             slots: Slots::new(socket, batch, size)?,
             truncated: 0,
+            #[cfg(any(not(target_os = "linux"), feature = "portable"))]
+            spare: vec![0; size + 1].into_boxed_slice(),
         })
     }
 
@@ -78,9 +88,9 @@ impl Receiver {
     /// none was waiting). Read them with [`Self::datagram`] before the next call.
     pub fn recv(&mut self) -> io::Result<usize> {
         self.slots.clear();
-        #[cfg(target_os = "linux")]
+        #[cfg(all(target_os = "linux", not(feature = "portable")))]
         let result = linux::recv(self);
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(any(not(target_os = "linux"), feature = "portable"))]
         let result = self.recv_each();
         match result {
             Ok(()) => Ok(self.slots.lens.len()),
@@ -89,20 +99,33 @@ impl Receiver {
         }
     }
 
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(any(not(target_os = "linux"), feature = "portable"))]
     fn recv_each(&mut self) -> io::Result<()> {
         let s = &mut self.slots;
-        for i in 0..s.batch {
-            let buf = &mut s.buffers[i * s.size..(i + 1) * s.size];
-            match s.socket.recv_from(buf) {
-                Ok((len, addr)) => {
-                    s.lens.push(len);
-                    s.addrs.push(addr);
-                }
+        while s.lens.len() < s.batch {
+            let (len, addr) = match s.socket.recv_from(&mut self.spare) {
+                Ok(got) => got,
                 // An ICMP error about an earlier send: nothing to read from it.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                // Windows reports a datagram longer than the buffer (WSAEMSGSIZE) as an error;
+                // the datagram is consumed, but not its sender.
+                #[cfg(windows)]
+                Err(e) if e.raw_os_error() == Some(10040) => {
+                    self.truncated += 1;
+                    continue;
+                }
                 Err(e) => return Err(e),
+            };
+            let i = s.lens.len();
+            if len > s.size {
+                self.truncated += 1;
+                s.lens.push(0);
+            } else {
+                s.buffers[i * s.size..i * s.size + len].copy_from_slice(&self.spare[..len]);
+                s.lens.push(len);
             }
+            s.addrs.push(addr);
         }
         Ok(())
     }
@@ -189,14 +212,14 @@ impl Sender {
         if self.slots.lens.is_empty() {
             return;
         }
-        #[cfg(target_os = "linux")]
+        #[cfg(all(target_os = "linux", not(feature = "portable")))]
         linux::send(self);
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(any(not(target_os = "linux"), feature = "portable"))]
         self.send_each();
         self.slots.clear();
     }
 
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(any(not(target_os = "linux"), feature = "portable"))]
     fn send_each(&mut self) {
         for i in 0..self.slots.lens.len() {
             let s = &self.slots;
@@ -211,7 +234,7 @@ impl Sender {
         }
     }
 
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(any(not(target_os = "linux"), feature = "portable"))]
     fn fail(&mut self, e: io::Error) {
         self.failures.count += 1;
         self.failures.last = Some(e);
@@ -298,7 +321,6 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert!(got[0].1.is_empty());
         assert_eq!(got[1].1, vec![2; 50]);
-        #[cfg(target_os = "linux")]
         assert_eq!(rx.truncated(), 1);
     }
 

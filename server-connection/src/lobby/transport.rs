@@ -230,8 +230,8 @@ pub fn send(mut net: ResMut<LobbyNet>, mut lobby: ResMut<Lobby>) {
         shard
             .transport
             .flush(&mut shard.server, frame, idle, &dirty);
-        // After the flush, in the same phase: a client that just got its periodic ack packet
-        // needs no netcode keep-alive on top of it.
+        // After the flush: a client that just got an ack packet needs no netcode keep-alive
+        // on top of it (netcode sends one only after 250 ms without a packet).
         shard.transport.maintain(&mut shard.server, frame);
     }
     if frame.is_multiple_of(50) {

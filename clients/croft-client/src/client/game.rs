@@ -8,8 +8,8 @@ use shared_sim::view::MatchSnapshot;
 
 use crate::{ClientError, Connection, Route};
 
-/// A connected match whose instance was not heard from for this long is lost (it flushes
-/// every client at least every 250 ms): the client rejoins, or reports the match lost.
+/// A connected match whose instance was not heard from for this long is lost (it sends an
+/// idle client a keep-alive every second): the client rejoins, or reports the match lost.
 pub const MATCH_SILENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What happened in the match since the last poll, in order.
