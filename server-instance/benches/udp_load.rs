@@ -503,7 +503,8 @@ fn main() -> anyhow::Result<()> {
         "  bot process CPU {:.1}% of a core",
         100.0 * (bot_end.cpu_seconds - bot_start.cpu_seconds) / elapsed
     );
-    if let Some(echo) = &echo {
+    // (A smoke run's echo server may use no measurable CPU at all.)
+    if let Some(echo) = echo.as_ref().filter(|e| e.us_per_move > 0.0) {
         println!(
             "  against the echo baseline: {:.2}x its CPU per move ({:.1} us), {:.2}x its datagrams per move",
             us_per_move / echo.us_per_move,
