@@ -72,15 +72,6 @@ fn udp_datagrams() -> u64 {
         .unwrap_or(0)
 }
 
-/// A tiny xorshift for the think-time jitter (std only).
-fn jitter(state: &mut u64, think: Duration) -> Duration {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    let f = 0.8 + 0.4 * ((*state % 10_000) as f64 / 10_000.0);
-    think.mul_f64(f)
-}
-
 struct EchoFigures {
     us_per_move: f64,
     datagrams_per_move: f64,
@@ -88,9 +79,9 @@ struct EchoFigures {
     p99_ms: f64,
 }
 
-/// `matches` pairs of sockets take turns through the echo server, a move `think` (+-20%) after
+/// `matches` pairs of sockets take turns through the echo server, a move `pacing` after
 /// the opponent's; measured for `seconds` after a 2 s warm-up.
-fn echo_baseline(matches: usize, seconds: u64, think: Duration) -> anyhow::Result<EchoFigures> {
+fn echo_baseline(matches: usize, seconds: u64, pacing: Pacing) -> anyhow::Result<EchoFigures> {
     let mut child = Server(
         Command::new(std::env::current_exe()?)
             .env("CROFT_UDP_ECHO", "1")
@@ -128,7 +119,7 @@ fn echo_baseline(matches: usize, seconds: u64, think: Duration) -> anyhow::Resul
         games.push(Match {
             seats: [seat()?, seat()?],
             turn: 0,
-            due: Instant::now() + jitter(&mut rng, think),
+            due: Instant::now() + pacing.delay(&mut rng),
             sent: None,
             waiting: [None; 2],
         });
@@ -193,7 +184,7 @@ fn echo_baseline(matches: usize, seconds: u64, think: Duration) -> anyhow::Resul
                             // The opponent's move: this seat's turn now.
                             g.turn = i;
                             g.sent = None;
-                            g.due = now + jitter(rng, think);
+                            g.due = now + pacing.delay(rng);
                         }
                     }
                 }
@@ -268,14 +259,14 @@ fn main() -> anyhow::Result<()> {
         matches > 0 && seconds > 0,
         "matches and seconds must be at least 1"
     );
+    let pacing = Pacing {
+        think: Duration::from_millis(think_ms),
+        jitter: 0.2,
+    };
     let echo = if std::env::args().any(|a| a == "--no-echo") {
         None
     } else {
-        Some(echo_baseline(
-            matches,
-            seconds,
-            Duration::from_millis(think_ms),
-        )?)
+        Some(echo_baseline(matches, seconds, pacing)?)
     };
 
     let dir = std::env::temp_dir().join(format!("croft-udp-bench-{}", std::process::id()));
@@ -337,10 +328,6 @@ fn main() -> anyhow::Result<()> {
         token::ConnectTokenIssuer::new(key),
         1,
     )?;
-    let pacing = Pacing {
-        think: Duration::from_millis(think_ms),
-        jitter: 0.2,
-    };
     let new_match = |users: [u64; 2]| -> anyhow::Result<Vec<MatchPlayer>> {
         let (id, tokens) = mm.create_match(users, ["starter_ember", "starter_grove"])?;
         let mut out = Vec::new();

@@ -125,7 +125,7 @@ impl Connection {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let mut transport = ClientSocket::new(
+        let transport = ClientSocket::new(
             now,
             ClientAuthentication::Secure {
                 connect_token: token,
@@ -133,7 +133,6 @@ impl Connection {
             socket,
         )
         .map_err(|e| ClientError::Netcode(e.to_string()))?;
-        transport.keepalive_every = MATCH_KEEPALIVE;
         Ok(Self {
             link: Link::Udp(Box::new(UdpLink {
                 client: RenetClient::new(connection_config()),

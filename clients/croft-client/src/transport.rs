@@ -37,8 +37,8 @@ pub struct ClientSocket {
     socket: UdpSocket,
     netcode: NetcodeClient,
     buffer: Box<[u8; NETCODE_MAX_PACKET_BYTES]>,
-    /// Keep-alives go out only when nothing was sent for this long (netcode itself sends one
-    /// every 250 ms without other traffic).
+    /// Keep-alives go out only when nothing was sent for this long ([`crate::MATCH_KEEPALIVE`]
+    /// by default; netcode itself sends one every 250 ms without other traffic).
     pub keepalive_every: Duration,
     last_sent: std::time::Instant,
     /// A renet packet other than an ack arrived since the last ack packet went out.
@@ -66,7 +66,7 @@ impl ClientSocket {
             socket,
             netcode: NetcodeClient::new(now, authentication)?,
             buffer: Box::new([0; NETCODE_MAX_PACKET_BYTES]),
-            keepalive_every: Duration::from_millis(250),
+            keepalive_every: crate::MATCH_KEEPALIVE,
             last_sent: std::time::Instant::now(),
             owe_ack: false,
         })

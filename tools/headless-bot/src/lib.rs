@@ -37,6 +37,19 @@ pub struct Pacing {
     pub jitter: f64,
 }
 
+impl Pacing {
+    /// The next delay: `think` varied by up to `jitter` either way, drawn from `rng` (a
+    /// xorshift state, any non-zero start).
+    pub fn delay(&self, rng: &mut u64) -> Duration {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        let unit = (*rng % 10_000) as f64 / 10_000.0; // 0..1
+        let factor = 1.0 + self.jitter * (2.0 * unit - 1.0);
+        self.think.mul_f64(factor.max(0.0))
+    }
+}
+
 impl Default for Pacing {
     fn default() -> Self {
         Self {
@@ -156,12 +169,7 @@ impl MatchPlayer {
     }
 
     fn schedule_move(&mut self, now: Instant) {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let unit = (self.rng % 10_000) as f64 / 10_000.0; // 0..1
-        let factor = 1.0 + self.pacing.jitter * (2.0 * unit - 1.0);
-        self.next_move_at = Some(now + self.pacing.think.mul_f64(factor.max(0.0)));
+        self.next_move_at = Some(now + self.pacing.delay(&mut self.rng));
     }
 
     /// Advances this player: network in, decisions, network out.
